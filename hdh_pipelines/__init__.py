@@ -1,0 +1,1 @@
+"""hdh-pipelines: the data platform of a national health data hub."""

@@ -1,0 +1,31 @@
+"""Every definition of the code location, assembled in one place."""
+
+import dagster as dg
+
+from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets
+from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
+from hdh_pipelines.resources import HubResource, SftpResource
+from hdh_pipelines.schedules import nightly_schedule
+from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
+
+defs = dg.Definitions(
+    assets=[ingest_delivery_assets, delivery_quarantine],
+    jobs=[ingest_delivery_job, nightly_job],
+    sensors=[sftp_inbox_sensor],
+    schedules=[nightly_schedule],
+    resources={
+        "sftp": SftpResource(
+            host=dg.EnvVar("HDH_SFTP_HOST"),
+            port=dg.EnvVar.int("HDH_SFTP_PORT"),
+            user=dg.EnvVar("HDH_SFTP_USER"),
+            private_key_file=dg.EnvVar("HDH_SFTP_KEY_FILE"),
+            known_hosts_file=dg.EnvVar("HDH_SFTP_KNOWN_HOSTS"),
+            inbox_root=dg.EnvVar("HDH_SFTP_INBOX"),
+        ),
+        "hub": HubResource(
+            private_root=dg.EnvVar("HDH_PRIVATE_ROOT"),
+            keyring_file=dg.EnvVar("HDH_HUB_KEYRING"),
+            provider_registry_file=dg.EnvVar("HDH_PROVIDER_REGISTRY"),
+        ),
+    },
+)

@@ -1,0 +1,1 @@
+"""Demo material: synthetic extracts that exercise the platform without touching real health data."""

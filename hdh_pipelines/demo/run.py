@@ -1,0 +1,232 @@
+"""``hdh-demo``: the whole ingestion lifecycle on embedded defaults, end to end.
+
+Creates hub and provider keys, generates a synthetic SNDS-like population,
+starts a private OpenSSH SFTP server on loopback, delivers the data with the
+provider command (plus two deliberately bad deliveries), runs the Dagster
+sensor and the ingestion runs against a persistent Dagster instance, and
+prints a summary. Everything lives under one work folder, recreated on each
+run, so the demo can be repeated and inspected afterwards in the Dagster UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from hdh_pipelines.delivery.keys import generate_hub_key, generate_provider_key
+from hdh_pipelines.sftp_server import SftpServer, start_sftp_server
+
+REPO = Path(__file__).resolve().parents[2]
+PROVIDER = "cnam"
+COHORT_PROVIDER = "chu-cohort"
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _deliver(
+    env: dict[str, str],
+    provider: str,
+    delivery_id: str,
+    files: dict[str, Path],
+    keys: Path,
+    signing_key: Path,
+) -> None:
+    """Run the provider command exactly as a provider would."""
+    command = [
+        str(Path(sys.executable).with_name("hdh-deliver")),
+        "--provider",
+        provider,
+        "--delivery-id",
+        delivery_id,
+        "--hub-public-key",
+        str(keys / "hub.pub.pem"),
+        "--signing-key",
+        str(signing_key),
+    ]
+    for dataset, path in files.items():
+        command += ["--file", f"{dataset}={path}"]
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def _setup_keys(work: Path) -> tuple[Path, dict[str, Path]]:
+    keys = work / "keys"
+    hub = generate_hub_key(keys / "hub", bits=3072)
+    shutil.copy(hub.public_key_file, keys / "hub.pub.pem")
+    signing = {
+        name: generate_provider_key(keys / name) for name in (PROVIDER, COHORT_PROVIDER, "unregistered")
+    }
+    keyring = keys / "hub-keyring.yaml"
+    keyring.write_text(yaml.safe_dump({"keys": [{"file": str(hub.private_key_file)}]}))
+    providers = keys / "providers.yaml"
+    providers.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {
+                    PROVIDER: {
+                        "name": "Caisse nationale de l'Assurance Maladie (synthetic)",
+                        "signing_keys": [{"file": str(signing[PROVIDER].public_key_file)}],
+                    },
+                    COHORT_PROVIDER: {
+                        "name": "University hospital research cohort (synthetic)",
+                        "signing_keys": [{"file": str(signing[COHORT_PROVIDER].public_key_file)}],
+                    },
+                }
+            }
+        )
+    )
+    return keys, {name: key.private_key_file for name, key in signing.items()}
+
+
+def _hub_environment(work: Path, server: SftpServer, keys: Path) -> dict[str, str]:
+    return {
+        "DAGSTER_HOME": str(work / "dagster_home"),
+        "HDH_SFTP_HOST": server.host,
+        "HDH_SFTP_PORT": str(server.port),
+        "HDH_SFTP_USER": server.user,
+        "HDH_SFTP_KEY_FILE": str(server.client_key),
+        "HDH_SFTP_KNOWN_HOSTS": str(server.known_hosts),
+        "HDH_SFTP_INBOX": str(server.inbox),
+        "HDH_PRIVATE_ROOT": str(work / "private"),
+        "HDH_HUB_KEYRING": str(keys / "hub-keyring.yaml"),
+        "HDH_PROVIDER_REGISTRY": str(keys / "providers.yaml"),
+    }
+
+
+def _tamper(server: SftpServer, delivery_id: str) -> str:
+    """Flip one byte of an uploaded file on the server, as corruption or an attacker would."""
+    folder = server.inbox / PROVIDER / delivery_id
+    target = sorted(folder.glob("*.hdhenc"))[0]
+    with open(target, "r+b") as handle:
+        handle.seek(-40, os.SEEK_END)
+        byte = handle.read(1)
+        handle.seek(-40, os.SEEK_END)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    return target.name
+
+
+def _raw_row_counts(private: Path) -> dict[str, int]:
+    counts = {}
+    with duckdb.connect() as connection:
+        for folder in sorted({p.parent.name for p in (private / "raw").glob("*/*/*/*.parquet")}):
+            glob = str(private / "raw" / "*" / "*" / folder / "*.parquet")
+            counts[folder] = connection.execute("SELECT count(*) FROM read_parquet(?)", [glob]).fetchone()[0]
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hdh-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=REPO / "var" / "demo")
+    parser.add_argument("--persons", type=int, default=2000)
+    parser.add_argument("--year", type=int, default=2025)
+    parser.add_argument(
+        "--keep-server",
+        action="store_true",
+        help="leave the SFTP server running after the summary (Ctrl-C to stop)",
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    work = args.workdir.resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, mode=0o700)
+
+    _say("creating the hub key ring and provider signing keys")
+    keys, signing = _setup_keys(work)
+    _say("generating a synthetic SNDS-like population")
+    from hdh_pipelines.demo.synthetic import generate_snds
+
+    files = generate_snds(work / "provider-files", persons=args.persons, year=args.year)
+    _say("starting a private OpenSSH sshd (SFTP) on loopback")
+    server = start_sftp_server(work / "sftp")
+    try:
+        env = {**os.environ, **_hub_environment(work, server, keys)}
+        os.environ.update(_hub_environment(work, server, keys))
+        home = work / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        (work / "hdh.env").write_text(
+            "".join(f"{k}={v}\n" for k, v in _hub_environment(work, server, keys).items())
+        )
+
+        cohort = {name: path for name, path in files.items() if name == "COHORT_EXT"}
+        snds = {name: path for name, path in files.items() if name != "COHORT_EXT"}
+        yy = f"{args.year % 100:02d}"
+        deliveries = [
+            (PROVIDER, f"snds-{args.year}-001", snds, signing[PROVIDER]),
+            (COHORT_PROVIDER, f"cohort-{args.year}-001", cohort, signing[COHORT_PROVIDER]),
+            (PROVIDER, f"snds-{args.year}-002", {f"T_MCO{yy}B": files[f"T_MCO{yy}B"]}, signing[PROVIDER]),
+            (PROVIDER, f"snds-{args.year}-003", {"IR_BEN_R": files["IR_BEN_R"]}, signing["unregistered"]),
+        ]
+        for provider, delivery_id, delivered, key in deliveries:
+            _say(f"hdh-deliver {provider}/{delivery_id}: {', '.join(delivered)}")
+            _deliver(env, provider, delivery_id, delivered, keys, key)
+        tampered = _tamper(server, f"snds-{args.year}-002")
+        _say(f"tampered with {PROVIDER}/snds-{args.year}-002/{tampered} on the server (one byte flipped)")
+        _say(f"{PROVIDER}/snds-{args.year}-003 was signed with a key the hub's registry does not hold")
+
+        import dagster as dg
+
+        from hdh_pipelines.definitions import defs
+        from hdh_pipelines.demo.daemonless import tick
+
+        with dg.DagsterInstance.get() as instance:
+            _say("sensor tick: looking for complete deliveries in the SFTP inbox")
+            outcome = tick(defs, instance, "sftp_inbox_sensor")
+            for result in outcome.launched:
+                state = "succeeded" if result.success else "failed (quarantined)"
+                _say(f"  run {result.run_id[:8]} for {result.dagster_run.tags['dagster/partition']}: {state}")
+            dg.materialize(
+                [defs.get_assets_def(dg.AssetKey(["ingestion", "delivery_quarantine"]))],
+                instance=instance,
+                resources=defs.resources,
+            )
+            again = tick(defs, instance, "sftp_inbox_sensor", cursor=outcome.cursor)
+            _say(f"second tick requested {len(again.launched)} run(s): deliveries are never ingested twice")
+
+        private = work / "private"
+        quarantined = [json.loads(p.read_text()) for p in sorted((private / "quarantine").glob("*/*.json"))]
+        print()
+        print("=" * 78)
+        print("hdh-pipelines demo summary")
+        print("=" * 78)
+        print(f"SFTP server      OpenSSH sshd (pid {server.pid}) on {server.host}:{server.port}")
+        print(
+            f"deliveries       {len(outcome.launched)} found by the sensor, "
+            f"{sum(r.success for r in outcome.launched)} ingested, {len(quarantined)} quarantined"
+        )
+        print("raw tables (rows):")
+        for dataset, count in _raw_row_counts(private).items():
+            print(f"  {dataset:<12} {count:>8}")
+        print("quarantined deliveries:")
+        for record in quarantined:
+            print(f"  {record['provider']}/{record['delivery_id']}: {record['reason']}: {record['message']}")
+        print("outputs:")
+        print(f"  raw tables     {private / 'raw'}/<provider>/<delivery>/<DATASET>/*.parquet")
+        print(f"  quarantine     {private / 'quarantine'}")
+        print(f"  Dagster home   {work / 'dagster_home'}")
+        print("open the UI:")
+        print(f"  set -a; . {work / 'hdh.env'}; set +a; .venv/bin/dagster dev -w workspace.yaml")
+        print(f"finished in {time.monotonic() - started:.0f} s")
+        if args.keep_server:
+            _say("SFTP server left running; Ctrl-C to stop it")
+            with contextlib.suppress(KeyboardInterrupt):
+                server.wait()
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

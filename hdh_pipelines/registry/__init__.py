@@ -1,0 +1,229 @@
+"""The dataset registry: one Table Schema (frictionless) JSON per dataset the hub accepts.
+
+The schemas are the contract between providers and the hub: a delivery naming a
+dataset the registry cannot resolve is refused, and every later step (raw load,
+typing, quality, linkage) reads its column list, types and keys from here rather
+than hard-coding them. SNDS schemas keep name, type, format and constraints of
+the Health Data Hub's ``schema-snds`` for every column they declare, so that
+knowledge of the real tables applies unchanged.
+
+A lowercase ``aa`` in a dataset name stands for a two-digit year: the SNDS ships
+one ``T_MCO23B``, ``T_MCO24B``… per year, all described by ``T_MCOaaB``.
+
+Pure Python on purpose: usable from Dagster assets, the delivery CLI and tests alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
+DATASETS_DIR = Path(__file__).parent / "datasets"
+YEAR_PLACEHOLDER = "aa"
+
+# Table Schema type -> DuckDB type. A schema using any other type is refused at
+# load time, so every declared field has a DuckDB type.
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "number": "DOUBLE",
+    "date": "DATE",
+    "datetime": "TIMESTAMP",
+    "boolean": "BOOLEAN",
+    "year": "INTEGER",
+}
+
+
+class RegistryError(ValueError):
+    """A schema file that cannot be trusted as a contract (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One column. ``format`` is a strptime pattern, or None for the Table Schema default (ISO 8601)."""
+
+    name: str
+    type: str
+    required: bool
+    description: str
+    constraints: Mapping[str, Any]
+    format: str | None
+
+    def duckdb_type(self) -> str:
+        return _DUCKDB_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """``fields`` reference ``reference_fields`` of dataset ``resource`` (possibly year-templated)."""
+
+    fields: tuple[str, ...]
+    resource: str
+    reference_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSchema:
+    """A dataset's schema; ``raw`` is the whole JSON document, for the properties not modelled here."""
+
+    name: str
+    title: str
+    description: str
+    fields: tuple[Field, ...]
+    primary_key: tuple[str, ...]
+    foreign_keys: tuple[ForeignKey, ...]
+    family: str
+    event_date: str | None
+    raw: Mapping[str, Any]
+    person_id: tuple[str, ...] = ()
+
+    def field(self, name: str) -> Field:
+        for candidate in self.fields:
+            if candidate.name == name:
+                return candidate
+        raise KeyError(f"Dataset {self.name} has no column {name!r}.")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+def _names(value: str | list[str]) -> tuple[str, ...]:
+    # Table Schema allows a single field name where a list is expected.
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
+    def fail(message: str) -> RegistryError:
+        return RegistryError(f"{source}: {message}")
+
+    name = document.get("name")
+    if name != source.stem:
+        raise fail(f"the schema is named {name!r}; the file name says {source.stem!r}.")
+    primary_key = _names(document.get("primaryKey", []))
+    fields = []
+    for spec in document.get("fields", []):
+        if spec.get("type") not in _DUCKDB_TYPES:
+            raise fail(f"column {spec.get('name')!r} has unsupported type {spec.get('type')!r}.")
+        constraints = MappingProxyType(dict(spec.get("constraints", {})))
+        fmt = spec.get("format")
+        fields.append(
+            Field(
+                name=spec["name"],
+                type=spec["type"],
+                # Table Schema treats primary-key values as non-null.
+                required=bool(constraints.get("required")) or spec["name"] in primary_key,
+                description=spec.get("description", ""),
+                constraints=constraints,
+                format=None if fmt in (None, "default") else fmt,
+            )
+        )
+    columns = [f.name for f in fields]
+    if not columns:
+        raise fail("the schema declares no columns.")
+    if len(set(columns)) != len(columns):
+        raise fail("a column is declared twice.")
+    foreign_keys = tuple(
+        ForeignKey(_names(fk["fields"]), fk["reference"]["resource"], _names(fk["reference"]["fields"]))
+        for fk in document.get("foreignKeys", [])
+    )
+    hdh = document.get("hdh", {})
+    event_date = hdh.get("event_date")
+    person_id = tuple(hdh.get("person_id", ()))
+    used = [*primary_key, *person_id, *(c for fk in foreign_keys for c in fk.fields)]
+    if event_date is not None:
+        used.append(event_date)
+    undeclared = sorted(set(used) - set(columns))
+    if undeclared:
+        raise fail(f"keys or hdh properties name undeclared columns: {', '.join(undeclared)}.")
+    if not hdh.get("family"):
+        raise fail("hdh.family is missing.")
+    return DatasetSchema(
+        name=name,
+        title=document.get("title", name),
+        description=document.get("description", ""),
+        fields=tuple(fields),
+        primary_key=primary_key,
+        foreign_keys=foreign_keys,
+        family=hdh["family"],
+        event_date=event_date,
+        raw=MappingProxyType(dict(document)),
+        person_id=person_id,
+    )
+
+
+def _year_pattern(name: str) -> re.Pattern[str]:
+    before, after = name.split(YEAR_PLACEHOLDER, 1)
+    return re.compile(re.escape(before) + r"\d{2}" + re.escape(after))
+
+
+class DatasetRegistry:
+    """The schemas of one registry folder, resolved by exact or year-templated name."""
+
+    def __init__(self, schemas: Mapping[str, DatasetSchema]) -> None:
+        self._schemas = dict(schemas)
+        self._templates = [
+            (_year_pattern(name), schema)
+            for name, schema in self._schemas.items()
+            if YEAR_PLACEHOLDER in name
+        ]
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> DatasetRegistry:
+        """Read every ``*.json`` of ``directory``, else of ``$HDH_DATASET_REGISTRY``, else the package's.
+
+        Refuses the whole folder if one schema is unusable or a foreign key points
+        to a dataset the folder does not hold: a half-loaded contract would let
+        deliveries through that the full one refuses.
+        """
+        folder = Path(directory or os.environ.get(REGISTRY_ENV_VAR) or DATASETS_DIR)
+        paths = sorted(folder.glob("*.json"))
+        if not paths:
+            raise RegistryError(f"{folder}: no dataset schema (*.json) found.")
+        schemas = {}
+        for path in paths:
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise RegistryError(f"{path}: not a readable JSON file ({error}).") from error
+            schemas[path.stem] = _parse(document, path)
+        registry = cls(schemas)
+        for schema in schemas.values():
+            for fk in schema.foreign_keys:
+                target = registry.resolve(fk.resource)
+                if target is None:
+                    raise RegistryError(f"{schema.name}: foreign key to unknown dataset {fk.resource!r}.")
+                missing = sorted(set(fk.reference_fields) - set(target.column_names))
+                if missing:
+                    raise RegistryError(
+                        f"{schema.name}: foreign key to {target.name} names undeclared columns "
+                        f"{', '.join(missing)}."
+                    )
+        return registry
+
+    def resolve(self, dataset_name: str) -> DatasetSchema | None:
+        """The schema of a delivered dataset name (``T_MCO23B`` -> ``T_MCOaaB``), or None if unknown."""
+        exact = self._schemas.get(dataset_name)
+        if exact is not None:
+            return exact
+        for pattern, schema in self._templates:
+            if pattern.fullmatch(dataset_name):
+                return schema
+        return None
+
+    def names(self) -> list[str]:
+        return sorted(self._schemas)
+
+
+@cache
+def default_registry() -> DatasetRegistry:
+    """The registry of this process (read once; ``$HDH_DATASET_REGISTRY`` is read at the first call)."""
+    return DatasetRegistry.load()

@@ -1,0 +1,6 @@
+"""Dagster resources: thin, configurable wrappers over the pure library."""
+
+from hdh_pipelines.resources.hub import HubResource
+from hdh_pipelines.resources.sftp import SftpResource
+
+__all__ = ["HubResource", "SftpResource"]

@@ -1,0 +1,1 @@
+"""Sensors: what starts runs when the outside world changes."""

@@ -1,0 +1,118 @@
+"""The hub's private storage: where verified plaintext, raw tables and quarantine records live.
+
+Layout under the configured root (folders 0700, files 0600)::
+
+    received/<provider>/<delivery_id>/<file>        verified, decrypted plaintext as delivered
+    raw/<provider>/<delivery_id>/<DATASET>/<file>.parquet   raw tables, one folder per delivery
+    raw/<provider>/<delivery_id>/_delivery.json     what was loaded, from which manifest
+    quarantine/<provider>/<delivery_id>.json        why a delivery was refused
+    staging/                                        work in progress, never read by anyone
+
+A delivery becomes visible in ``raw/`` by a single rename of its folder, so a
+reader sees all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+DELIVERY_SUMMARY = "_delivery.json"
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` and missing parents owner-only (and tighten an existing one)."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically (temporary name, then rename), owner-only from the start."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class HubStorage:
+    root: Path
+
+    @property
+    def raw_root(self) -> Path:
+        return self.root / "raw"
+
+    def prepare(self) -> HubStorage:
+        for folder in (
+            self.root,
+            self.raw_root,
+            self.root / "received",
+            self.root / "quarantine",
+            self.root / "staging",
+        ):
+            make_private_dir(folder)
+        return self
+
+    def received_dir(self, provider: str, delivery_id: str) -> Path:
+        return self.root / "received" / provider / delivery_id
+
+    def raw_dir(self, provider: str, delivery_id: str) -> Path:
+        return self.raw_root / provider / delivery_id
+
+    def quarantine_file(self, provider: str, delivery_id: str) -> Path:
+        return self.root / "quarantine" / provider / f"{delivery_id}.json"
+
+    def new_staging_dir(self, provider: str, delivery_id: str) -> Path:
+        """A fresh work folder; leftovers of killed runs for the same delivery are removed first."""
+        parent = make_private_dir(self.root / "staging" / provider)
+        for leftover in parent.glob(f"{delivery_id}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        return make_private_dir(parent / f"{delivery_id}.{uuid.uuid4().hex}")
+
+    def lock_file(self, provider: str, delivery_id: str) -> Path:
+        return make_private_dir(self.root / "staging" / provider) / f"{delivery_id}.lock"
+
+    def raw_glob(self, dataset: str) -> str:
+        """The files of one raw table across all published deliveries (a DuckDB glob)."""
+        return str(self.raw_root / "*" / "*" / dataset / "*.parquet")
+
+    def published_summary(self, provider: str, delivery_id: str) -> dict | None:
+        path = self.raw_dir(provider, delivery_id) / DELIVERY_SUMMARY
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def publish(self, staged: Path, target: Path) -> None:
+        """Move ``staged`` to ``target`` with one rename; an older ``target`` is replaced whole.
+
+        The older copy is first moved aside into staging (out of every reader's
+        glob), so a crash between the two renames leaves the delivery absent (a
+        re-run restores it), never half old, half new.
+        """
+        make_private_dir(target.parent)
+        aside = None
+        if target.exists():
+            aside = make_private_dir(self.root / "staging" / "replaced") / uuid.uuid4().hex
+            os.rename(target, aside)
+        os.rename(staged, target)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def quarantine_records(self) -> Iterator[dict]:
+        for path in sorted((self.root / "quarantine").glob("*/*.json")):
+            yield json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real OpenSSH SFTP server, real keys, real Dagster instances."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hdh_pipelines.delivery.keys import (
+    GeneratedKey,
+    HubKeyRing,
+    ProviderRegistry,
+    generate_hub_key,
+    generate_provider_key,
+    load_private_key,
+    load_public_key,
+)
+from hdh_pipelines.delivery.transfer import SftpSettings
+from hdh_pipelines.ingestion import HubContext
+from hdh_pipelines.registry import default_registry
+from hdh_pipelines.sftp_server import SftpServer, start_sftp_server
+from hdh_pipelines.storage import HubStorage
+
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
+    """A private sshd on a free loopback port, stopped by PID at the end of the session."""
+    server = start_sftp_server(tmp_path_factory.mktemp("sftp"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class Keys:
+    folder: Path
+    hub: GeneratedKey
+    cnam: GeneratedKey
+    cohort: GeneratedKey
+    stranger: GeneratedKey  # a valid Ed25519 key no provider registered
+    keyring_file: Path
+    providers_file: Path
+
+    def hub_public(self):
+        return load_public_key(self.hub.public_key_file.read_bytes())
+
+    def signing(self, which: str = "cnam"):
+        return load_private_key(getattr(self, which).private_key_file)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    folder = tmp_path_factory.mktemp("keys")
+    hub = generate_hub_key(folder / "hub", bits=3072)
+    cnam = generate_provider_key(folder / "cnam")
+    cohort = generate_provider_key(folder / "cohort")
+    stranger = generate_provider_key(folder / "stranger")
+    keyring_file = folder / "hub-keyring.yaml"
+    keyring_file.write_text(yaml.safe_dump({"keys": [{"file": str(hub.private_key_file)}]}))
+    providers_file = folder / "providers.yaml"
+    providers_file.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {
+                    "cnam": {
+                        "name": "Assurance Maladie",
+                        "signing_keys": [{"file": str(cnam.public_key_file)}],
+                    },
+                    "cohort-hosp": {
+                        "name": "Hospital cohort",
+                        "signing_keys": [{"file": str(cohort.public_key_file)}],
+                    },
+                }
+            }
+        )
+    )
+    return Keys(folder, hub, cnam, cohort, stranger, keyring_file, providers_file)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, keys: Keys) -> HubContext:
+    return HubContext(
+        keyring=HubKeyRing.from_file(keys.keyring_file),
+        providers=ProviderRegistry.from_file(keys.providers_file),
+        registry=default_registry(),
+        storage=HubStorage(tmp_path / "private"),
+    )
+
+
+@pytest.fixture
+def sftp_settings(sftp_server: SftpServer) -> SftpSettings:
+    return SftpSettings(
+        host=sftp_server.host,
+        port=sftp_server.port,
+        user=sftp_server.user,
+        private_key_file=sftp_server.client_key,
+        known_hosts_file=sftp_server.known_hosts,
+        timeout_seconds=10,
+    )
+
+
+@pytest.fixture
+def inbox(sftp_server: SftpServer, tmp_path: Path) -> str:
+    """A fresh inbox folder on the server for each test, so tests never see each other's deliveries."""
+    folder = sftp_server.inbox / tmp_path.name
+    folder.mkdir()
+    return str(folder)

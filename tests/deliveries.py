@@ -1,0 +1,114 @@
+"""Building, tampering with and uploading test deliveries, as a provider would."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from hdh_pipelines.delivery.manifest import sign
+from hdh_pipelines.delivery.names import MANIFEST_NAME, SIGNATURE_NAME
+from hdh_pipelines.delivery.provider import PreparedDelivery, SourceFile, prepare_delivery, upload_delivery
+from hdh_pipelines.delivery.transfer import SftpSettings, sftp_session
+from hdh_pipelines.registry import default_registry
+from hdh_pipelines.storage import HubStorage
+
+SEGMENT = 65536
+
+
+def columns_of(dataset: str) -> list[str]:
+    return list(default_registry().resolve(dataset).column_names)
+
+
+def sample_rows(dataset: str, count: int, *, accent: str = "é") -> list[list[str]]:
+    """Text rows with one distinct value per cell, non-ASCII included; some cells empty."""
+    columns = columns_of(dataset)
+    return [
+        [("" if (r + c) % 7 == 3 else f'{accent}{r}-{c};"q"') for c in range(len(columns))]
+        for r in range(count)
+    ]
+
+
+def write_csv(
+    path: Path,
+    dataset: str,
+    rows: Sequence[Sequence[str]],
+    *,
+    encoding: str = "utf-8",
+    delimiter: str = ";",
+    columns: Sequence[str] | None = None,
+) -> Path:
+    with open(path, "w", encoding=encoding, newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter, quotechar='"', lineterminator="\n")
+        writer.writerow(columns or columns_of(dataset))
+        writer.writerows(rows)
+    return path
+
+
+def build(
+    folder: Path,
+    keys,
+    provider: str,
+    delivery_id: str,
+    sources: Sequence[SourceFile],
+    *,
+    signer: str = "cnam",
+    segment_size: int = SEGMENT,
+) -> PreparedDelivery:
+    return prepare_delivery(
+        sources,
+        folder / f"{provider}-{delivery_id}",
+        provider=provider,
+        delivery_id=delivery_id,
+        hub_public_key=keys.hub_public(),
+        signing_key=keys.signing(signer),
+        segment_size=segment_size,
+    )
+
+
+def edit_manifest(prepared: PreparedDelivery, change, *, keys=None, signer: str | None = "cnam") -> None:
+    """Rewrite manifest.json with ``change(document)``; re-sign it unless ``signer`` is None."""
+    document = json.loads(prepared.manifest_bytes)
+    change(document)
+    data = json.dumps(document, indent=1).encode()
+    (prepared.directory / MANIFEST_NAME).write_bytes(data)
+    if signer is not None:
+        (prepared.directory / SIGNATURE_NAME).write_bytes(sign(data, keys.signing(signer)))
+
+
+def upload(
+    settings: SftpSettings, prepared: PreparedDelivery, inbox: str, *, names: Sequence[str] | None = None
+) -> None:
+    """Upload the delivery as prepared on disk (manifest and signature as they are there)."""
+    remote = f"{inbox}/{prepared.manifest.provider}/{prepared.manifest.delivery_id}"
+    with sftp_session(settings) as session:
+        session.makedirs(remote)
+        if names is None:
+            upload_delivery(session, prepared, inbox)
+            return
+        for name in names:
+            with open(prepared.directory / name, "rb") as handle:
+                session.upload(handle, f"{remote}/{name}")
+
+
+def raw_rows(storage: HubStorage, dataset: str, *, with_lineage: bool = False) -> list[tuple]:
+    columns = columns_of(dataset)
+    if with_lineage:
+        columns += ["hdh_provider", "hdh_delivery_id", "hdh_dataset"]
+    selected = ", ".join(f'"{c}"' for c in columns)
+    with duckdb.connect() as connection:
+        try:
+            return connection.execute(
+                f"SELECT {selected} FROM read_parquet(?)",
+                [storage.raw_glob(default_registry().resolve(dataset).name)],
+            ).fetchall()
+        except duckdb.IOException:
+            return []
+
+
+def as_db_rows(rows: Sequence[Sequence[str]]) -> list[tuple]:
+    """CSV text as DuckDB reads it back: empty fields are NULL."""
+    return [tuple(value if value != "" else None for value in row) for row in rows]

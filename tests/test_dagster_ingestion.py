@@ -1,0 +1,163 @@
+"""The sensor and the ingestion asset on a real Dagster instance and a real OpenSSH server."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+from deliveries import build, raw_rows, sample_rows, upload, write_csv
+
+from hdh_pipelines.definitions import defs
+from hdh_pipelines.delivery.provider import SourceFile
+from hdh_pipelines.demo.daemonless import tick
+from hdh_pipelines.partitions import DELIVERIES
+from hdh_pipelines.storage import HubStorage
+
+SENSOR = "sftp_inbox_sensor"
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def hub_env(monkeypatch, tmp_path, keys, sftp_server, inbox):
+    """The environment the Definitions' EnvVar resources read, as an operator would set it."""
+    settings = {
+        "HDH_SFTP_HOST": sftp_server.host,
+        "HDH_SFTP_PORT": str(sftp_server.port),
+        "HDH_SFTP_USER": sftp_server.user,
+        "HDH_SFTP_KEY_FILE": str(sftp_server.client_key),
+        "HDH_SFTP_KNOWN_HOSTS": str(sftp_server.known_hosts),
+        "HDH_SFTP_INBOX": inbox,
+        "HDH_PRIVATE_ROOT": str(tmp_path / "private"),
+        "HDH_HUB_KEYRING": str(keys.keyring_file),
+        "HDH_PROVIDER_REGISTRY": str(keys.providers_file),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return settings
+
+
+def deliver(tmp_path, keys, sftp_settings, inbox, delivery_id, rows=20, **upload_args):
+    path = write_csv(tmp_path / f"{delivery_id}.csv", "IR_BEN_R", sample_rows("IR_BEN_R", rows))
+    prepared = build(tmp_path, keys, "cnam", delivery_id, [SourceFile(path, "IR_BEN_R")])
+    upload(sftp_settings, prepared, inbox, **upload_args)
+    return prepared
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    specs = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert {"raw/ir_ben_r", "raw/er_prs_f", "ingestion/delivery_quarantine"} <= specs
+
+
+def test_good_and_bad_deliveries_in_one_tick(tmp_path, keys, sftp_settings, inbox, hub_env, instance):
+    deliver(tmp_path, keys, sftp_settings, inbox, "good-1", rows=25)
+    bad = deliver(tmp_path, keys, sftp_settings, inbox, "bad-1", names=[])  # folder only
+    (bad.directory / "manifest.json.sig").write_text("AAAA\n")
+    upload(sftp_settings, bad, inbox)
+
+    outcome = tick(defs, instance, SENSOR)
+    assert len(outcome.launched) == 2
+    by_partition = {r.dagster_run.tags["dagster/partition"]: r for r in outcome.launched}
+    assert by_partition["cnam/good-1"].success
+    failed = by_partition["cnam/bad-1"]
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+    user_failure = failure.event_specific_data.user_failure_data
+    assert user_failure.metadata["reason"].value == "bad_signature"
+    assert "signature" in user_failure.description
+
+    storage = HubStorage(tmp_path / "private")
+    assert len(raw_rows(storage, "IR_BEN_R")) == 25
+    materialization = instance.get_latest_materialization_event(dg.AssetKey(["raw", "ir_ben_r"]))
+    assert materialization.asset_materialization.metadata["dagster/row_count"].value == 25
+    assert sorted(instance.get_dynamic_partitions(DELIVERIES.name)) == ["cnam/bad-1", "cnam/good-1"]
+    tags = by_partition["cnam/good-1"].dagster_run.tags
+    assert tags["hdh/provider"] == "cnam" and tags["hdh/delivery"] == "good-1"
+
+
+def test_part_files_and_unsigned_deliveries_are_ignored(
+    tmp_path, keys, sftp_settings, inbox, hub_env, instance
+):
+    prepared = deliver(tmp_path, keys, sftp_settings, inbox, "slow", names=[])
+    remote = f"{inbox}/cnam/slow"
+    from hdh_pipelines.delivery.transfer import sftp_session
+
+    with sftp_session(sftp_settings) as session:
+        # Data and manifest uploaded, signature still in flight as .part.
+        for name in [prepared.manifest.files[0].name, "manifest.json"]:
+            with open(prepared.directory / name, "rb") as handle:
+                session.upload(handle, f"{remote}/{name}")
+        with open(prepared.directory / "manifest.json.sig", "rb") as handle:
+            session.client.putfo(handle, f"{remote}/manifest.json.sig.part")
+    first = tick(defs, instance, SENSOR)
+    assert first.launched == [] and "1 waiting" in first.skip_reason
+    with sftp_session(sftp_settings) as session:
+        session.client.posix_rename(f"{remote}/manifest.json.sig.part", f"{remote}/manifest.json.sig")
+    second = tick(defs, instance, SENSOR, cursor=first.cursor)
+    assert [r.success for r in second.launched] == [True]
+
+
+def test_repeated_ticks_and_cursor_reset_request_nothing_twice(
+    tmp_path, keys, sftp_settings, inbox, hub_env, instance
+):
+    deliver(tmp_path, keys, sftp_settings, inbox, "once")
+    first = tick(defs, instance, SENSOR)
+    assert len(first.launched) == 1
+    again = tick(defs, instance, SENSOR, cursor=first.cursor)
+    reset = tick(defs, instance, SENSOR, cursor=None)
+    assert again.launched == [] and reset.launched == []
+    assert len(instance.get_runs()) == 1
+
+
+def test_rerun_of_a_partition_is_idempotent(tmp_path, keys, sftp_settings, inbox, hub_env, instance):
+    deliver(tmp_path, keys, sftp_settings, inbox, "twice", rows=12)
+    tick(defs, instance, SENSOR)
+    job = defs.resolve_job_def("ingest_delivery_job")
+    rerun = job.execute_in_process(instance=instance, partition_key="cnam/twice")
+    assert rerun.success
+    assert len(raw_rows(HubStorage(tmp_path / "private"), "IR_BEN_R")) == 12
+    event = instance.get_latest_materialization_event(dg.AssetKey(["raw", "ir_ben_r"]))
+    assert event.asset_materialization.metadata["already_loaded"].value is True
+
+
+def test_server_down_skips_the_tick(hub_env, instance, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    monkeypatch.setenv("HDH_SFTP_PORT", str(free_port))
+    outcome = tick(defs, instance, SENSOR)
+    assert outcome.launched == [] and "unreachable" in outcome.skip_reason
+
+
+def test_host_key_mismatch_is_refused(tmp_path, hub_env, instance, monkeypatch, sftp_server):
+    other = tmp_path / "known_hosts"
+    fake_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHvbrJ5a0nE0fKJX7bcE0Wv+0M2xB9V0m2QDeZjV2nQk"
+    other.write_text(f"[{sftp_server.host}]:{sftp_server.port} {fake_key}\n")
+    monkeypatch.setenv("HDH_SFTP_KNOWN_HOSTS", str(other))
+    outcome = tick(defs, instance, SENSOR)
+    assert "host_key_mismatch" in outcome.skip_reason
+    other.write_text("")
+    assert "host_key_unknown" in tick(defs, instance, SENSOR).skip_reason
+
+
+def test_quarantine_asset_lists_refusals(tmp_path, keys, sftp_settings, inbox, hub_env, instance):
+    bad = deliver(tmp_path, keys, sftp_settings, inbox, "refused", names=[])
+    (bad.directory / "manifest.json.sig").write_text("AAAA\n")
+    upload(sftp_settings, bad, inbox)
+    tick(defs, instance, SENSOR)
+    result = dg.materialize(
+        [defs.get_assets_def(dg.AssetKey(["ingestion", "delivery_quarantine"]))],
+        instance=instance,
+        resources=defs.resources,
+    )
+    metadata = result.asset_materializations_for_node("ingestion__delivery_quarantine")[0].metadata
+    assert metadata["dagster/row_count"].value == 1
+    assert metadata["by_reason"].value == {"bad_signature": 1}
