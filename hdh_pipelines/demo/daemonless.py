@@ -38,6 +38,7 @@ def tick(
     sensor_name: str,
     *,
     cursor: str | None = None,
+    run_config: dict | None = None,
 ) -> TickOutcome:
     """Evaluate one tick of ``sensor_name`` and launch (in process) the runs it requests."""
     sensor = defs.resolve_sensor_def(sensor_name)
@@ -63,7 +64,11 @@ def tick(
             tags[RUN_KEY_TAG] = request.run_key
         outcome.launched.append(
             job.execute_in_process(
-                instance=instance, partition_key=request.partition_key, tags=tags, raise_on_error=False
+                instance=instance,
+                partition_key=request.partition_key,
+                tags=tags,
+                run_config=run_config,
+                raise_on_error=False,
             )
         )
     return outcome

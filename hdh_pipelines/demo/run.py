@@ -24,11 +24,15 @@ import duckdb
 import yaml
 
 from hdh_pipelines.delivery.keys import generate_hub_key, generate_provider_key
+from hdh_pipelines.raw_store import quote_literal
 from hdh_pipelines.sftp_server import SftpServer, start_sftp_server
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER = "cnam"
 COHORT_PROVIDER = "chu-cohort"
+# Runs log to the Dagster instance, where the UI shows them; the demo prints its own
+# account of each run, so the console logger only reports what would be a crash.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _say(message: str) -> None:
@@ -116,6 +120,17 @@ def _tamper(server: SftpServer, delivery_id: str) -> str:
     return target.name
 
 
+def _to_parquet(csv_path: Path) -> Path:
+    target = csv_path.with_suffix(".parquet")
+    with duckdb.connect() as connection:
+        connection.execute(
+            f"COPY (SELECT * FROM read_csv(?, delim = ';', header = true, all_varchar = true)) "
+            f"TO {quote_literal(str(target))} (FORMAT parquet)",
+            [str(csv_path)],
+        )
+    return target
+
+
 def _raw_row_counts(private: Path) -> dict[str, int]:
     counts = {}
     with duckdb.connect() as connection:
@@ -160,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             "".join(f"{k}={v}\n" for k, v in _hub_environment(work, server, keys).items())
         )
 
-        cohort = {name: path for name, path in files.items() if name == "COHORT_EXT"}
+        # The hospital sends Parquet, to show both media types of the format.
+        cohort = {"COHORT_EXT": _to_parquet(files["COHORT_EXT"])}
         snds = {name: path for name, path in files.items() if name != "COHORT_EXT"}
         yy = f"{args.year % 100:02d}"
         deliveries = [
@@ -183,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with dg.DagsterInstance.get() as instance:
             _say("sensor tick: looking for complete deliveries in the SFTP inbox")
-            outcome = tick(defs, instance, "sftp_inbox_sensor")
+            outcome = tick(defs, instance, "sftp_inbox_sensor", run_config=QUIET)
             for result in outcome.launched:
                 state = "succeeded" if result.success else "failed (quarantined)"
                 _say(f"  run {result.run_id[:8]} for {result.dagster_run.tags['dagster/partition']}: {state}")
@@ -191,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                 [defs.get_assets_def(dg.AssetKey(["ingestion", "delivery_quarantine"]))],
                 instance=instance,
                 resources=defs.resources,
+                run_config=QUIET,
             )
-            again = tick(defs, instance, "sftp_inbox_sensor", cursor=outcome.cursor)
+            again = tick(defs, instance, "sftp_inbox_sensor", cursor=outcome.cursor, run_config=QUIET)
             _say(f"second tick requested {len(again.launched)} run(s): deliveries are never ingested twice")
 
         private = work / "private"
