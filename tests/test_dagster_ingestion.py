@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
-from deliveries import build, raw_rows, sample_rows, upload, write_csv
+from deliveries import build, edit_manifest, raw_rows, sample_rows, upload, write_csv
 
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.delivery.provider import SourceFile
@@ -57,26 +59,42 @@ def test_definitions_load():
 
 def test_good_and_bad_deliveries_in_one_tick(tmp_path, keys, sftp_settings, inbox, hub_env, instance):
     deliver(tmp_path, keys, sftp_settings, inbox, "good-1", rows=25)
-    bad = deliver(tmp_path, keys, sftp_settings, inbox, "bad-1", names=[])  # folder only
-    (bad.directory / "manifest.json.sig").write_text("AAAA\n")
-    upload(sftp_settings, bad, inbox)
+    bad_signature = deliver(tmp_path, keys, sftp_settings, inbox, "bad-sig", names=[])
+    (bad_signature.directory / "manifest.json.sig").write_text("AAAA\n")
+    upload(sftp_settings, bad_signature, inbox)
+    tampered = deliver(tmp_path, keys, sftp_settings, inbox, "bad-bytes")
+    data_file = Path(inbox) / "cnam" / "bad-bytes" / tampered.manifest.files[0].name
+    data = bytearray(data_file.read_bytes())
+    data[-20] ^= 1
+    data_file.write_bytes(bytes(data))
+    unknown = deliver(tmp_path, keys, sftp_settings, inbox, "bad-dataset", names=[])
+    edit_manifest(unknown, lambda d: d["files"][0].update(dataset="NOT_REGISTERED"), keys=keys)
+    upload(sftp_settings, unknown, inbox)
 
     outcome = tick(defs, instance, SENSOR)
-    assert len(outcome.launched) == 2
     by_partition = {r.dagster_run.tags["dagster/partition"]: r for r in outcome.launched}
+    assert set(by_partition) == {"cnam/good-1", "cnam/bad-sig", "cnam/bad-bytes", "cnam/bad-dataset"}
     assert by_partition["cnam/good-1"].success
-    failed = by_partition["cnam/bad-1"]
-    assert not failed.success
-    failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
-    user_failure = failure.event_specific_data.user_failure_data
-    assert user_failure.metadata["reason"].value == "bad_signature"
-    assert "signature" in user_failure.description
+    expected = {
+        "cnam/bad-sig": "bad_signature",
+        "cnam/bad-bytes": "auth_failed",
+        "cnam/bad-dataset": "unknown_dataset",
+    }
+    for partition, reason in expected.items():
+        failed = by_partition[partition]
+        assert not failed.success
+        failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+        user_failure = failure.event_specific_data.user_failure_data
+        assert user_failure.metadata["reason"].value == reason
+        assert "quarantined" in user_failure.description
+        observation = next(e for e in failed.all_events if e.event_type_value == "ASSET_OBSERVATION")
+        assert observation.asset_key == dg.AssetKey(["ingestion", "delivery_quarantine"])
 
     storage = HubStorage(tmp_path / "private")
     assert len(raw_rows(storage, "IR_BEN_R")) == 25
     materialization = instance.get_latest_materialization_event(dg.AssetKey(["raw", "ir_ben_r"]))
     assert materialization.asset_materialization.metadata["dagster/row_count"].value == 25
-    assert sorted(instance.get_dynamic_partitions(DELIVERIES.name)) == ["cnam/bad-1", "cnam/good-1"]
+    assert len(instance.get_dynamic_partitions(DELIVERIES.name)) == 4
     tags = by_partition["cnam/good-1"].dagster_run.tags
     assert tags["hdh/provider"] == "cnam" and tags["hdh/delivery"] == "good-1"
 
@@ -161,3 +179,11 @@ def test_quarantine_asset_lists_refusals(tmp_path, keys, sftp_settings, inbox, h
     metadata = result.asset_materializations_for_node("ingestion__delivery_quarantine")[0].metadata
     assert metadata["dagster/row_count"].value == 1
     assert metadata["by_reason"].value == {"bad_signature": 1}
+
+
+def test_nightly_hour_is_configurable():
+    from hdh_pipelines.schedules import nightly_cron
+
+    assert nightly_cron("3") == "0 3 * * *"
+    with pytest.raises(ValueError):
+        nightly_cron("24")

@@ -123,7 +123,9 @@ def build_ingest_delivery(registry_schemas: list[DatasetSchema]) -> dg.AssetsDef
                 report = ingest_delivery(source, provider, delivery_id, hub_context, run_id=context.run_id)
             except DeliveryRejected as rejection:
                 details = {"provider": provider, "delivery_id": delivery_id, **rejection.as_dict()}
-                context.log_event(dg.AssetObservation(asset_key=QUARANTINE_KEY, metadata=details))
+                # Yielded, not logged: logged events are only flushed at the next yield,
+                # which a failing step never reaches.
+                yield dg.AssetObservation(asset_key=QUARANTINE_KEY, metadata=details)
                 raise dg.Failure(
                     description=f"Delivery {provider}/{delivery_id} quarantined ({rejection.reason}): "
                     f"{rejection.message}",
