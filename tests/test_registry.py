@@ -18,8 +18,15 @@ REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/snds"
 EXPECTED = {"IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "OPT_OUT", "COHORT_EXT"}
 DUCKDB_TYPES = {"VARCHAR", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN", "INTEGER"}
 DCIR_KEYS = (
-    "DCT_ORD_NUM", "FLX_DIS_DTD", "FLX_EMT_NUM", "FLX_EMT_ORD", "FLX_EMT_TYP",
-    "FLX_TRT_DTD", "ORG_CLE_NUM", "PRS_ORD_NUM", "REM_TYP_AFF",
+    "DCT_ORD_NUM",
+    "FLX_DIS_DTD",
+    "FLX_EMT_NUM",
+    "FLX_EMT_ORD",
+    "FLX_EMT_TYP",
+    "FLX_TRT_DTD",
+    "ORG_CLE_NUM",
+    "PRS_ORD_NUM",
+    "REM_TYP_AFF",
 )
 
 

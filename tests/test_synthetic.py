@@ -15,8 +15,15 @@ from hdh_pipelines.registry import DatasetSchema, Field, default_registry
 
 DATASETS = ["IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCO25B", "T_MCO25C", "T_MCO25D", "OPT_OUT", "COHORT_EXT"]
 DCIR_KEYS = [
-    "DCT_ORD_NUM", "FLX_DIS_DTD", "FLX_EMT_NUM", "FLX_EMT_ORD", "FLX_EMT_TYP",
-    "FLX_TRT_DTD", "ORG_CLE_NUM", "PRS_ORD_NUM", "REM_TYP_AFF",
+    "DCT_ORD_NUM",
+    "FLX_DIS_DTD",
+    "FLX_EMT_NUM",
+    "FLX_EMT_ORD",
+    "FLX_EMT_TYP",
+    "FLX_TRT_DTD",
+    "ORG_CLE_NUM",
+    "PRS_ORD_NUM",
+    "REM_TYP_AFF",
 ]
 # Uniqueness the reference declares but real data breaks, and so does the generator on purpose:
 # twins share BEN_NIR_PSA; a person known under two BEN_NIR_PSA has one BEN_IDT_ANO on both rows.
@@ -86,9 +93,7 @@ def test_claims_belong_to_beneficiaries(db: duckdb.DuckDBPyConnection) -> None:
 def test_pmsi_tables_join_their_stays_and_the_referential(db: duckdb.DuckDBPyConnection) -> None:
     assert _one(db, "SELECT count(*) FROM T_MCO25C") == _one(db, "SELECT count(*) FROM T_MCO25B")
     for detail in ("T_MCO25C", "T_MCO25D"):
-        unmatched = _one(
-            db, f"SELECT count(*) FROM {detail} d ANTI JOIN T_MCO25B b USING (ETA_NUM, RSA_NUM)"
-        )
+        unmatched = _one(db, f"SELECT count(*) FROM {detail} d ANTI JOIN T_MCO25B b USING (ETA_NUM, RSA_NUM)")
         assert unmatched == 0, detail
     unknown = "SELECT count(*) FROM T_MCO25C c ANTI JOIN IR_BEN_R b ON b.BEN_NIR_PSA = c.NIR_ANO_17"
     assert _one(db, unknown) == 0
@@ -97,9 +102,7 @@ def test_pmsi_tables_join_their_stays_and_the_referential(db: duckdb.DuckDBPyCon
 
 
 def test_population_has_the_cases_pipelines_must_handle(db: duckdb.DuckDBPyConnection) -> None:
-    twins = _one(
-        db, "SELECT count(*) FROM (SELECT BEN_NIR_PSA FROM IR_BEN_R GROUP BY 1 HAVING count(*) > 1)"
-    )
+    twins = _one(db, "SELECT count(*) FROM (SELECT BEN_NIR_PSA FROM IR_BEN_R GROUP BY 1 HAVING count(*) > 1)")
     assert twins > 0
     assert _one(db, "SELECT count(*) FROM IR_BEN_R WHERE BEN_RNG_GEM = '2'") == twins
     two_pseudonyms = _one(
@@ -113,8 +116,9 @@ def test_population_has_the_cases_pipelines_must_handle(db: duckdb.DuckDBPyConne
     assert _one(db, "SELECT count(*) FROM T_MCO25D WHERE ASS_DGN = 'E119'") > 0
     assert _one(db, "SELECT count(DISTINCT PHA_PRS_C13) FROM ER_PHA_F") == len(SYNTHETIC_DRUGS)
     opted_out_twin = _one(
-        db, "SELECT count(*) FROM OPT_OUT o JOIN IR_BEN_R b USING (BEN_NIR_PSA, BEN_RNG_GEM) "
-        "WHERE o.BEN_RNG_GEM = '2'"
+        db,
+        "SELECT count(*) FROM OPT_OUT o JOIN IR_BEN_R b USING (BEN_NIR_PSA, BEN_RNG_GEM) "
+        "WHERE o.BEN_RNG_GEM = '2'",
     )
     assert opted_out_twin > 0
 
@@ -122,8 +126,9 @@ def test_population_has_the_cases_pipelines_must_handle(db: duckdb.DuckDBPyConne
 def test_cohort_pseudonyms_are_sometimes_missing_or_wrong(db: duckdb.DuckDBPyConnection) -> None:
     missing = _one(db, "SELECT count(*) FROM COHORT_EXT WHERE BEN_NIR_PSA IS NULL")
     wrong = _one(
-        db, "SELECT count(*) FROM COHORT_EXT c WHERE BEN_NIR_PSA IS NOT NULL "
-        "AND BEN_NIR_PSA NOT IN (SELECT BEN_NIR_PSA FROM IR_BEN_R)"
+        db,
+        "SELECT count(*) FROM COHORT_EXT c WHERE BEN_NIR_PSA IS NOT NULL "
+        "AND BEN_NIR_PSA NOT IN (SELECT BEN_NIR_PSA FROM IR_BEN_R)",
     )
     linked = _one(db, "SELECT count(*) FROM COHORT_EXT c SEMI JOIN IR_BEN_R b USING (BEN_NIR_PSA)")
     assert missing > 0 and wrong > 0 and linked > missing + wrong

@@ -10,11 +10,14 @@ collecting metformin every month, twins sharing a pseudonym, persons known under
 two pseudonyms, deaths, opt-outs, and an external hospital cohort whose
 pseudonyms are sometimes missing or wrong.
 
-Everything is computed by DuckDB set operations: randomness comes from hashing
-(seed, salt, key), so a given seed yields the same bytes whatever the size of the
-population, and millions of rows cost no Python loop. The CSV layout (columns,
-their order, date formats) is read from the dataset registry, so the files are
-exactly what a provider delivering those datasets would be expected to send.
+Everything is computed by DuckDB set operations, so millions of rows cost no
+Python loop. Randomness comes from hashing (seed, salt, key) rather than from a
+random stream, and every row is written in a total order: the same arguments give
+the same bytes whatever the number of threads. The CSV layout (columns, their
+order, date formats) is read from the dataset registry, so the files are what a
+provider delivering those datasets is expected to send: ISO dates where the
+schema keeps the default format, the SNDS export formats where it names one
+(``ENT_DAT`` as ``%d%m%Y``, ``EXE_SOI_DTD`` of T_MCOaaC as ``%d%b%Y:%H:%M:%S``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ _DEFAULT_FORMATS = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%dT%H:%M:%SZ"}
 
 
 class Drug(NamedTuple):
+    """A presentation the synthetic pharmacy delivers; ``atc`` lets demos select drug classes."""
+
     cip13: str
     atc: str
     label: str
@@ -70,31 +75,56 @@ _AFTER_ACS = "[5, 6, 7, 8, 9]"
 # postal code (PMSI BDI_COD) and the département whose hospitals treat residents
 # (Corsican FINESS numbers start with 2A/2B and do not fit the integer ETA_NUM).
 _GEO = [
-    ("075", "056", "75056", "75015", 75), ("013", "055", "13055", "13005", 13),
-    ("069", "123", "69123", "69003", 69), ("031", "555", "31555", "31000", 31),
-    ("045", "234", "45234", "45000", 45), ("044", "109", "44109", "44000", 44),
-    ("067", "482", "67482", "67000", 67), ("034", "172", "34172", "34000", 34),
-    ("033", "063", "33063", "33000", 33), ("059", "350", "59350", "59000", 59),
-    ("035", "238", "35238", "35000", 35), ("051", "454", "51454", "51100", 51),
-    ("042", "218", "42218", "42000", 42), ("083", "137", "83137", "83000", 83),
-    ("076", "351", "76351", "76600", 76), ("038", "185", "38185", "38000", 38),
-    ("021", "231", "21231", "21000", 21), ("049", "007", "49007", "49000", 49),
-    ("093", "066", "93066", "93200", 93), ("092", "012", "92012", "92100", 92),
-    ("057", "463", "57463", "57000", 57), ("063", "113", "63113", "63000", 63),
-    ("029", "019", "29019", "29200", 29), ("080", "021", "80021", "80000", 80),
-    ("02A", "004", "2A004", "20000", 13), ("02B", "033", "2B033", "20200", 13),
+    ("075", "056", "75056", "75015", 75),
+    ("013", "055", "13055", "13005", 13),
+    ("069", "123", "69123", "69003", 69),
+    ("031", "555", "31555", "31000", 31),
+    ("045", "234", "45234", "45000", 45),
+    ("044", "109", "44109", "44000", 44),
+    ("067", "482", "67482", "67000", 67),
+    ("034", "172", "34172", "34000", 34),
+    ("033", "063", "33063", "33000", 33),
+    ("059", "350", "59350", "59000", 59),
+    ("035", "238", "35238", "35000", 35),
+    ("051", "454", "51454", "51100", 51),
+    ("042", "218", "42218", "42000", 42),
+    ("083", "137", "83137", "83000", 83),
+    ("076", "351", "76351", "76600", 76),
+    ("038", "185", "38185", "38000", 38),
+    ("021", "231", "21231", "21000", 21),
+    ("049", "007", "49007", "49000", 49),
+    ("093", "066", "93066", "93200", 93),
+    ("092", "012", "92012", "92100", 92),
+    ("057", "463", "57463", "57000", 57),
+    ("063", "113", "63113", "63000", 63),
+    ("029", "019", "29019", "29200", 29),
+    ("080", "021", "80021", "80000", 80),
+    ("02A", "004", "2A004", "20000", 13),
+    ("02B", "033", "2B033", "20200", 13),
 ]
 # Principal diagnosis -> GHM, GHS of the stays that are not acute coronary syndromes.
 _ORDINARY_STAYS = [
-    ("J189", "04M053", 4127), ("K358", "06C092", 4361), ("S720", "08C472", 4786),
-    ("I500", "05M092", 4234), ("I639", "01M302", 4040), ("N390", "11M042", 4570),
-    ("C341", "04M102", 4146), ("R074", "05M131", 4250), ("I251", "05K101", 4198),
-    ("E119", "10M022", 4505), ("Z511", "28Z07Z", 9606), ("I480", "05M072", 4222),
+    ("J189", "04M053", 4127),
+    ("K358", "06C092", 4361),
+    ("S720", "08C472", 4786),
+    ("I500", "05M092", 4234),
+    ("I639", "01M302", 4040),
+    ("N390", "11M042", 4570),
+    ("C341", "04M102", 4146),
+    ("R074", "05M131", 4250),
+    ("I251", "05K101", 4198),
+    ("E119", "10M022", 4505),
+    ("Z511", "28Z07Z", 9606),
+    ("I480", "05M072", 4222),
 ]
 _BIRTH_STAY = [("O800", "14Z14A", 5025)]
 _ACS_STAYS = [
-    ("I210", "05K051", 4183), ("I211", "05K051", 4183), ("I214", "05M042", 4206),
-    ("I219", "05M041", 4205), ("I220", "05M042", 4206), ("I249", "05M041", 4205),
+    ("I210", "05K051", 4183),
+    ("I211", "05K051", 4183),
+    ("I214", "05M042", 4206),
+    ("I219", "05M041", 4205),
+    ("I220", "05M042", 4206),
+    ("I249", "05M041", 4205),
 ]
 _ASSOCIATED = "['I10', 'E785', 'N183', 'I480', 'I251']"
 
@@ -227,15 +257,18 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
         """,
         """
         CREATE TABLE t_mco_b AS
-        WITH aged AS (
-            SELECT s.*, date_diff('day', make_date(birth_year, birth_month, 15), entry_date) AS age_days,
+        WITH born AS (
+            SELECT *, date_diff('day', make_date(birth_year, birth_month, 15), entry_date) AS age_days
+            FROM stay
+        ), aged AS (
+            SELECT *, floor(age_days / 365.25)::INTEGER AS age_years,
                    exit_date IS NOT DISTINCT FROM death_date AS died,
                    u('transfer_out', rsa_num) < 0.05 AS transferred
-            FROM stay s
+            FROM born
         )
         SELECT eta_num AS ETA_NUM, rsa_num AS RSA_NUM, sex::VARCHAR AS COD_SEX,
-               CASE WHEN age_days >= 365 THEN least(120, floor(age_days / 365.25))::INTEGER END AS AGE_ANN,
-               CASE WHEN age_days < 365 THEN greatest(0, age_days) END AS AGE_JOU,
+               CASE WHEN age_years >= 1 THEN least(120, age_years) END AS AGE_ANN,
+               CASE WHEN age_years < 1 THEN least(365, greatest(0, age_days)) END AS AGE_JOU,
                substr(dpt, 2, 2) AS BDI_DEP, postal AS BDI_COD, aged.dp AS DGN_PAL,
                CASE WHEN aged.dp = 'Z511' THEN 'C341' END AS DGN_REL,
                CASE WHEN u('error', rsa_num) < 0.01 THEN '90Z00Z' ELSE dx.ghm END AS GRG_GHM,
@@ -245,11 +278,12 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
                CASE WHEN died THEN '9' WHEN transferred THEN '7' ELSE '8' END AS SOR_MOD,
                CASE WHEN transferred AND NOT died THEN '1' END AS SOR_DES,
                CASE WHEN aged.dp <> 'Z511' THEN los END AS SEJ_NBJ,
-               (SELECT count(*) FROM das WHERE das.rsa_num = aged.rsa_num) AS NBR_DGN,
+               coalesce(n.das, 0) AS NBR_DGN,
                (CASE WHEN is_acs THEN 2 ELSE 0 END + floor(u('acts', rsa_num) * 6))::INTEGER AS NBR_ACT,
                CASE WHEN aged.dp = 'Z511' THEN 1 END AS NBR_SEA,
                year(exit_date) AS SOR_ANN, exit_date AS SOR_MOI
         FROM aged JOIN dx ON dx.dp = aged.dp
+        LEFT JOIN (SELECT rsa_num, count(*) AS das FROM das GROUP BY rsa_num) n USING (rsa_num)
         """,
         """
         CREATE TABLE t_mco_c AS
@@ -266,8 +300,9 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
                code AS ASS_DGN, num AS DGN_ASS_NUM
         FROM das
         """,
-        # Ambulatory care: visits to a GP or a specialist, occasional prescriptions, a monthly
-        # metformin refill for diabetics, and secondary prevention for a year after a coronary stay.
+        # Ambulatory care: visits to a GP or a specialist, occasional prescriptions (PHA, 65 %), and
+        # fully covered long-term treatments (ALD): a monthly metformin refill for diabetics and
+        # secondary prevention for a year after a coronary stay.
         f"""
         CREATE TABLE event_draw AS
         SELECT pid, k AS slot, 'GP' AS kind, day_of_year(u('gp_day', pid, k)) AS care_date,
@@ -364,7 +399,7 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
             SELECT BEN_NIR_PSA AS psa, BEN_RNG_GEM AS rng, max(FLX_TRT_DTD) AS max_trt
             FROM er_prs_f GROUP BY ALL
         ), rows AS (
-            SELECT b.psa, b.rng, p.*  EXCLUDE (psa, rng), b.which,
+            SELECT b.psa, b.rng, p.* EXCLUDE (psa, rng), b.which,
                    least(make_date({y}, 12, 31),
                          greatest(DATE '2006-01-01', make_date(birth_year, birth_month, 1))
                          + floor(u('inserted', pid, b.which) * 400)::INTEGER) AS inserted
@@ -457,8 +492,9 @@ def generate_snds(
 ) -> dict[str, Path]:
     """Write one ``<dataset>.csv`` per dataset into ``out_dir``; return dataset name -> path.
 
-    The PMSI tables are named for ``year`` (``T_MCO25B``…). Files are ``;``-separated
-    UTF-8 with a header, and byte-identical for the same arguments.
+    Datasets: IR_BEN_R, ER_PRS_F, ER_PHA_F, T_MCO{yy}B/C/D (``yy`` from ``year``), OPT_OUT and
+    COHORT_EXT. Files are ``;``-separated UTF-8 with a header row of exactly the registry's
+    columns, and byte-identical for the same arguments. ``registry`` defaults to the packaged one.
     """
     if persons < 1:
         raise ValueError("persons must be at least 1.")
@@ -484,8 +520,8 @@ def generate_snds(
         schemas[dataset] = schema
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    # One thread: parallel COPY may write rows in a different order from one run to the next.
-    with duckdb.connect(config={"threads": 1}) as connection:
+    with duckdb.connect() as connection:
+        connection.execute("SET enable_progress_bar = false")
         for statement in _build_sql(persons, year, seed):
             connection.execute(statement)
         for dataset, table in outputs.items():

@@ -111,6 +111,8 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
     primary_key = _names(document.get("primaryKey", []))
     fields = []
     for spec in document.get("fields", []):
+        if not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise fail("a column has no name.")
         if spec.get("type") not in _DUCKDB_TYPES:
             raise fail(f"column {spec.get('name')!r} has unsupported type {spec.get('type')!r}.")
         constraints = MappingProxyType(dict(spec.get("constraints", {})))
