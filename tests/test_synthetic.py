@@ -14,17 +14,8 @@ from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, generate_snds
 from hdh_pipelines.registry import DatasetSchema, Field, default_registry
 
 DATASETS = ["IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCO25B", "T_MCO25C", "T_MCO25D", "OPT_OUT", "COHORT_EXT"]
-DCIR_KEYS = [
-    "DCT_ORD_NUM",
-    "FLX_DIS_DTD",
-    "FLX_EMT_NUM",
-    "FLX_EMT_ORD",
-    "FLX_EMT_TYP",
-    "FLX_TRT_DTD",
-    "ORG_CLE_NUM",
-    "PRS_ORD_NUM",
-    "REM_TYP_AFF",
-]
+# The 9 keys joining claims to their pharmacy detail, as the registry declares them.
+DCIR_KEYS = default_registry().resolve("ER_PRS_F").primary_key
 # Uniqueness the reference declares but real data breaks, and so does the generator on purpose:
 # twins share BEN_NIR_PSA; a person known under two BEN_NIR_PSA has one BEN_IDT_ANO on both rows.
 KNOWN_NON_UNIQUE = {("IR_BEN_R", "BEN_NIR_PSA"), ("IR_BEN_R", "BEN_IDT_ANO")}
