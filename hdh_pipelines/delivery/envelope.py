@@ -13,7 +13,7 @@ is a sequential chain that cannot be split, so done one after the other they
 would cap the rate near a third of what AES-GCM alone reaches. hashlib and
 cryptography's AEAD both release the GIL on large buffers, so ``decrypt_stream``
 runs a two-stage pipeline on two threads: one digest chain per thread, with
-the decryption of alternate segments shared between them.
+the decryption of each segment done by whichever thread has room.
 """
 
 from __future__ import annotations
@@ -204,9 +204,11 @@ def decrypt_stream(
     plaintext_stage = _PlaintextStage(opener, destination, free_slots)
     try:
         last = _ciphertext_stage(source, ciphertext_hash, opener, free_slots, plaintext_stage)
-    except BaseException:
-        # The second stage only ever holds earlier segments: a fault among them comes first.
-        if earlier := plaintext_stage.finish():
+    except BaseException as fault:
+        earlier = plaintext_stage.finish()
+        # The second stage only ever holds earlier segments: a fault among them
+        # is the file's first, unless this is an interrupt rather than a fault.
+        if earlier is not None and isinstance(fault, Exception):
             raise earlier from None
         raise
     if fault := plaintext_stage.finish():
@@ -277,10 +279,11 @@ def _ciphertext_stage(
     free_slots: queue.SimpleQueue[_Slot],
     plaintext_stage: _PlaintextStage,
 ) -> _Slot:
-    """First stage, on the caller's thread: read, hash the ciphertext, open even segments.
+    """First stage, on the caller's thread: read, hash the ciphertext, open some segments.
 
-    Returns the last segment's slot. Reading one segment ahead tells whether
-    the current one must carry the final flag.
+    Returns the last segment's slot, or the last one submitted if the second
+    stage has failed (the caller then raises its fault). Reading one segment
+    ahead tells whether the current one must carry the final flag.
     """
     current = free_slots.get()
     current.size = read_into(source, current.sealed)
@@ -298,9 +301,11 @@ def _ciphertext_stage(
         current.index, current.opened = index, False
         current.last = following is None or following.size == 0
         ciphertext_hash.update(current.sealed_view())
-        # Alternate segments are decrypted here, the others by the second stage:
-        # each thread then carries one digest chain and half the decryption.
-        if index % 2 == 0:
+        # Each thread carries one digest chain; the decryption goes to whichever
+        # has room. Taking it here only when the second stage is behind keeps
+        # both threads busy whether writing costs nothing (/dev/null) or a copy
+        # into the page cache; a fixed half-and-half split measured 15 % slower.
+        if plaintext_stage.behind():
             opener(current)
         plaintext_stage.submit(current)
         if current.last:
@@ -314,7 +319,7 @@ def _ciphertext_stage(
 
 
 class _PlaintextStage:
-    """Second stage, on its own thread: open odd segments, hash and write the plaintext in order.
+    """Second stage, on its own thread: open the segments left to it, hash and write the plaintext.
 
     After a fault it does no more work but keeps handing slots back, so the
     first stage never waits forever for a free one.
@@ -336,6 +341,10 @@ class _PlaintextStage:
     @property
     def faulty(self) -> bool:
         return self._fault is not None
+
+    def behind(self) -> bool:
+        """Whether a segment is already waiting for this stage."""
+        return self._inbox.qsize() > 0
 
     def submit(self, slot: _Slot) -> None:
         self._inbox.put(slot)

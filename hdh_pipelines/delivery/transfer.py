@@ -2,9 +2,10 @@
 
 The server's host key must already be in the configured known_hosts file:
 an unknown or changed key is refused, never added. Downloads are pipelined
-(many read requests in flight) yet bounded in memory: paramiko reads replies
-only as the consumer asks for data, and the SSH channel window caps what the
-server may send ahead.
+(several large read requests in flight) yet bounded in memory: a new request
+is sent only when the consumer has taken a reply, so at most
+``READ_REQUESTS_IN_FLIGHT * READ_REQUEST_BYTES`` of file data is ever on its
+way or waiting, whatever the file's size.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import posixpath
 import socket
 import stat
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import paramiko
+from paramiko.message import Message
+from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
 
 from hdh_pipelines.delivery.names import PART_SUFFIX
 
@@ -30,9 +34,22 @@ PREFERRED_CIPHERS = (
     "aes128-ctr",
     "aes256-ctr",
 )
+# The SSH channel window caps what the server may send before we consume it;
+# it only needs to exceed the read requests in flight (8 MiB) never to stall them.
 WINDOW_BYTES = 16 * 1024 * 1024
+# The largest SSH packet we accept. It matters for uploads only: OpenSSH's sshd
+# sends SFTP data in 32 KiB packets whatever we advertise.
 MAX_PACKET_BYTES = 256 * 1024
-READ_REQUESTS_IN_FLIGHT = 128
+# Download speed on paramiko is bound by Python work per SFTP reply, not by the
+# bytes: replies of 255 KiB (OpenSSH sftp-server's largest, 256 KiB less 1 KiB
+# of framing) cost an eighth of the 32 KiB paramiko uses by default, and took
+# the loopback rate from about 65 MiB/s to 300 MiB/s here. A server that sends
+# less per reply is followed down (see ``_PipelinedDownload``).
+READ_REQUEST_BYTES = 255 * 1024
+# On loopback, 32 requests in flight (8 MiB) downloaded a third faster than 16
+# (a reply is more often ready when the reader asks), and 64 or 128 did no
+# better. Memory is bounded by this times READ_REQUEST_BYTES.
+READ_REQUESTS_IN_FLIGHT = 32
 
 
 class SftpUnavailable(Exception):
@@ -125,11 +142,14 @@ class SftpSession:
         return data
 
     @contextmanager
-    def open_stream(self, path: str, size: int) -> Iterator[BinaryIO]:
-        """Open ``path`` for one sequential pass with pipelined reads."""
-        with self.client.open(path, "rb", bufsize=MAX_PACKET_BYTES) as handle:
-            handle.prefetch(size, max_concurrent_requests=READ_REQUESTS_IN_FLIGHT)
-            yield handle
+    def open_stream(self, path: str, size: int) -> Iterator[_PipelinedDownload]:
+        """Open ``path`` for one sequential pass over its first ``size`` bytes, with pipelined reads.
+
+        ``size`` is the size the caller checked (against the manifest): the
+        stream ends there, or earlier if the file is shorter.
+        """
+        with self.client.open(path, "rb") as handle:
+            yield _PipelinedDownload(self.client, handle.handle, size)
 
     def upload(self, local: BinaryIO, remote_path: str) -> int:
         """Upload under ``<name>.part``, then rename: readers never see a partial file."""
@@ -146,6 +166,85 @@ class SftpSession:
                 self.client.stat(current)
             except FileNotFoundError:
                 self.client.mkdir(current, mode=0o750)
+
+
+class _PipelinedDownload:
+    """Sequential reads of one remote file, with a bounded number of read requests in flight.
+
+    paramiko's own ``prefetch`` is not used: when the replies catch up with its
+    request thread (which polls every 10 ms) it marks the prefetch done, falls
+    back to synchronous reads, and those then absorb every reply the thread
+    goes on requesting, so the whole file ends up in memory (measured: 300 MiB
+    of RSS for a 256 MiB file, and 20 MiB/s). Here the consumer's own thread
+    sends a request each time it takes a reply, using paramiko's request and
+    reply primitives, so the bound holds and no thread or polling is needed.
+    """
+
+    def __init__(self, client: paramiko.SFTPClient, handle: bytes, size: int) -> None:
+        self._client = client
+        self._handle = handle
+        self._size = size
+        self._request_bytes = READ_REQUEST_BYTES
+        self._next_offset = 0  # first byte not yet requested
+        self._pending: deque[tuple[int, int, int]] = deque()  # (request number, offset, length)
+        self._early: dict[int, tuple[int, Message]] = {}  # replies that came before their turn
+        self._chunk = memoryview(b"")
+        self._ended = False
+        self._request_more()
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Copy up to ``len(buffer)`` bytes of the current reply; 0 only at the end."""
+        if not self._chunk:
+            if self._ended or not self._pending:
+                return 0
+            self._chunk = memoryview(self._next_reply())
+        count = min(len(buffer), len(self._chunk))
+        buffer[:count] = self._chunk[:count]
+        self._chunk = self._chunk[count:]
+        return count
+
+    def read(self, size: int, /) -> bytes:
+        buffer = bytearray(size)
+        return bytes(memoryview(buffer)[: self.readinto(buffer)])
+
+    def _request_more(self) -> None:
+        while len(self._pending) < READ_REQUESTS_IN_FLIGHT and self._next_offset < self._size:
+            length = min(self._request_bytes, self._size - self._next_offset)
+            self._request(self._next_offset, length, at_front=False)
+            self._next_offset += length
+
+    def _request(self, offset: int, length: int, *, at_front: bool) -> None:
+        number = self._client._async_request(self, CMD_READ, self._handle, int64(offset), length)
+        (self._pending.appendleft if at_front else self._pending.append)((number, offset, length))
+
+    def _async_response(self, kind: int, message: Message, number: int) -> None:
+        """Called by paramiko for a reply read while waiting for another one."""
+        self._early[number] = (kind, message)
+
+    def _next_reply(self) -> bytes:
+        number, offset, length = self._pending.popleft()
+        try:
+            if number in self._early:
+                kind, message = self._early.pop(number)
+                if kind == CMD_STATUS:
+                    self._client._convert_status(message)
+            else:
+                kind, message = self._client._read_response(number)
+        except EOFError:  # paramiko's word for the EOF status: the file is shorter than asked
+            self._ended = True
+            return b""
+        if kind != CMD_DATA:
+            raise paramiko.SFTPError("Expected data")
+        data = message.get_string()
+        if not data:
+            self._ended = True
+        elif len(data) < length:
+            # A server may answer with less than asked: ask for the rest before
+            # anything else, and ask for no more than it gives from now on.
+            self._request(offset + len(data), length - len(data), at_front=True)
+            self._request_bytes = min(self._request_bytes, len(data))
+        self._request_more()
+        return data
 
 
 @contextmanager
