@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The catalogue and UI tests drive a real headless browser: Debian's Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test: installing chromium (browser tests)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 . scripts/env.sh
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
