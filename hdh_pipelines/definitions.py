@@ -3,6 +3,7 @@
 import dagster as dg
 
 from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets
+from hdh_pipelines.assets.quality import quality_checks
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.resources import HubResource, SftpResource
 from hdh_pipelines.schedules import nightly_schedule
@@ -10,6 +11,7 @@ from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
 
 defs = dg.Definitions(
     assets=[ingest_delivery_assets, delivery_quarantine],
+    asset_checks=quality_checks,
     jobs=[ingest_delivery_job, nightly_job],
     sensors=[sftp_inbox_sensor],
     schedules=[nightly_schedule],

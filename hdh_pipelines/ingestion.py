@@ -16,18 +16,21 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
 from hdh_pipelines.delivery.keys import HubKeyRing, ProviderRegistry
 from hdh_pipelines.delivery.names import check_delivery_names
 from hdh_pipelines.delivery.receive import DeliverySource, plaintext_name, read_manifest, receive_file
+from hdh_pipelines.quality import DuckDBSettings
+from hdh_pipelines.quality.gate import validate_delivery
 from hdh_pipelines.raw_store import LoadSettings, load_file
 from hdh_pipelines.registry import DatasetRegistry
 from hdh_pipelines.storage import (
     DELIVERY_SUMMARY,
     PRIVATE_FILE_MODE,
+    QUALITY_SUMMARY,
     HubStorage,
     make_private_dir,
     write_private_file,
@@ -62,7 +65,15 @@ class IngestionReport:
     created_at: str
     loaded_at: str
     files: tuple[LoadedFile, ...] = field(default_factory=tuple)
+    # Dataset -> whether it passed its blocking (error-severity) expectations;
+    # empty when the hub runs without a quality gate.
+    quality_passed: dict[str, bool] = field(default_factory=dict)
     already_loaded: bool = False
+
+    @property
+    def held(self) -> bool:
+        """True when a blocking quality failure kept the delivery out of the raw tables."""
+        return not all(self.quality_passed.values())
 
     def rows_by_dataset(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -80,6 +91,14 @@ class IngestionReport:
 
 
 @dataclass(frozen=True)
+class QualityGate:
+    """Validate each staged table with its Great Expectations suite before publication."""
+
+    settings: DuckDBSettings = field(default_factory=DuckDBSettings)
+
+
+
+@dataclass(frozen=True)
 class HubContext:
     """Everything the hub needs to judge a delivery, loaded once per run."""
 
@@ -88,6 +107,7 @@ class HubContext:
     registry: DatasetRegistry
     storage: HubStorage
     load_settings: LoadSettings = field(default_factory=LoadSettings)
+    quality_gate: QualityGate | None = None
 
 
 @contextmanager
@@ -190,6 +210,18 @@ def _ingest(source: DeliverySource, provider: str, delivery_id: str, hub: HubCon
                     load_seconds=round(time.perf_counter() - decrypted_at, 3),
                 )
             )
+        quality_passed = {}
+        if hub.quality_gate is not None:
+            reports = validate_delivery(
+                raw_dir,
+                hub.registry,
+                published_root=storage.raw_root,
+                docs_dir=storage.quality_docs_dir(provider, delivery_id),
+                settings=replace(hub.quality_gate.settings, scratch=scratch),
+            )
+            quality_passed = {dataset: r.success for dataset, r in reports.items()}
+            summary = {dataset: r.to_json() for dataset, r in reports.items()}
+            write_private_file(raw_dir / QUALITY_SUMMARY, json.dumps(summary, indent=2).encode())
         report = IngestionReport(
             provider=provider,
             delivery_id=delivery_id,
@@ -198,13 +230,20 @@ def _ingest(source: DeliverySource, provider: str, delivery_id: str, hub: HubCon
             created_at=verified.manifest.created_at,
             loaded_at=loaded_at.isoformat(),
             files=tuple(loaded),
+            quality_passed=quality_passed,
         )
         write_private_file(raw_dir / DELIVERY_SUMMARY, json.dumps(report.to_json(), indent=2).encode())
         shutil.rmtree(scratch)
         # Plaintext first, raw tables last: the raw folder's rename is what makes
-        # the delivery visible to every reader.
+        # the delivery visible to every reader. A delivery that failed a blocking
+        # check goes to held/ instead, whole: visible with its reports, read by nothing.
         storage.publish(plain_dir, storage.received_dir(provider, delivery_id))
-        storage.publish(raw_dir, storage.raw_dir(provider, delivery_id))
+        if report.held:
+            storage.withdraw(storage.raw_dir(provider, delivery_id))
+            storage.publish(raw_dir, storage.held_dir(provider, delivery_id))
+        else:
+            storage.publish(raw_dir, storage.raw_dir(provider, delivery_id))
+            storage.withdraw(storage.held_dir(provider, delivery_id))
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)

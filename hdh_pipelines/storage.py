@@ -25,6 +25,7 @@ from pathlib import Path
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 DELIVERY_SUMMARY = "_delivery.json"
+QUALITY_SUMMARY = "_quality.json"
 
 
 def make_private_dir(path: Path) -> Path:
@@ -61,6 +62,7 @@ class HubStorage:
             self.root,
             self.raw_root,
             self.root / "received",
+            self.root / "held",
             self.root / "quarantine",
             self.root / "staging",
         ):
@@ -72,6 +74,21 @@ class HubStorage:
 
     def raw_dir(self, provider: str, delivery_id: str) -> Path:
         return self.raw_root / provider / delivery_id
+
+    def held_dir(self, provider: str, delivery_id: str) -> Path:
+        """Where a delivery that failed a blocking quality check is kept: visible, never read downstream."""
+        return self.root / "held" / provider / delivery_id
+
+    def quality_docs_dir(self, provider: str, delivery_id: str) -> Path:
+        """The delivery's validation pages (masked examples, but still private)."""
+        return self.root / "quality" / provider / delivery_id
+
+    def delivery_dir(self, provider: str, delivery_id: str) -> Path | None:
+        """The delivery's published folder, under raw/ or held/, or None before its first load."""
+        for folder in (self.raw_dir(provider, delivery_id), self.held_dir(provider, delivery_id)):
+            if (folder / DELIVERY_SUMMARY).exists():
+                return folder
+        return None
 
     def quarantine_file(self, provider: str, delivery_id: str) -> Path:
         return self.root / "quarantine" / provider / f"{delivery_id}.json"
@@ -91,11 +108,17 @@ class HubStorage:
         return str(self.raw_root / "*" / "*" / dataset / "*.parquet")
 
     def published_summary(self, provider: str, delivery_id: str) -> dict | None:
-        path = self.raw_dir(provider, delivery_id) / DELIVERY_SUMMARY
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        """The summary of the delivery as last published (to raw/ or held/), if any."""
+        folder = self.delivery_dir(provider, delivery_id)
+        return None if folder is None else json.loads((folder / DELIVERY_SUMMARY).read_text(encoding="utf-8"))
+
+    def quality_summary(self, provider: str, delivery_id: str) -> dict | None:
+        """The delivery's stored validation reports (dataset -> report), if it has been validated."""
+        folder = self.delivery_dir(provider, delivery_id)
+        path = None if folder is None else folder / QUALITY_SUMMARY
+        if path is None or not path.exists():
             return None
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def publish(self, staged: Path, target: Path) -> None:
         """Move ``staged`` to ``target`` with one rename; an older ``target`` is replaced whole.
@@ -105,13 +128,23 @@ class HubStorage:
         re-run restores it), never half old, half new.
         """
         make_private_dir(target.parent)
-        aside = None
-        if target.exists():
-            aside = make_private_dir(self.root / "staging" / "replaced") / uuid.uuid4().hex
-            os.rename(target, aside)
+        aside = self._move_aside(target)
         os.rename(staged, target)
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
+
+    def withdraw(self, target: Path) -> None:
+        """Remove a published folder, first taking it out of every reader's glob with one rename."""
+        aside = self._move_aside(target)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def _move_aside(self, target: Path) -> Path | None:
+        if not target.exists():
+            return None
+        aside = make_private_dir(self.root / "staging" / "replaced") / uuid.uuid4().hex
+        os.rename(target, aside)
+        return aside
 
     def quarantine_records(self) -> Iterator[dict]:
         for path in sorted((self.root / "quarantine").glob("*/*.json")):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from hdh_pipelines.delivery.manifest import sign
 from hdh_pipelines.delivery.names import MANIFEST_NAME, SIGNATURE_NAME
 from hdh_pipelines.delivery.provider import PreparedDelivery, SourceFile, prepare_delivery, upload_delivery
 from hdh_pipelines.delivery.transfer import SftpSettings, sftp_session
+from hdh_pipelines.demo.synthetic import generate_snds
 from hdh_pipelines.registry import default_registry
 from hdh_pipelines.storage import HubStorage
 
@@ -30,6 +33,25 @@ def sample_rows(dataset: str, count: int, *, accent: str = "é") -> list[list[st
         [("" if (r + c) % 7 == 3 else f'{accent}{r}-{c};"q"') for c in range(len(columns))]
         for r in range(count)
     ]
+
+
+@functools.cache
+def _synthetic_tables() -> dict[str, list[list[str]]]:
+    with tempfile.TemporaryDirectory() as folder:
+        paths = generate_snds(Path(folder), persons=200, year=2025, seed=7)
+        tables = {}
+        for dataset, path in paths.items():
+            with open(path, encoding="utf-8", newline="") as handle:
+                tables[dataset] = list(csv.reader(handle, delimiter=";"))[1:]
+        return tables
+
+
+def valid_rows(dataset: str, count: int) -> list[list[str]]:
+    """The first ``count`` rows of a synthetic table that passes its quality suite."""
+    rows = _synthetic_tables()[dataset]
+    if count > len(rows):
+        raise ValueError(f"The synthetic {dataset} has only {len(rows)} rows.")
+    return rows[:count]
 
 
 def write_csv(

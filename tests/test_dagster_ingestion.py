@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from deliveries import build, edit_manifest, raw_rows, sample_rows, upload, write_csv
+from deliveries import build, edit_manifest, raw_rows, upload, valid_rows, write_csv
 
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.delivery.provider import SourceFile
@@ -45,7 +45,7 @@ def hub_env(monkeypatch, tmp_path, keys, sftp_server, inbox):
 
 
 def deliver(tmp_path, keys, sftp_settings, inbox, delivery_id, rows=20, **upload_args):
-    path = write_csv(tmp_path / f"{delivery_id}.csv", "IR_BEN_R", sample_rows("IR_BEN_R", rows))
+    path = write_csv(tmp_path / f"{delivery_id}.csv", "IR_BEN_R", valid_rows("IR_BEN_R", rows))
     prepared = build(tmp_path, keys, "cnam", delivery_id, [SourceFile(path, "IR_BEN_R")])
     upload(sftp_settings, prepared, inbox, **upload_args)
     return prepared

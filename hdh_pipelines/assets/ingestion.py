@@ -76,6 +76,14 @@ def _files_table(files: list[LoadedFile]) -> dg.MetadataValue:
     return dg.MetadataValue.md(header + "\n".join(lines))
 
 
+def _quality_status(report: IngestionReport, dataset: str) -> str:
+    if dataset not in report.quality_passed:
+        return "not validated (quality gate off)"
+    if report.quality_passed[dataset]:
+        return "published: blocking expectations hold"
+    return "held: a blocking expectation failed; see the check great_expectations_suite"
+
+
 def _materializations(report: IngestionReport, glob_of) -> list[dg.MaterializeResult]:
     results = []
     for dataset, rows in report.rows_by_dataset().items():
@@ -96,6 +104,7 @@ def _materializations(report: IngestionReport, glob_of) -> list[dg.MaterializeRe
                     "decrypt_seconds": round(sum(f.decrypt_seconds for f in files), 3),
                     "load_seconds": round(sum(f.load_seconds for f in files), 3),
                     "raw_table_glob": dg.MetadataValue.path(glob_of(dataset)),
+                    "quality": _quality_status(report, dataset),
                 },
             )
         )

@@ -8,7 +8,8 @@ import dagster as dg
 from pydantic import Field
 
 from hdh_pipelines.delivery.keys import HubKeyRing, ProviderRegistry
-from hdh_pipelines.ingestion import HubContext
+from hdh_pipelines.ingestion import HubContext, QualityGate
+from hdh_pipelines.quality import DuckDBSettings
 from hdh_pipelines.raw_store import LoadSettings
 from hdh_pipelines.registry import DatasetRegistry
 from hdh_pipelines.storage import HubStorage
@@ -25,6 +26,12 @@ class HubResource(dg.ConfigurableResource):
     )
     load_memory_limit: str = Field(default="1GB", description="DuckDB memory cap for one raw load.")
     load_threads: int = Field(default=2, description="DuckDB threads for one raw load.")
+    quality_gate: bool = Field(
+        default=True,
+        description="Validate each delivered table with its Great Expectations suite before publication; "
+        "turn off only to load data whose suite is being written.",
+    )
+    validation_memory_limit: str = Field(default="1GB", description="DuckDB memory cap for one validation.")
 
     def storage(self) -> HubStorage:
         return HubStorage(Path(self.private_root))
@@ -40,4 +47,9 @@ class HubResource(dg.ConfigurableResource):
             registry=self.registry(),
             storage=self.storage(),
             load_settings=LoadSettings(memory_limit=self.load_memory_limit, threads=self.load_threads),
+            quality_gate=QualityGate(
+                DuckDBSettings(memory_limit=self.validation_memory_limit, threads=self.load_threads)
+            )
+            if self.quality_gate
+            else None,
         )
