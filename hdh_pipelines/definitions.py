@@ -2,20 +2,32 @@
 
 import dagster as dg
 
+from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
 from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets
+from hdh_pipelines.assets.normalisation import dbt_resource, normalisation_assets
 from hdh_pipelines.assets.quality import quality_checks
+from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
-from hdh_pipelines.resources import HubResource, SftpResource
+from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
 from hdh_pipelines.schedules import nightly_schedule
+from hdh_pipelines.sensors.projects import project_registry_sensor
 from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
 
 defs = dg.Definitions(
-    assets=[ingest_delivery_assets, delivery_quarantine],
+    assets=[
+        ingest_delivery_assets,
+        delivery_quarantine,
+        *normalisation_assets,
+        healthdcat_catalogue,
+        project_workspace,
+        workspace_audit_trail,
+    ],
     asset_checks=quality_checks,
     jobs=[ingest_delivery_job, nightly_job],
-    sensors=[sftp_inbox_sensor],
+    sensors=[sftp_inbox_sensor, project_registry_sensor],
     schedules=[nightly_schedule],
     resources={
+        "catalogue": CatalogueResource(output_dir=dg.EnvVar("HDH_CATALOGUE_DIR")),
         "sftp": SftpResource(
             host=dg.EnvVar("HDH_SFTP_HOST"),
             port=dg.EnvVar.int("HDH_SFTP_PORT"),
@@ -23,6 +35,14 @@ defs = dg.Definitions(
             private_key_file=dg.EnvVar("HDH_SFTP_KEY_FILE"),
             known_hosts_file=dg.EnvVar("HDH_SFTP_KNOWN_HOSTS"),
             inbox_root=dg.EnvVar("HDH_SFTP_INBOX"),
+        ),
+        "dbt": dbt_resource(),
+        "warehouse": WarehouseResource(path=dg.EnvVar("HDH_WAREHOUSE_PATH")),
+        "workspaces": WorkspaceResource(
+            root=dg.EnvVar("HDH_WORKSPACE_ROOT"),
+            warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"),
+            projects_dir=dg.EnvVar("HDH_PROJECTS_DIR"),
+            audit_root=dg.EnvVar("HDH_WORKSPACE_AUDIT_ROOT"),
         ),
         "hub": HubResource(
             private_root=dg.EnvVar("HDH_PRIVATE_ROOT"),

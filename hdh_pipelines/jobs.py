@@ -2,21 +2,29 @@
 
 import dagster as dg
 
-from hdh_pipelines.assets.ingestion import QUARANTINE_KEY, ingest_delivery_assets
+from hdh_pipelines.assets.ingestion import ingest_delivery_assets
+from hdh_pipelines.assets.normalisation import MONTHS
+from hdh_pipelines.assets.workspaces import project_workspace
 from hdh_pipelines.partitions import DELIVERIES
 
 ingest_delivery_job = dg.define_asset_job(
     "ingest_delivery_job",
     selection=dg.AssetSelection.assets(ingest_delivery_assets),
     partitions_def=DELIVERIES,
-    description="Verify, decrypt and load one delivery (one partition per delivery).",
+    description="Verify, decrypt, validate and load one delivery (one partition per delivery).",
     tags={"hdh/kind": "ingestion"},
 )
 
-# Everything that is built from the raw tables, refreshed once a night.
+# Everything that is built from the raw tables, refreshed once a night; the
+# monthly models over a range of months, in one run. Workspaces are built per
+# project, when their leads ask (docs/workspaces.md).
 nightly_job = dg.define_asset_job(
     "nightly_refresh_job",
-    selection=dg.AssetSelection.keys(QUARANTINE_KEY)
-    | dg.AssetSelection.assets(ingest_delivery_assets).downstream(include_self=False),
-    description="Nightly refresh of the assets downstream of ingestion.",
+    selection=dg.AssetSelection.all()
+    - dg.AssetSelection.assets(ingest_delivery_assets)
+    - dg.AssetSelection.assets(project_workspace),
+    partitions_def=MONTHS,
+    description="Nightly refresh of everything built from the raw tables (normalisation, catalogue…); "
+    "monthly models over the last HDH_NIGHTLY_LOOKBACK_MONTHS months.",
+    tags={"hdh/kind": "nightly"},
 )

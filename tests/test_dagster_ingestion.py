@@ -184,6 +184,7 @@ def test_quarantine_asset_lists_refusals(tmp_path, keys, sftp_settings, inbox, h
 def test_nightly_hour_is_configurable():
     from hdh_pipelines.schedules import nightly_cron
 
-    assert nightly_cron("3") == "0 3 * * *"
+    assert nightly_cron("3") == "*/15 3,4,5 * * *"
+    assert nightly_cron("23") == "*/15 23,0,1 * * *"
     with pytest.raises(ValueError):
         nightly_cron("24")

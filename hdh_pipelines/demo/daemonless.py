@@ -42,7 +42,8 @@ def tick(
 ) -> TickOutcome:
     """Evaluate one tick of ``sensor_name`` and launch (in process) the runs it requests."""
     sensor = defs.resolve_sensor_def(sensor_name)
-    resources = defs.resources or {}
+    # Only what the sensor uses, as the daemon would: other resources may need settings it lacks.
+    resources = {k: v for k, v in (defs.resources or {}).items() if k in sensor.required_resource_keys}
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
         result = sensor(context)
         new_cursor = context.cursor
@@ -52,10 +53,15 @@ def tick(
         cursor=result.cursor if result.cursor is not None else new_cursor,
         skip_reason=result.skip_reason.skip_message if result.skip_reason else None,
     )
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    job = defs.resolve_job_def(sensor.job_name)
-    for request in result.run_requests or []:
+    for change in result.dynamic_partitions_requests or []:
+        if isinstance(change, dg.DeleteDynamicPartitionsRequest):
+            for key in change.partition_keys:
+                instance.delete_dynamic_partition(change.partitions_def_name, key)
+        else:
+            instance.add_dynamic_partitions(change.partitions_def_name, list(change.partition_keys))
+    requests = result.run_requests or []
+    job = defs.resolve_job_def(sensor.job_name) if requests else None
+    for request in requests:
         if request.run_key and _already_requested(instance, sensor_name, request.run_key):
             outcome.duplicates += 1
             continue

@@ -1,10 +1,12 @@
-"""``hdh-demo``: the whole ingestion lifecycle on embedded defaults, end to end.
+"""``hdh-demo``: the hub's lifecycle on embedded defaults, end to end.
 
 Creates hub and provider keys, generates a synthetic SNDS-like population,
 starts a private OpenSSH SFTP server on loopback, delivers the data with the
-provider command (plus two deliberately bad deliveries), runs the Dagster
-sensor and the ingestion runs against a persistent Dagster instance, and
-prints a summary. Everything lives under one work folder, recreated on each
+provider command (plus deliberately bad deliveries: tampered, unsigned by a
+known key, failing its quality suite), runs the Dagster sensor and the
+ingestion runs, then the nightly job over the data's months (dbt
+normalisation, catalogue…) against a persistent Dagster instance, and prints
+a summary. Everything lives under one work folder, recreated on each
 run, so the demo can be repeated and inspected afterwards in the Dagster UI.
 """
 
@@ -14,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -26,6 +29,7 @@ import yaml
 from hdh_pipelines.delivery.keys import generate_hub_key, generate_provider_key
 from hdh_pipelines.raw_store import quote_literal
 from hdh_pipelines.sftp_server import SftpServer, start_sftp_server
+from hdh_pipelines.workspaces.pseudonyms import key_variable
 
 REPO = Path(__file__).resolve().parents[2]
 PROVIDER = "cnam"
@@ -93,7 +97,14 @@ def _setup_keys(work: Path) -> tuple[Path, dict[str, Path]]:
     return keys, {name: key.private_key_file for name, key in signing.items()}
 
 
-def _hub_environment(work: Path, server: SftpServer, keys: Path) -> dict[str, str]:
+def _with_duplicate_key(csv_path: Path, target: Path) -> Path:
+    """A copy of a CSV delivery whose first data row appears twice: a duplicate primary key."""
+    lines = csv_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    target.write_text("".join([*lines, lines[1]]), encoding="utf-8")
+    return target
+
+
+def _hub_environment(work: Path, server: SftpServer, keys: Path, year: int) -> dict[str, str]:
     return {
         "DAGSTER_HOME": str(work / "dagster_home"),
         "HDH_SFTP_HOST": server.host,
@@ -105,6 +116,16 @@ def _hub_environment(work: Path, server: SftpServer, keys: Path) -> dict[str, st
         "HDH_PRIVATE_ROOT": str(work / "private"),
         "HDH_HUB_KEYRING": str(keys / "hub-keyring.yaml"),
         "HDH_PROVIDER_REGISTRY": str(keys / "providers.yaml"),
+        "HDH_WAREHOUSE_PATH": str(work / "private" / "warehouse.duckdb"),
+        "HDH_RAW_ROOT": str(work / "private" / "raw"),
+        "HDH_CATALOGUE_DIR": str(work / "public" / "catalogue"),
+        # PMSI stays of a year may start in the December before it.
+        "HDH_FIRST_MONTH": f"{year - 1}-12-01",
+        "HDH_WORKSPACE_ROOT": str(work / "private" / "workspaces"),
+        "HDH_WORKSPACE_AUDIT_ROOT": str(work / "private" / "audit"),
+        "HDH_PROJECTS_DIR": str(REPO / "projects"),
+        # One secret per project, made for this demo: project pseudonyms cannot be joined across projects.
+        **{key_variable(p.stem): secrets.token_hex(32) for p in sorted((REPO / "projects").glob("*.yaml"))},
     }
 
 
@@ -140,6 +161,32 @@ def _raw_row_counts(private: Path) -> dict[str, int]:
     return counts
 
 
+def _held(private: Path) -> list[tuple[str, str, list[str]]]:
+    held = []
+    for summary in sorted((private / "held").glob("*/*/_quality.json")):
+        reports = json.loads(summary.read_text())
+        failures = [
+            f"{dataset} {o['name']} ({o['unexpected_count']} rows)"
+            for dataset, report in reports.items()
+            for o in report["outcomes"]
+            if o["success"] is False and o["severity"] == "error"
+        ]
+        held.append((summary.parent.parent.name, summary.parent.name, failures))
+    return held
+
+
+def _warehouse_row_counts(warehouse: Path) -> dict[str, int]:
+    if not warehouse.exists():
+        return {}
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        tables = connection.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('marts', 'omop', 'linkage', 'algorithms') order by all"
+        ).fetchall()
+        count = 'select count(*) from "{}"."{}"'
+        return {f"{s}.{t}": connection.execute(count.format(s, t)).fetchone()[0] for s, t in tables}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hdh-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "demo")
@@ -166,13 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     _say("starting a private OpenSSH sshd (SFTP) on loopback")
     server = start_sftp_server(work / "sftp")
     try:
-        env = {**os.environ, **_hub_environment(work, server, keys)}
-        os.environ.update(_hub_environment(work, server, keys))
+        hub_environment = _hub_environment(work, server, keys, args.year)
+        env = {**os.environ, **hub_environment}
+        os.environ.update(hub_environment)
         home = work / "dagster_home"
         home.mkdir()
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
         (work / "hdh.env").write_text(
-            "".join(f"{k}={v}\n" for k, v in _hub_environment(work, server, keys).items())
+            "".join(f"{k}={v}\n" for k, v in hub_environment.items())
         )
 
         # The hospital sends Parquet, to show both media types of the format.
@@ -184,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
             (COHORT_PROVIDER, f"cohort-{args.year}-001", cohort, signing[COHORT_PROVIDER]),
             (PROVIDER, f"snds-{args.year}-002", {f"T_MCO{yy}B": files[f"T_MCO{yy}B"]}, signing[PROVIDER]),
             (PROVIDER, f"snds-{args.year}-003", {"IR_BEN_R": files["IR_BEN_R"]}, signing["unregistered"]),
+            (
+                PROVIDER,
+                f"snds-{args.year}-004",
+                {"IR_BEN_R": _with_duplicate_key(files["IR_BEN_R"], work / "IR_BEN_R-duplicated.csv")},
+                signing[PROVIDER],
+            ),
         ]
         for provider, delivery_id, delivered, key in deliveries:
             _say(f"hdh-deliver {provider}/{delivery_id}: {', '.join(delivered)}")
@@ -191,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         tampered = _tamper(server, f"snds-{args.year}-002")
         _say(f"tampered with {PROVIDER}/snds-{args.year}-002/{tampered} on the server (one byte flipped)")
         _say(f"{PROVIDER}/snds-{args.year}-003 was signed with a key the hub's registry does not hold")
+        _say(f"{PROVIDER}/snds-{args.year}-004 repeats a beneficiary: its quality suite must hold it back")
 
         import dagster as dg
 
@@ -201,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             _say("sensor tick: looking for complete deliveries in the SFTP inbox")
             outcome = tick(defs, instance, "sftp_inbox_sensor", run_config=QUIET)
             for result in outcome.launched:
-                state = "succeeded" if result.success else "failed (quarantined)"
-                _say(f"  run {result.run_id[:8]} for {result.dagster_run.tags['dagster/partition']}: {state}")
+                partition = result.dagster_run.tags["dagster/partition"]
+                held = (work / "private" / "held" / partition).exists()
+                state = "succeeded" if result.success else "failed: held" if held else "failed: quarantined"
+                _say(f"  run {result.run_id[:8]} for {partition}: {state}")
             dg.materialize(
                 [defs.get_assets_def(dg.AssetKey(["ingestion", "delivery_quarantine"]))],
                 instance=instance,
@@ -211,6 +268,35 @@ def main(argv: list[str] | None = None) -> int:
             )
             again = tick(defs, instance, "sftp_inbox_sensor", cursor=outcome.cursor, run_config=QUIET)
             _say(f"second tick requested {len(again.launched)} run(s): deliveries are never ingested twice")
+            first, last = f"{args.year - 1}-12-01", f"{args.year}-12-01"
+            _say(f"nightly job over {first[:7]}..{last[:7]}: dbt normalisation, catalogue… (one run)")
+            nightly = defs.resolve_job_def("nightly_refresh_job").execute_in_process(
+                instance=instance,
+                run_config=QUIET,
+                tags={
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": last,
+                },
+                raise_on_error=False,
+            )
+            _say(f"  run {nightly.run_id[:8]}: {'succeeded' if nightly.success else 'FAILED (see the UI)'}")
+            tick(defs, instance, "project_registry_sensor")  # adds one partition per valid project
+            workspace_job = defs.resolve_implicit_global_asset_job_def().get_subset(
+                asset_selection={dg.AssetKey(["workspaces", "project_workspace"])}
+            )
+            for project in instance.get_dynamic_partitions("projects"):
+                _say(f"workspace of project {project}, {first[:7]}..{last[:7]} (one run)")
+                built = workspace_job.execute_in_process(
+                    instance=instance,
+                    run_config=QUIET,
+                    tags={
+                        "dagster/asset_partition_range_start": f"{first}|{project}",
+                        "dagster/asset_partition_range_end": f"{last}|{project}",
+                        "hdh/requester": "demo",
+                    },
+                    raise_on_error=False,
+                )
+                _say(f"  run {built.run_id[:8]}: {'succeeded' if built.success else 'refused (see the UI)'}")
 
         private = work / "private"
         quarantined = [json.loads(p.read_text()) for p in sorted((private / "quarantine").glob("*/*.json"))]
@@ -221,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SFTP server      OpenSSH sshd (pid {server.pid}) on {server.host}:{server.port}")
         print(
             f"deliveries       {len(outcome.launched)} found by the sensor, "
-            f"{sum(r.success for r in outcome.launched)} ingested, {len(quarantined)} quarantined"
+            f"{sum(r.success for r in outcome.launched)} ingested, {len(quarantined)} quarantined, "
+            f"{len(_held(private))} held"
         )
         print("raw tables (rows):")
         for dataset, count in _raw_row_counts(private).items():
@@ -229,9 +316,18 @@ def main(argv: list[str] | None = None) -> int:
         print("quarantined deliveries:")
         for record in quarantined:
             print(f"  {record['provider']}/{record['delivery_id']}: {record['reason']}: {record['message']}")
+        print("held by the quality gate (blocking expectations failed):")
+        for provider, delivery_id, failures in _held(private):
+            print(f"  {provider}/{delivery_id}: {', '.join(failures)}")
+        print("warehouse (rows):")
+        for table, count in _warehouse_row_counts(private / "warehouse.duckdb").items():
+            print(f"  {table:<34} {count:>8}")
         print("outputs:")
         print(f"  raw tables     {private / 'raw'}/<provider>/<delivery>/<DATASET>/*.parquet")
         print(f"  quarantine     {private / 'quarantine'}")
+        print(f"  warehouse      {private / 'warehouse.duckdb'}")
+        print(f"  catalogue      {work / 'public' / 'catalogue' / 'index.html'}")
+        print(f"  workspaces     {private / 'workspaces'}/<project>/ (audit trail: {private / 'audit'})")
         print(f"  Dagster home   {work / 'dagster_home'}")
         print("open the UI:")
         print(f"  set -a; . {work / 'hdh.env'}; set +a; .venv/bin/dagster dev -w workspace.yaml")

@@ -2,5 +2,6 @@
 
 from hdh_pipelines.resources.hub import HubResource
 from hdh_pipelines.resources.sftp import SftpResource
+from hdh_pipelines.resources.warehouse import WarehouseResource
 
-__all__ = ["HubResource", "SftpResource"]
+__all__ = ["HubResource", "SftpResource", "WarehouseResource"]

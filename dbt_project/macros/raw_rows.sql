@@ -1,0 +1,47 @@
+{#- Every row of one raw table across all published deliveries, as a relation
+    to select from, with two more columns that order rows within a delivery:
+    hdh_source_file (the Parquet file) and file_row_number (the row in it).
+
+    The raw table is the glob of the `raw` source (models/staging/_sources.yml).
+    read_parquet fails with "No files found" on a glob that matches nothing,
+    which is the normal state of a dataset nobody has delivered yet, so the
+    glob is listed first (DuckDB's glob() at run time) and, when it is empty,
+    the relation is an empty one with the source's declared columns and types.
+    At parse time nothing is listed: calling source() is what records the
+    lineage. -#}
+{% macro raw_rows(table_name) %}
+    {%- set raw = source('raw', table_name) -%}
+    {%- if execute and not raw_files_exist(raw) -%}
+        {{ empty_raw_relation(table_name) }}
+    {%- else -%}
+        read_parquet({{ raw.external }}, union_by_name = true,
+                     filename = 'hdh_source_file', file_row_number = true)
+    {%- endif -%}
+{% endmacro %}
+
+
+{% macro raw_files_exist(raw) %}
+    {%- if env_var('HDH_RAW_ROOT', '') == '' -%}
+        {{ exceptions.raise_compiler_error(
+            "HDH_RAW_ROOT is not set: it must name the raw tables' root (<private root>/raw).") }}
+    {%- endif -%}
+    {%- set listed = run_query('select count(*) from glob(' ~ raw.external ~ ')') -%}
+    {{ return(listed.columns[0].values()[0] > 0) }}
+{% endmacro %}
+
+
+{% macro empty_raw_relation(table_name) %}
+    {%- set node = graph.sources.values()
+        | selectattr('source_name', 'equalto', 'raw')
+        | selectattr('name', 'equalto', table_name)
+        | first -%}
+    (
+        select
+        {%- for column in node.columns.values() %}
+            cast(null as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        {%- endfor %}
+            cast(null as varchar) as hdh_source_file,
+            cast(null as bigint) as file_row_number
+        where false
+    )
+{% endmacro %}

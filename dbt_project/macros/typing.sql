@@ -1,0 +1,68 @@
+{#- Typing of the raw text, one macro per registry type (Table Schema).
+
+    Raw columns hold the delivered text; an empty value is already NULL. Casts
+    are strict on purpose: only deliveries that passed the blocking quality
+    checks reach the raw tables, so a value that does not fit its declared type
+    is a broken contract and fails the build instead of turning into a silent
+    NULL. -#}
+
+{#- Codes and identifiers: surrounding spaces removed; all-blank becomes NULL. -#}
+{% macro as_string(column) -%}
+    nullif(trim({{ column }}), '')
+{%- endmacro %}
+
+{% macro as_integer(column) -%}
+    cast({{ as_string(column) }} as bigint)
+{%- endmacro %}
+
+{% macro as_number(column) -%}
+    cast({{ as_string(column) }} as double)
+{%- endmacro %}
+
+{% macro as_year(column) -%}
+    cast({{ as_string(column) }} as integer)
+{%- endmacro %}
+
+{#- The SNDS writes flags as 0/1, which DuckDB reads as false/true. -#}
+{% macro as_boolean(column) -%}
+    cast({{ as_string(column) }} as boolean)
+{%- endmacro %}
+
+{#- A "date" whose registry format is %m holds a month alone (BEN_NAI_MOI,
+    SOR_MOI): it is kept as the month number, 1 to 12, not as a made-up day. -#}
+{% macro as_month(column) -%}
+    cast({{ as_string(column) }} as integer)
+{%- endmacro %}
+
+{#- Dates: ISO 8601 unless the registry names a strptime format. The SNDS
+    stores an unknown date as 1600-01-01; it becomes NULL. -#}
+{% macro as_date(column, format=none) -%}
+    {%- if format is none -%}
+        nullif(cast({{ as_string(column) }} as date), date '{{ snds_missing_date() }}')
+    {%- else -%}
+        nullif(cast(strptime({{ as_string(column) }}, '{{ format }}') as date), date '{{ snds_missing_date() }}')
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Date-times: any time on the missing-date day is missing too. -#}
+{% macro as_datetime(column, format=none) -%}
+    {%- set parsed -%}
+        {%- if format is none -%}
+            cast({{ as_string(column) }} as timestamp)
+        {%- else -%}
+            strptime({{ as_string(column) }}, '{{ format }}')
+        {%- endif -%}
+    {%- endset -%}
+    case when cast({{ parsed }} as date) <> date '{{ snds_missing_date() }}' then {{ parsed }} end
+{%- endmacro %}
+
+{% macro snds_missing_date() -%}
+    1600-01-01
+{%- endmacro %}
+
+{#- The PMSI ships one table per year (T_MCO25B for 2025) and numbers its
+    stays (RSA_NUM) within a year, so the year, read from the delivered table
+    name, is part of a stay's key. -#}
+{% macro pmsi_year() -%}
+    2000 + cast(regexp_extract(hdh_dataset, '^T_MCO([0-9]{2})[A-Z]$', 1) as integer)
+{%- endmacro %}

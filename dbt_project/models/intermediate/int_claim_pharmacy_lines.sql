@@ -1,0 +1,46 @@
+-- Each pharmacy line (ER_PHA_F) with its claim (ER_PRS_F), joined on the 9
+-- DCIR key columns, and the drug's ATC class (seed cip13_atc_classes). A line
+-- whose claim was not delivered is kept with has_claim false: the key
+-- relationship test reports it.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_range',
+    partition_date_column='flx_dis_dtd',
+    full_refresh=not is_partitioned_run(),
+    tags=['hdh_partitioned'],
+) }}
+
+with pharmacy_lines as (
+    select * exclude (hdh_provider, hdh_delivery_id, hdh_dataset, hdh_loaded_at)
+    from {{ ref('stg_er_pha_f') }}
+    where {{ in_partition('flx_dis_dtd') }}
+),
+
+claims as (
+    select *
+    from {{ ref('int_claims') }}
+    where {{ in_partition('flx_dis_dtd') }}
+),
+
+atc_classes as (
+    select cip13, atc_code
+    from {{ ref('cip13_atc_classes') }}
+)
+
+select
+    pharmacy_lines.*,
+    claims.dct_ord_num is not null as has_claim,
+    claims.ben_nir_psa,
+    claims.ben_rng_gem,
+    claims.ben_idt_ano,
+    claims.exe_soi_dtd,
+    claims.prs_nat_ref,
+    claims.dpn_qlf,
+    claims.pse_spe_cod,
+    atc_classes.atc_code
+from pharmacy_lines
+left join claims using (
+    dct_ord_num, flx_dis_dtd, flx_emt_num, flx_emt_ord, flx_emt_typ,
+    flx_trt_dtd, org_cle_num, prs_ord_num, rem_typ_aff
+)
+left join atc_classes on atc_classes.cip13 = pharmacy_lines.pha_prs_c13

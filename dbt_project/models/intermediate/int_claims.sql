@@ -1,0 +1,26 @@
+-- DCIR claims with the person they belong to, found through their pseudonym
+-- and twin rank (NULL when the referential does not hold the pair).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_range',
+    partition_date_column='flx_dis_dtd',
+    full_refresh=not is_partitioned_run(),
+    tags=['hdh_partitioned'],
+) }}
+
+with claims as (
+    select * exclude (hdh_provider, hdh_delivery_id, hdh_dataset, hdh_loaded_at)
+    from {{ ref('stg_er_prs_f') }}
+    where {{ in_partition('flx_dis_dtd') }}
+),
+
+pseudonyms as (
+    select ben_nir_psa, ben_rng_gem, ben_idt_ano
+    from {{ ref('int_pseudonym_persons') }}
+)
+
+select
+    claims.*,
+    pseudonyms.ben_idt_ano
+from claims
+left join pseudonyms using (ben_nir_psa, ben_rng_gem)

@@ -1,0 +1,37 @@
+-- One row per person (BEN_IDT_ANO) with the attributes of the referential row
+-- updated last among the person's pseudonyms; a death known under any of them
+-- counts.
+
+with pseudonyms as (
+    select * from {{ ref('int_pseudonym_persons') }}
+),
+
+latest_known as (
+    select *
+    from pseudonyms
+    qualify row_number() over (
+        partition by ben_idt_ano
+        order by ben_dte_maj desc nulls last, ben_nir_psa, ben_rng_gem
+    ) = 1
+),
+
+across_pseudonyms as (
+    select
+        ben_idt_ano,
+        count(*) as pseudonym_count,
+        max(ben_dcd_dte) as death_date
+    from pseudonyms
+    group by ben_idt_ano
+)
+
+select
+    latest_known.ben_idt_ano,
+    latest_known.ben_sex_cod as sex_code,
+    latest_known.ben_nai_ann as birth_year,
+    latest_known.ben_nai_moi as birth_month,
+    across_pseudonyms.death_date,
+    latest_known.ben_res_dpt as residence_departement,
+    latest_known.ben_res_com as residence_commune,
+    across_pseudonyms.pseudonym_count
+from latest_known
+inner join across_pseudonyms using (ben_idt_ano)

@@ -1,0 +1,38 @@
+-- Analysis-ready hospital diagnoses: one row per diagnosis (DP, DR, DAS) of
+-- each stay of the hospital_stays mart, with the stay's person and start
+-- date. The same opt-out rule as the stays applies.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_range',
+    partition_date_column='stay_start_date',
+    full_refresh=not is_partitioned_run(),
+    post_hook=["{{ purge_opted_out('nir_ano_17') }}"],
+    tags=['hdh_partitioned'],
+) }}
+
+with diagnoses as (
+    select *
+    from {{ ref('int_hospital_stay_diagnoses') }}
+    where {{ in_partition('stay_start_date') }}
+),
+
+stays as (
+    select pmsi_year, eta_num, rsa_num, ben_idt_ano, nir_ano_17, person_link_status
+    from {{ ref('int_hospital_stays') }}
+    where {{ in_partition('stay_start_date') }}
+)
+
+select
+    diagnoses.pmsi_year,
+    diagnoses.eta_num,
+    diagnoses.rsa_num,
+    diagnoses.diagnosis_type,
+    diagnoses.diagnosis_rank,
+    diagnoses.icd10_code,
+    diagnoses.stay_start_date,
+    stays.ben_idt_ano,
+    stays.nir_ano_17,
+    stays.person_link_status
+from diagnoses
+inner join stays using (pmsi_year, eta_num, rsa_num)
+where not {{ is_opted_out('stays.nir_ano_17') }}

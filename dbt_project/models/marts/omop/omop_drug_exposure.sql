@@ -1,0 +1,59 @@
+-- OMOP CDM 5.4 DRUG_EXPOSURE: one exposure per dispensed pharmacy line of a
+-- person of the OMOP person table. Lines for information only and
+-- regularisations (no box dispensed, or fewer than none) are not exposures.
+-- The CIP13 code is the source value and its ATC class rides along in
+-- atc_source_value, a column the CDM does not define (CDM tools ignore it);
+-- the concepts come from int_omop_concept_map through the CIP7 inside the
+-- CIP13, 0 until the OHDSI vocabularies are loaded (docs/normalisation.md). The SNDS gives no duration: an exposure ends the
+-- day it starts.
+{{ config(alias='drug_exposure') }}
+
+with dispensations as (
+    select *
+    from {{ ref('drug_dispensations') }}
+    where not is_for_information_only
+        and boxes > 0
+        and dispensing_date is not null
+),
+
+cip7_concepts as (
+    select source_code, source_concept_id, standard_concept_id
+    from {{ ref('int_omop_concept_map') }}
+    where code_system = 'cip7'
+)
+
+select
+    {{ surrogate_id([
+        'dispensations.dct_ord_num', 'dispensations.flx_dis_dtd', 'dispensations.flx_emt_num',
+        'dispensations.flx_emt_ord', 'dispensations.flx_emt_typ', 'dispensations.flx_trt_dtd',
+        'dispensations.org_cle_num', 'dispensations.prs_ord_num', 'dispensations.rem_typ_aff',
+        'dispensations.pha_ord_num',
+    ]) }} as drug_exposure_id,
+    omop_person.person_id,
+    coalesce(cip7_concepts.standard_concept_id, 0) as drug_concept_id,
+    dispensations.dispensing_date as drug_exposure_start_date,
+    cast(dispensations.dispensing_date as timestamp) as drug_exposure_start_datetime,
+    dispensations.dispensing_date as drug_exposure_end_date,
+    cast(dispensations.dispensing_date as timestamp) as drug_exposure_end_datetime,
+    cast(null as date) as verbatim_end_date,
+    32810 as drug_type_concept_id, -- Claim
+    cast(null as varchar) as stop_reason,
+    cast(null as integer) as refills,
+    cast(dispensations.boxes as double) as quantity,
+    cast(null as integer) as days_supply,
+    cast(null as varchar) as sig,
+    0 as route_concept_id,
+    cast(null as varchar) as lot_number,
+    cast(null as bigint) as provider_id,
+    cast(null as bigint) as visit_occurrence_id,
+    cast(null as bigint) as visit_detail_id,
+    dispensations.cip13 as drug_source_value,
+    coalesce(cip7_concepts.source_concept_id, 0) as drug_source_concept_id,
+    cast(null as varchar) as route_source_value,
+    cast(null as varchar) as dose_unit_source_value,
+    dispensations.atc_code as atc_source_value
+from dispensations
+inner join {{ ref('omop_person') }} as omop_person
+    on omop_person.person_source_value = dispensations.ben_idt_ano
+-- A French CIP13 is 34009, the pack's CIP7, then a check digit.
+left join cip7_concepts on cip7_concepts.source_code = substr(dispensations.cip13, 6, 7)

@@ -1,0 +1,49 @@
+-- DCIR pharmacy detail (ER_PHA_F), typed: the drug lines of each claim, taken
+-- from the latest delivery that holds lines for that claim, so a re-delivered
+-- claim with fewer lines does not keep the old extra ones. Partitioned like
+-- its claims, by month of FLX_DIS_DTD (part of the claim key).
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_range',
+    partition_date_column='flx_dis_dtd',
+    full_refresh=not is_partitioned_run(),
+    tags=['hdh_partitioned'],
+) }}
+
+with delivered as (
+    select * from {{ raw_rows('er_pha_f') }}
+),
+
+typed as (
+    select
+        {{ as_integer('DCT_ORD_NUM') }} as dct_ord_num,
+        {{ as_date('FLX_DIS_DTD') }} as flx_dis_dtd,
+        {{ as_integer('FLX_EMT_NUM') }} as flx_emt_num,
+        {{ as_integer('FLX_EMT_ORD') }} as flx_emt_ord,
+        {{ as_integer('FLX_EMT_TYP') }} as flx_emt_typ,
+        {{ as_date('FLX_TRT_DTD') }} as flx_trt_dtd,
+        {{ as_string('ORG_CLE_NUM') }} as org_cle_num,
+        {{ as_integer('PRS_ORD_NUM') }} as prs_ord_num,
+        {{ as_integer('REM_TYP_AFF') }} as rem_typ_aff,
+        {{ as_integer('PHA_PRS_C13') }} as pha_prs_c13,
+        {{ as_integer('PHA_ACT_QSN') }} as pha_act_qsn,
+        {{ as_number('PHA_ACT_PRU') }} as pha_act_pru,
+        {{ as_integer('PHA_ORD_NUM') }} as pha_ord_num,
+        {{ as_integer('PHA_SEQ_RNV') }} as pha_seq_rnv,
+        {{ as_integer('PHA_SUB_MTF') }} as pha_sub_mtf,
+        hdh_provider,
+        hdh_delivery_id,
+        hdh_dataset,
+        hdh_loaded_at
+    from delivered
+)
+
+select *
+from typed
+where {{ in_partition('flx_dis_dtd') }}
+qualify rank() over (
+    partition by
+        dct_ord_num, flx_dis_dtd, flx_emt_num, flx_emt_ord, flx_emt_typ,
+        flx_trt_dtd, org_cle_num, prs_ord_num, rem_typ_aff
+    order by {{ latest_delivery_first(within_delivery=false) }}
+) = 1

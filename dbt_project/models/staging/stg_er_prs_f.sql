@@ -1,0 +1,61 @@
+-- DCIR claims (ER_PRS_F), typed: one row per claim key (the 9 DCIR join
+-- columns), the latest delivered version of each. Partitioned by month of
+-- FLX_DIS_DTD, which is part of the key, so every version of a claim falls in
+-- the same partition.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='replace_range',
+    partition_date_column='flx_dis_dtd',
+    full_refresh=not is_partitioned_run(),
+    tags=['hdh_partitioned'],
+) }}
+
+with delivered as (
+    select * from {{ raw_rows('er_prs_f') }}
+),
+
+typed as (
+    select
+        {{ as_integer('DCT_ORD_NUM') }} as dct_ord_num,
+        {{ as_date('FLX_DIS_DTD') }} as flx_dis_dtd,
+        {{ as_integer('FLX_EMT_NUM') }} as flx_emt_num,
+        {{ as_integer('FLX_EMT_ORD') }} as flx_emt_ord,
+        {{ as_integer('FLX_EMT_TYP') }} as flx_emt_typ,
+        {{ as_date('FLX_TRT_DTD') }} as flx_trt_dtd,
+        {{ as_string('ORG_CLE_NUM') }} as org_cle_num,
+        {{ as_integer('PRS_ORD_NUM') }} as prs_ord_num,
+        {{ as_integer('REM_TYP_AFF') }} as rem_typ_aff,
+        {{ as_string('BEN_NIR_PSA') }} as ben_nir_psa,
+        {{ as_integer('BEN_RNG_GEM') }} as ben_rng_gem,
+        {{ as_integer('BEN_SEX_COD') }} as ben_sex_cod,
+        {{ as_year('BEN_NAI_ANN') }} as ben_nai_ann,
+        {{ as_string('BEN_RES_DPT') }} as ben_res_dpt,
+        {{ as_string('BEN_RES_COM') }} as ben_res_com,
+        {{ as_date('EXE_SOI_DTD') }} as exe_soi_dtd,
+        {{ as_date('EXE_SOI_DTF') }} as exe_soi_dtf,
+        {{ as_integer('PRS_NAT_REF') }} as prs_nat_ref,
+        {{ as_number('PRS_ACT_QTE') }} as prs_act_qte,
+        {{ as_number('PRS_PAI_MNT') }} as prs_pai_mnt,
+        {{ as_number('BSE_REM_BSE') }} as bse_rem_bse,
+        {{ as_number('BSE_REM_MNT') }} as bse_rem_mnt,
+        {{ as_integer('DPN_QLF') }} as dpn_qlf,
+        {{ as_integer('CPL_MAJ_TOP') }} as cpl_maj_top,
+        {{ as_integer('PSE_SPE_COD') }} as pse_spe_cod,
+        hdh_provider,
+        hdh_delivery_id,
+        hdh_dataset,
+        hdh_loaded_at,
+        hdh_source_file,
+        file_row_number
+    from delivered
+)
+
+select * exclude (hdh_source_file, file_row_number)
+from typed
+where {{ in_partition('flx_dis_dtd') }}
+qualify row_number() over (
+    partition by
+        dct_ord_num, flx_dis_dtd, flx_emt_num, flx_emt_ord, flx_emt_typ,
+        flx_trt_dtd, org_cle_num, prs_ord_num, rem_typ_aff
+    order by {{ latest_delivery_first() }}
+) = 1

@@ -1,0 +1,44 @@
+-- PMSI MCO stay pseudonyms and dates (T_MCOaaC), typed: one row per stay
+-- (PMSI year, ETA_NUM, RSA_NUM), the latest delivered version of each. The
+-- SNDS export formats of its dates come from the registry.
+
+with delivered as (
+    select * from {{ raw_rows('t_mcoaac') }}
+),
+
+typed as (
+    select
+        {{ pmsi_year() }} as pmsi_year,
+        {{ as_integer('ETA_NUM') }} as eta_num,
+        {{ as_integer('RSA_NUM') }} as rsa_num,
+        {{ as_string('NIR_ANO_17') }} as nir_ano_17,
+        {{ as_datetime('EXE_SOI_DTD', '%d%b%Y:%H:%M:%S') }} as exe_soi_dtd,
+        {{ as_datetime('EXE_SOI_DTF', '%d%b%Y:%H:%M:%S') }} as exe_soi_dtf,
+        {{ as_date('ENT_DAT', '%d%m%Y') }} as ent_dat,
+        {{ as_date('SOR_DAT', '%d%m%Y') }} as sor_dat,
+        {{ as_year('SOR_ANN') }} as sor_ann,
+        {{ as_month('SOR_MOI') }} as sor_moi,
+        {{ as_boolean('NIR_RET') }} as nir_ret,
+        {{ as_string('NAI_RET') }} as nai_ret,
+        {{ as_boolean('SEX_RET') }} as sex_ret,
+        {{ as_boolean('SEJ_RET') }} as sej_ret,
+        {{ as_boolean('FHO_RET') }} as fho_ret,
+        {{ as_boolean('PMS_RET') }} as pms_ret,
+        {{ as_string('DAT_RET') }} as dat_ret,
+        {{ as_boolean('COH_NAI_RET') }} as coh_nai_ret,
+        {{ as_boolean('COH_SEX_RET') }} as coh_sex_ret,
+        hdh_provider,
+        hdh_delivery_id,
+        hdh_dataset,
+        hdh_loaded_at,
+        hdh_source_file,
+        file_row_number
+    from delivered
+)
+
+select * exclude (hdh_source_file, file_row_number)
+from typed
+qualify row_number() over (
+    partition by pmsi_year, eta_num, rsa_num
+    order by {{ latest_delivery_first() }}
+) = 1

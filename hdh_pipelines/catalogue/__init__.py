@@ -1,0 +1,34 @@
+"""The hub's metadata catalogue (pure library, no Dagster).
+
+HealthDCAT-AP records for every dataset (rdflib; Turtle and JSON-LD), validated
+with pySHACL against the HealthDCAT-AP shapes at the record's access level;
+aggregate statistics measured in DuckDB SQL with small-count suppression; a
+static HTML site with client-side search, a data dictionary and an SVG map of
+the tables and their join keys. ``build_catalogue`` does all of it into one
+folder, published atomically. See docs/catalogue.md.
+"""
+
+from hdh_pipelines.catalogue.build import (
+    CatalogueBuild,
+    CatalogueInputs,
+    CatalogueInvalid,
+    build_catalogue,
+)
+from hdh_pipelines.catalogue.model import SUPPRESSION_THRESHOLD, DatasetDescription, Layer
+from hdh_pipelines.catalogue.records import HubIdentity
+from hdh_pipelines.catalogue.shacl import AccessLevel, ShaclResult, ValidatorNotFound, validate
+
+__all__ = [
+    "SUPPRESSION_THRESHOLD",
+    "AccessLevel",
+    "CatalogueBuild",
+    "CatalogueInputs",
+    "CatalogueInvalid",
+    "DatasetDescription",
+    "HubIdentity",
+    "Layer",
+    "ShaclResult",
+    "ValidatorNotFound",
+    "build_catalogue",
+    "validate",
+]

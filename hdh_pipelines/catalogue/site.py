@@ -1,0 +1,297 @@
+"""The human catalogue: a static site (no server, no external resource) with client-side search.
+
+Pages: ``index.html`` (datasets, search across datasets and variables, the map),
+``datasets/<slug>.html`` (one per dataset), ``dictionary.html`` (every variable
+and every join link) and ``map.svg`` (tables and their join keys). The search
+index is embedded in ``index.html`` as JSON; ``index.html?q=WORD`` opens with
+that search done, so a link (or a headless browser) can ask for a result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+from hdh_pipelines.catalogue.model import (
+    DatasetDescription,
+    DatasetStatistics,
+    JoinLink,
+    Layer,
+    QualitySummary,
+)
+from hdh_pipelines.catalogue.nomenclatures import CODING_SYSTEMS
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1d2733}
+table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{border:1px solid #ccd;padding:.3rem .5rem;
+text-align:left;vertical-align:top}th{background:#eef2f7}code{background:#f3f3f3;padding:0 .2rem}
+.suppressed{color:#777}.ok{color:#106b21}.ko{color:#a31515}#search{font-size:1.1rem;width:100%;padding:.4rem}
+nav a{margin-right:1rem}
+"""
+_SEARCH_JS = """
+(function () {
+  var index = JSON.parse(document.getElementById('search-index').textContent);
+  var box = document.getElementById('search');
+  var list = document.getElementById('results');
+  function run(query) {
+    var words = query.toLowerCase().split(/\\s+/).filter(Boolean);
+    list.innerHTML = '';
+    if (!words.length) { return; }
+    index.forEach(function (entry) {
+      var matched = entry.variables.filter(function (v) {
+        return words.every(function (w) { return v.text.indexOf(w) >= 0; });
+      });
+      var inDataset = words.every(function (w) { return entry.text.indexOf(w) >= 0; });
+      if (!inDataset && !matched.length) { return; }
+      var item = document.createElement('li');
+      item.className = 'result';
+      item.setAttribute('data-dataset', entry.identifier);
+      var link = document.createElement('a');
+      link.href = entry.page;
+      link.textContent = entry.identifier + ' \\u2014 ' + entry.title;
+      item.appendChild(link);
+      if (matched.length) {
+        var note = document.createElement('span');
+        note.textContent = ' (variables: ' + matched.map(function (v) { return v.name; }).join(', ') + ')';
+        item.appendChild(note);
+      }
+      list.appendChild(item);
+    });
+    document.getElementById('count').textContent = list.children.length + ' dataset(s)';
+  }
+  box.addEventListener('input', function () { run(box.value); });
+  var query = new URLSearchParams(window.location.search).get('q');
+  if (query) { box.value = query; run(query); }
+})();
+"""
+
+
+@dataclass(frozen=True)
+class SiteEntry:
+    description: DatasetDescription
+    statistics: DatasetStatistics
+    quality: QualitySummary | None
+
+
+def _page(title: str, body: str, *, root: str = "") -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f'<nav><a href="{root}index.html">Catalogue</a><a href="{root}dictionary.html">Dictionary</a>'
+        f'<a href="{root}catalogue.ttl">Turtle</a><a href="{root}catalogue.jsonld">JSON-LD</a></nav>'
+        f"<h1>{escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def _count(value: int | None, suppressed: bool) -> str:
+    if value is not None:
+        return f"{value:,}".replace(",", " ")
+    return '<span class="suppressed">&lt; 11 (suppressed)</span>' if suppressed else "—"
+
+
+def _statistics_rows(stats: DatasetStatistics) -> str:
+    coverage = (
+        f"{stats.coverage_start:%Y-%m} to {stats.coverage_end:%Y-%m}"
+        if stats.coverage_start and stats.coverage_end
+        else "—"
+    )
+    ages = (
+        f"{stats.min_typical_age} to {stats.max_typical_age}"
+        if stats.min_typical_age is not None and stats.max_typical_age is not None
+        else "—"
+    )
+    rows = [
+        ("Records", _count(stats.records, stats.records_suppressed)),
+        ("Distinct individuals", _count(stats.individuals, stats.individuals_suppressed)),
+        ("Temporal coverage (months with at least 11 records)", escape(coverage)),
+        ("Typical ages", escape(ages)),
+    ]
+    return "".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in rows)
+
+
+def _link_label(link: JoinLink) -> str:
+    if link.source_columns == link.target_columns:
+        return " + ".join(link.source_columns)
+    return " + ".join(f"{s} => {t}" for s, t in zip(link.source_columns, link.target_columns, strict=True))
+
+
+def _dataset_page(
+    entry: SiteEntry, downstream: Sequence[str], known: Mapping[str, DatasetDescription]
+) -> str:
+    description, stats = entry.description, entry.statistics
+
+    def ref(identifier: str) -> str:
+        if identifier in known:
+            return f'<a href="{known[identifier].slug}.html">{escape(identifier)}</a>'
+        return escape(identifier)
+
+    quality = (
+        f'<p class="{"ok" if entry.quality.failed == 0 else "ko"}">{escape(entry.quality.sentence)}</p>'
+        if entry.quality
+        else "<p>No quality result recorded yet.</p>"
+    )
+    links = "".join(
+        f"<tr><td>{ref(link.source)}</td><td>{ref(link.target)}</td><td><code>{escape(_link_label(link))}</code></td></tr>"
+        for link in description.links
+    )
+    variables = "".join(
+        f"<tr><td><code>{escape(v.name)}</code></td><td>{escape(v.type)}</td><td>{escape(v.description)}</td>"
+        f"<td>{escape(v.nomenclature or '')}"
+        f"{' (' + escape(CODING_SYSTEMS[v.coding_system][1]) + ')' if v.coding_system else ''}</td></tr>"
+        for v in description.variables
+    )
+    deliveries = ", ".join(escape(f"{d.provider}/{d.delivery_id}") for d in stats.deliveries)
+    body = (
+        f"<p><code>{escape(description.identifier)}</code> · {escape(description.layer.value)} · "
+        f"{escape(description.family)} · access: {escape(description.access.value)}</p>"
+        f"<p>{escape(description.description)}</p>"
+        f"<h2>Statistics</h2><table>{_statistics_rows(stats)}</table>"
+        f"<h2>Quality</h2>{quality}"
+        f"<h2>Lineage</h2><p>Derived from: {', '.join(ref(i) for i in description.derived_from) or '—'}</p>"
+        f"<p>Used by: {', '.join(ref(i) for i in downstream) or '—'}</p>"
+        + (f"<p>Deliveries: {deliveries}</p>" if deliveries else "")
+        + f"<h2>Keys</h2><p>Primary key: <code>{escape(', '.join(description.primary_key) or '—')}</code>; "
+        f"person: <code>{escape(', '.join(description.person_columns) or '—')}</code></p>"
+        f"<h2>Join links</h2><table><tr><th>From</th><th>To</th><th>Keys</th></tr>{links}</table>"
+        f'<h2>Variables</h2><table id="variables"><tr><th>Name</th><th>Type</th><th>Description</th>'
+        f"<th>Nomenclature</th></tr>{variables}</table>"
+        f'<p>Record: <a href="../records/{description.slug}.ttl">Turtle</a>, '
+        f'<a href="../records/{description.slug}.jsonld">JSON-LD</a></p>'
+    )
+    return _page(description.title, body, root="../")
+
+
+def _search_index(entries: Sequence[SiteEntry]) -> str:
+    index = []
+    for entry in entries:
+        d = entry.description
+        index.append(
+            {
+                "identifier": d.identifier,
+                "title": d.title,
+                "page": f"datasets/{d.slug}.html",
+                "text": " ".join([d.identifier, d.name, d.title, d.description, *d.keywords]).lower(),
+                "variables": [
+                    {"name": v.name, "text": f"{v.name} {v.description} {v.nomenclature or ''}".lower()}
+                    for v in d.variables
+                ],
+            }
+        )
+    # "</" would end the <script> element early.
+    return json.dumps(index, ensure_ascii=False).replace("</", "<\\/")
+
+
+def _index_page(entries: Sequence[SiteEntry], validation: str) -> str:
+    rows = "".join(
+        f'<tr><td><a href="datasets/{e.description.slug}.html">{escape(e.description.identifier)}</a></td>'
+        f"<td>{escape(e.description.title)}</td><td>{escape(e.description.layer.value)}</td>"
+        f"<td>{_count(e.statistics.records, e.statistics.records_suppressed)}</td>"
+        f"<td>{_count(e.statistics.individuals, e.statistics.individuals_suppressed)}</td></tr>"
+        for e in entries
+    )
+    body = (
+        "<p>Search datasets and variables (name, description, nomenclature):</p>"
+        '<input id="search" type="search" placeholder="e.g. BEN_NAI_ANN, diagnostic, ATC" autofocus>'
+        '<p id="count"></p><ul id="results"></ul>'
+        f"<p>{escape(validation)}</p>"
+        "<h2>Datasets</h2><table><tr><th>Dataset</th><th>Title</th><th>Layer</th><th>Records</th>"
+        f"<th>Individuals</th></tr>{rows}</table>"
+        '<h2>Map of tables and join keys</h2><img src="map.svg" alt="Tables and their join keys">'
+        f'<script id="search-index" type="application/json">{_search_index(entries)}</script>'
+        f"<script>{_SEARCH_JS}</script>"
+    )
+    return _page("Health Data Hub catalogue", body)
+
+
+def _dictionary_page(entries: Sequence[SiteEntry]) -> str:
+    rows = "".join(
+        f'<tr><td><a href="datasets/{e.description.slug}.html">{escape(e.description.identifier)}</a></td>'
+        f"<td><code>{escape(v.name)}</code></td><td>{escape(v.type)}</td><td>{escape(v.description)}</td>"
+        f"<td>{escape(v.nomenclature or '')}</td></tr>"
+        for e in entries
+        for v in e.description.variables
+    )
+    links = "".join(
+        f"<tr><td>{escape(link.source)}</td><td>{escape(link.target)}</td><td><code>{escape(_link_label(link))}</code></td></tr>"
+        for e in entries
+        for link in e.description.links
+    )
+    body = (
+        '<h2>Join links</h2><table id="links"><tr><th>From</th><th>To</th><th>Keys</th></tr>'
+        f"{links}</table><h2>Variables</h2><table><tr><th>Dataset</th><th>Variable</th><th>Type</th>"
+        f"<th>Description</th><th>Nomenclature</th></tr>{rows}</table>"
+    )
+    return _page("Data dictionary", body)
+
+
+def map_svg(descriptions: Sequence[DatasetDescription]) -> str:
+    """Tables as boxes in one column per layer, join links as lines labelled with their keys."""
+    columns = [layer for layer in Layer if any(d.layer is layer for d in descriptions)]
+    box_width, box_height, gap_x, gap_y = 230, 28, 170, 22
+    positions = {}
+    for x_index, layer in enumerate(columns):
+        for y_index, d in enumerate(d for d in descriptions if d.layer is layer):
+            positions[d.identifier] = (
+                20 + x_index * (box_width + gap_x),
+                40 + y_index * (box_height + gap_y),
+            )
+    width = 40 + len(columns) * (box_width + gap_x)
+    height = 80 + max((y for _x, y in positions.values()), default=0)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        '<rect width="100%" height="100%" fill="white"/>',
+    ]
+    for x_index, layer in enumerate(columns):
+        parts.append(
+            f'<text x="{20 + x_index * (box_width + gap_x)}" y="20" font-weight="bold">{layer.value}</text>'
+        )
+    for d in descriptions:
+        for link in d.links:
+            if link.source in positions and link.target in positions:
+                (x1, y1), (x2, y2) = positions[link.source], positions[link.target]
+                same_column = x1 == x2
+                start = (x1 + box_width, y1 + box_height / 2)
+                end = (x2 + box_width if same_column else x2, y2 + box_height / 2)
+                bend = x1 + box_width + 60 if same_column else (start[0] + end[0]) / 2
+                parts.append(
+                    f'<path class="link" data-source="{escape(link.source)}" '
+                    f'data-target="{escape(link.target)}" '
+                    f'd="M{start[0]},{start[1]} C{bend},{start[1]} {bend},{end[1]} {end[0]},{end[1]}" '
+                    'fill="none" stroke="#4a6fa5"/>'
+                )
+                label = _link_label(link)
+                label = label if len(label) <= 40 else f"{len(link.source_columns)} DCIR keys"
+                parts.append(
+                    f'<text x="{bend + 4}" y="{(start[1] + end[1]) / 2}" fill="#4a6fa5">'
+                    f"{escape(label)}</text>"
+                )
+    for identifier, (x, y) in positions.items():
+        parts.append(
+            f'<rect class="table" data-dataset="{escape(identifier)}" x="{x}" y="{y}" width="{box_width}" '
+            f'height="{box_height}" rx="4" fill="#eef2f7" stroke="#1d2733"/>'
+            f'<text x="{x + 8}" y="{y + 18}">{escape(identifier)}</text>'
+        )
+    parts.append("</svg>\n")
+    return "\n".join(parts)
+
+
+def write_site(folder: Path, entries: Sequence[SiteEntry], validation: str) -> None:
+    """Write the site's pages into ``folder`` (which the caller publishes atomically)."""
+    known = {e.description.identifier: e.description for e in entries}
+    (folder / "datasets").mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        downstream = sorted(
+            e.description.identifier
+            for e in entries
+            if entry.description.identifier in e.description.derived_from
+        )
+        (folder / "datasets" / f"{entry.description.slug}.html").write_text(
+            _dataset_page(entry, downstream, known), encoding="utf-8"
+        )
+    (folder / "index.html").write_text(_index_page(entries, validation), encoding="utf-8")
+    (folder / "dictionary.html").write_text(_dictionary_page(entries), encoding="utf-8")
+    (folder / "map.svg").write_text(map_svg([e.description for e in entries]), encoding="utf-8")

@@ -1,0 +1,219 @@
+"""Aggregate statistics of a dataset, computed in DuckDB SQL; no row-level value ever leaves the query.
+
+Every figure that could single out people is held to ``SUPPRESSION_THRESHOLD``:
+- the record and individual counts are withheld (None) under the threshold;
+- temporal coverage runs from the first to the last *month* holding at least
+  that many records (so an outlier date is never published), as month bounds;
+- the typical ages are the ages below and above which at least that many
+  individuals (or records, without a person key) and at least 5 % of them lie.
+Raw tables are text as delivered: values are cast with TRY_CAST / strptime,
+invalid ones and the SNDS missing-date sentinel count as missing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+from hdh_pipelines.catalogue.model import (
+    SUPPRESSION_THRESHOLD,
+    DatasetDescription,
+    DatasetStatistics,
+    Delivery,
+)
+from hdh_pipelines.catalogue.sources import age_column
+from hdh_pipelines.raw_store import quote_identifier, quote_literal
+from hdh_pipelines.registry import DatasetRegistry
+
+TYPICAL_AGE_SHARE = 0.05
+MAX_PLAUSIBLE_AGE = 130
+
+
+def raw_table_files(raw_root: Path, registry: DatasetRegistry) -> dict[str, list[Path]]:
+    """Registry dataset name -> its Parquet files (``<provider>/<delivery>/<DATASET>``)."""
+    files: dict[str, list[Path]] = defaultdict(list)
+    for folder in sorted(raw_root.glob("*/*/*/")):
+        schema = registry.resolve(folder.name)
+        if schema is not None:
+            files[schema.name].extend(sorted(folder.glob("*.parquet")))
+    return {name: paths for name, paths in files.items() if paths}
+
+
+def _raw_date(description: DatasetDescription, registry: DatasetRegistry, column: str) -> str:
+    field = registry.resolve(description.name).field(column)
+    quoted = quote_identifier(column)
+    if field.format:
+        typed = f"try_strptime({quoted}, {quote_literal(field.format)})::DATE"
+    else:
+        typed = f"TRY_CAST({quoted} AS TIMESTAMP)::DATE"
+    missing = registry.resolve(description.name).raw.get("hdh", {}).get("missing_date")
+    return f"NULLIF({typed}, DATE {quote_literal(missing)})" if missing else typed
+
+
+def _age_sql(description: DatasetDescription, date_sql: str | None, typed: bool, reference: date) -> str:
+    column = age_column(description)
+    if column is None:
+        return "NULL"
+    value = quote_identifier(column) if typed else f"TRY_CAST({quote_identifier(column)} AS INTEGER)"
+    if "AGE" in column.upper():
+        return value
+    at_year = f"coalesce(year({date_sql}), {reference.year})" if date_sql else str(reference.year)
+    return f"{at_year} - {value}"
+
+
+def _person_sql(columns: Sequence[str]) -> str:
+    if not columns:
+        return "NULL"
+    quoted = [quote_identifier(c) for c in columns]
+    present = " AND ".join(f"{c} IS NOT NULL" for c in quoted)
+    return f"CASE WHEN {present} THEN [{', '.join(f'{c}::VARCHAR' for c in quoted)}] END"
+
+
+def _measure(
+    connection: duckdb.DuckDBPyConnection, relation: str, person: str, event: str, age: str
+) -> tuple:
+    threshold, share = SUPPRESSION_THRESHOLD, TYPICAL_AGE_SHARE
+    connection.execute(
+        f"CREATE OR REPLACE TEMP VIEW catalogue_base AS "
+        f"SELECT {person} AS person, {event} AS event_date, {age} AS age FROM {relation}"
+    )
+    records, individuals = connection.execute(
+        "SELECT count(*), count(DISTINCT person) FROM catalogue_base"
+    ).fetchone()
+    months = connection.execute(
+        f"""
+        SELECT min(month), max(month) FROM (
+            SELECT date_trunc('month', event_date)::DATE AS month FROM catalogue_base
+            WHERE event_date IS NOT NULL GROUP BY 1 HAVING count(*) >= {threshold}
+        )
+        """
+    ).fetchone()
+    # Individuals by age (records without a person key), then the ages with enough of them on each side.
+    ages = connection.execute(
+        f"""
+        WITH units AS (
+            SELECT DISTINCT coalesce(person::VARCHAR, 'record ' || rowid::VARCHAR) AS unit, age
+            FROM (SELECT *, row_number() OVER () AS rowid FROM catalogue_base)
+            WHERE age BETWEEN 0 AND {MAX_PLAUSIBLE_AGE}
+        ),
+        by_age AS (SELECT age, count(*) AS n FROM units GROUP BY age),
+        cumulated AS (
+            SELECT age,
+                   sum(n) OVER (ORDER BY age) AS at_or_below,
+                   sum(n) OVER (ORDER BY age DESC) AS at_or_above,
+                   sum(n) OVER () AS total
+            FROM by_age
+        )
+        SELECT min(age) FILTER (WHERE at_or_below >= greatest({threshold}, ceil({share} * total))),
+               max(age) FILTER (WHERE at_or_above >= greatest({threshold}, ceil({share} * total)))
+        FROM cumulated
+        """
+    ).fetchone()
+    return records, individuals, months, ages
+
+
+def _suppressed(count: int | None) -> int | None:
+    return count if count is not None and count >= SUPPRESSION_THRESHOLD else None
+
+
+def _statistics(measured: tuple, has_person: bool, deliveries: tuple[Delivery, ...]) -> DatasetStatistics:
+    records, individuals, (first_month, last_month), (min_age, max_age) = measured
+    end = None
+    if last_month is not None:
+        following = (last_month.replace(day=28) + timedelta(days=4)).replace(day=1)
+        end = following - timedelta(days=1)
+    individuals = individuals if has_person else None
+    return DatasetStatistics(
+        records=_suppressed(records),
+        individuals=_suppressed(individuals),
+        coverage_start=first_month,
+        coverage_end=end,
+        min_typical_age=min_age,
+        max_typical_age=max_age,
+        deliveries=deliveries,
+        records_suppressed=records is not None and 0 < records < SUPPRESSION_THRESHOLD,
+        individuals_suppressed=individuals is not None and 0 < individuals < SUPPRESSION_THRESHOLD,
+    )
+
+
+def _connect(memory_limit: str, scratch: Path | None) -> duckdb.DuckDBPyConnection:
+    config = {"memory_limit": memory_limit, "threads": 2, "autoinstall_known_extensions": False}
+    if scratch is not None:
+        config["temp_directory"] = str(scratch)
+    return duckdb.connect(config=config)
+
+
+def raw_statistics(
+    description: DatasetDescription,
+    files: Sequence[Path],
+    registry: DatasetRegistry,
+    *,
+    reference: date,
+    memory_limit: str = "1GB",
+    scratch: Path | None = None,
+) -> DatasetStatistics:
+    """Statistics of a raw table (its Parquet files); ``reference`` dates ages when there is no event date."""
+    file_list = "[" + ", ".join(quote_literal(str(f)) for f in files) + "]"
+    relation = f"read_parquet({file_list}, union_by_name = true)"
+    event = _raw_date(description, registry, description.event_date) if description.event_date else None
+    with _connect(memory_limit, scratch) as connection:
+        measured = _measure(
+            connection,
+            relation,
+            _person_sql(description.person_columns),
+            event or "NULL::DATE",
+            _age_sql(description, event, typed=False, reference=reference),
+        )
+        rows = connection.execute(
+            f"SELECT hdh_provider, hdh_delivery_id, max(hdh_loaded_at) FROM {relation} "
+            "GROUP BY ALL ORDER BY 3, 1, 2"
+        ).fetchall()
+    deliveries = tuple(Delivery(provider, delivery, loaded) for provider, delivery, loaded in rows)
+    return _statistics(measured, bool(description.person_columns), deliveries)
+
+
+def warehouse_statistics(
+    description: DatasetDescription,
+    warehouse: Path,
+    *,
+    reference: date,
+    memory_limit: str = "1GB",
+    scratch: Path | None = None,
+) -> DatasetStatistics | None:
+    """Statistics of a warehouse table, read-only; None when the table does not exist (not built yet)."""
+    schema, table = description.relation.split(".", 1)
+    with _connect(memory_limit, scratch) as connection:
+        connection.execute(f"ATTACH {quote_literal(str(warehouse))} AS warehouse (READ_ONLY)")
+        exists = connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'warehouse' "
+            "AND schema_name = ? AND table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+        if not exists:
+            return None
+        relation = f"warehouse.{quote_identifier(schema)}.{quote_identifier(table)}"
+        event = quote_identifier(description.event_date) if description.event_date else None
+        measured = _measure(
+            connection,
+            relation,
+            _person_sql(description.person_columns),
+            f"{event}::DATE" if event else "NULL::DATE",
+            _age_sql(description, f"{event}::DATE" if event else None, typed=True, reference=reference),
+        )
+    return _statistics(measured, bool(description.person_columns), ())
+
+
+def warehouse_column_types(warehouse: Path, relation: str) -> dict[str, str]:
+    """Column name -> DuckDB type of a warehouse table (empty when it does not exist)."""
+    schema, table = relation.split(".", 1)
+    with duckdb.connect(str(warehouse), read_only=True, config={"autoinstall_known_extensions": False}) as db:
+        rows = db.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, table],
+        ).fetchall()
+    return dict(rows)

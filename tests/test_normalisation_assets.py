@@ -1,0 +1,137 @@
+"""The dbt project as Dagster assets: continuous lineage, month-range runs as one dbt invocation, and
+warehouse writers that queue instead of failing on DuckDB's lock (real dbt, DuckDB and Dagster)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from dbt_inputs import write_synthetic_raw
+
+from hdh_pipelines.assets.normalisation import MONTHS, normalisation_monthly, normalisation_upstream
+from hdh_pipelines.definitions import defs
+from hdh_pipelines.schedules import night_of, nightly_range
+
+REPO = Path(__file__).resolve().parents[1]
+RESOURCES = {"dbt": defs.resources["dbt"], "warehouse": defs.resources["warehouse"]}
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": "2025-01-01",
+    "dagster/asset_partition_range_end": "2025-03-01",
+}
+
+
+@pytest.fixture(scope="module")
+def raw_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("private") / "raw"
+    write_synthetic_raw(root, persons=300, year=2025)
+    return root
+
+
+@pytest.fixture
+def warehouse_env(monkeypatch, tmp_path, raw_root) -> Path:
+    warehouse = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("HDH_WAREHOUSE_PATH", str(warehouse))
+    monkeypatch.setenv("HDH_RAW_ROOT", str(raw_root))
+    return warehouse
+
+
+def test_lineage_runs_from_raw_tables_to_omop():
+    graph = defs.resolve_asset_graph()
+
+    def ancestors(key: str) -> set[str]:
+        return {k.to_user_string() for k in graph.upstream_key_iterator(dg.AssetKey.from_user_string(key))}
+
+    assert "raw/ir_ben_r" in ancestors("staging/stg_ir_ben_r")
+    assert "raw/er_prs_f" in ancestors("staging/stg_er_prs_f")
+    assert "raw/t_mcoaab" in ancestors("staging/stg_t_mco_b")
+    node = graph.get(dg.AssetKey(["omop", "omop_person"]))
+    assert node.group_name == "omop" and node.owners == ["team:data-engineering"]
+    assert "dbt" in node.kinds
+    assert graph.get(dg.AssetKey(["marts", "claims"])).partitions_def == MONTHS
+    assert normalisation_monthly.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def _range_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={k for k in normalisation_monthly.keys}
+    )
+    return job.execute_in_process(instance=instance, tags=RANGE_TAGS, raise_on_error=False)
+
+
+def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(warehouse_env, tmp_path):
+    def build_upstream(instance):
+        assert dg.materialize([normalisation_upstream], instance=instance, resources=RESOURCES).success
+
+    with dg.instance_for_test() as instance:
+        build_upstream(instance)
+        result = _range_run(instance)
+        assert result.success
+        starts = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+        assert len(starts) == 1, "one step, one dbt invocation for the whole range"
+        months = instance.get_materialized_partitions(dg.AssetKey(["marts", "claims"]))
+        assert months == {"2025-01-01", "2025-02-01", "2025-03-01"}
+        materialization = instance.get_latest_materialization_event(dg.AssetKey(["marts", "claims"]))
+        assert materialization.asset_materialization.metadata["dagster/row_count"].value > 0
+    with duckdb.connect(str(warehouse_env), read_only=True) as connection:
+        ranged = connection.execute(
+            "select * from marts.claims where flx_dis_dtd < date '2025-04-01' order by all"
+        ).fetchall()
+
+    warehouse_env.unlink()
+    with dg.instance_for_test() as instance:
+        build_upstream(instance)
+        for month in ("2025-01-01", "2025-02-01", "2025-03-01"):
+            assert dg.materialize(
+                [normalisation_monthly], instance=instance, partition_key=month,
+                resources=RESOURCES,
+            ).success
+    with duckdb.connect(str(warehouse_env), read_only=True) as connection:
+        single = connection.execute(
+            "select * from marts.claims where flx_dis_dtd < date '2025-04-01' order by all"
+        ).fetchall()
+    assert ranged and ranged == single
+
+
+_RUN_BUILD = """
+import sys
+import dagster as dg
+from hdh_pipelines.definitions import defs
+job = defs.resolve_implicit_global_asset_job_def().get_subset(
+    asset_selection={dg.AssetKey.from_user_string(k) for k in sys.argv[1:]}
+)
+result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def test_two_warehouse_runs_launched_together_both_succeed(warehouse_env, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    environment = {**os.environ, "DAGSTER_HOME": str(home)}
+    selections = [
+        ["staging/stg_ir_ben_r", "staging/stg_opt_out", "intermediate/int_pseudonym_persons"],
+        ["staging/stg_t_mco_b", "staging/stg_t_mco_c", "staging/stg_t_mco_d", "staging/stg_cohort_ext"],
+    ]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _RUN_BUILD, *keys], env=environment, cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for keys in selections
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-4000:]
+    with duckdb.connect(str(warehouse_env), read_only=True) as connection:
+        assert connection.execute("select count(*) from staging.stg_ir_ben_r").fetchone()[0] > 0
+        assert connection.execute("select count(*) from staging.stg_t_mco_b").fetchone()[0] > 0
+
+
+def test_the_night_rebuilds_its_recent_months_once():
+    assert nightly_range(datetime(2025, 3, 10), 3) == ("2025-01-01", "2025-03-01")
+    assert night_of(datetime(2025, 3, 11, 0, 30), 23) == "2025-03-10"
