@@ -6,15 +6,18 @@ import dataclasses
 import json
 
 import dagster as dg
+import duckdb
 import pytest
 from deliveries import build, columns_of, raw_rows, upload, valid_rows, write_csv
 from test_dagster_ingestion import hub_env, instance  # noqa: F401  (fixtures)
 from test_ingestion import ingest
 
+from hdh_pipelines.assets.normalisation import normalisation_upstream
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.delivery.provider import SourceFile
 from hdh_pipelines.demo.daemonless import tick
 from hdh_pipelines.ingestion import QualityGate
+from hdh_pipelines.resources import WarehouseResource
 from hdh_pipelines.storage import QUALITY_SUMMARY, HubStorage
 
 SENSOR = "sftp_inbox_sensor"
@@ -125,7 +128,7 @@ def _join_positions(dataset):
 
 
 def test_the_asset_check_explains_a_held_delivery(
-    tmp_path, keys, sftp_settings, inbox, hub_env, instance  # noqa: F811
+    tmp_path, keys, sftp_settings, inbox, hub_env, instance, monkeypatch  # noqa: F811
 ):
     rows = valid_rows("IR_BEN_R", 30)
     deliver(tmp_path, keys, sftp_settings, inbox, "good", {"IR_BEN_R": rows})
@@ -156,3 +159,12 @@ def test_the_asset_check_explains_a_held_delivery(
     assert len(raw_rows(storage, "IR_BEN_R")) == 30
     assert storage.held_dir("cnam", "bad").exists()
     assert CHECK in {k for k in defs.resolve_asset_graph().asset_check_keys}
+
+    # Downstream, the normalised referential holds the good delivery only.
+    warehouse = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("HDH_WAREHOUSE_PATH", str(warehouse))
+    monkeypatch.setenv("HDH_RAW_ROOT", str(storage.raw_root))
+    resources = {"dbt": defs.resources["dbt"], "warehouse": WarehouseResource(path=str(warehouse))}
+    assert dg.materialize([normalisation_upstream], instance=instance, resources=resources).success
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        assert connection.execute("select count(*) from staging.stg_ir_ben_r").fetchone()[0] == 30
