@@ -5,6 +5,13 @@ import dagster as dg
 from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
 from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets
 from hdh_pipelines.assets.normalisation import dbt_resource, normalisation_assets
+from hdh_pipelines.assets.open_science import (
+    OpenScienceResource,
+    data_challenge,
+    indicator_job,
+    open_dispensations,
+    synthetic_snds,
+)
 from hdh_pipelines.assets.quality import quality_checks
 from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
@@ -21,13 +28,23 @@ defs = dg.Definitions(
         healthdcat_catalogue,
         project_workspace,
         workspace_audit_trail,
+        open_dispensations,
+        data_challenge,
+        synthetic_snds,
     ],
     asset_checks=quality_checks,
-    jobs=[ingest_delivery_job, nightly_job],
+    jobs=[ingest_delivery_job, nightly_job, indicator_job],
     sensors=[sftp_inbox_sensor, project_registry_sensor],
     schedules=[nightly_schedule],
     resources={
         "catalogue": CatalogueResource(output_dir=dg.EnvVar("HDH_CATALOGUE_DIR")),
+        "open_science": OpenScienceResource(
+            indicator_root=dg.EnvVar("HDH_INDICATOR_ROOT"),
+            request_log=dg.EnvVar("HDH_INDICATOR_LOG"),
+            public_root=dg.EnvVar("HDH_OPEN_DATA_DIR"),
+            challenge_root=dg.EnvVar("HDH_CHALLENGE_ROOT"),
+            challenge_key=dg.EnvVar("HDH_CHALLENGE_KEY"),
+        ),
         "sftp": SftpResource(
             host=dg.EnvVar("HDH_SFTP_HOST"),
             port=dg.EnvVar.int("HDH_SFTP_PORT"),

@@ -4,6 +4,7 @@ import dagster as dg
 
 from hdh_pipelines.assets.ingestion import ingest_delivery_assets
 from hdh_pipelines.assets.normalisation import MONTHS
+from hdh_pipelines.assets.open_science import data_challenge, synthetic_snds
 from hdh_pipelines.assets.workspaces import project_workspace
 from hdh_pipelines.partitions import DELIVERIES
 
@@ -22,7 +23,9 @@ nightly_job = dg.define_asset_job(
     "nightly_refresh_job",
     selection=dg.AssetSelection.all()
     - dg.AssetSelection.assets(ingest_delivery_assets)
-    - dg.AssetSelection.assets(project_workspace),
+    - dg.AssetSelection.assets(project_workspace)
+    # A challenge export is prepared when a challenge is opened, not every night.
+    - dg.AssetSelection.assets(data_challenge, synthetic_snds),
     partitions_def=MONTHS,
     description="Nightly refresh of everything built from the raw tables (normalisation, catalogue…); "
     "monthly models over the last HDH_NIGHTLY_LOOKBACK_MONTHS months.",

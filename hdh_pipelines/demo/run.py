@@ -124,6 +124,11 @@ def _hub_environment(work: Path, server: SftpServer, keys: Path, year: int) -> d
         "HDH_WORKSPACE_ROOT": str(work / "private" / "workspaces"),
         "HDH_WORKSPACE_AUDIT_ROOT": str(work / "private" / "audit"),
         "HDH_PROJECTS_DIR": str(REPO / "projects"),
+        "HDH_INDICATOR_ROOT": str(work / "public" / "indicators"),
+        "HDH_INDICATOR_LOG": str(work / "private" / "indicator-requests.jsonl"),
+        "HDH_OPEN_DATA_DIR": str(work / "public" / "open-data"),
+        "HDH_CHALLENGE_ROOT": str(work / "private" / "challenges"),
+        "HDH_CHALLENGE_KEY": secrets.token_hex(32),
         # One secret per project, made for this demo: project pseudonyms cannot be joined across projects.
         **{key_variable(p.stem): secrets.token_hex(32) for p in sorted((REPO / "projects").glob("*.yaml"))},
     }
@@ -159,6 +164,18 @@ def _raw_row_counts(private: Path) -> dict[str, int]:
             glob = str(private / "raw" / "*" / "*" / folder / "*.parquet")
             counts[folder] = connection.execute("SELECT count(*) FROM read_parquet(?)", [glob]).fetchone()[0]
     return counts
+
+
+def _indicator_request(year: int) -> dict:
+    return {
+        "name": f"treated-diabetes-{year}",
+        "description": f"Pharmacologically treated diabetes, {year}, by sex and age band",
+        "unit": "patients",
+        "algorithm": "alg_treated_diabetes",
+        "breakdown": ["year", "sex", "age_band"],
+        "year_from": year,
+        "year_to": year,
+    }
 
 
 def _held(private: Path) -> list[tuple[str, str, list[str]]]:
@@ -297,6 +314,21 @@ def main(argv: list[str] | None = None) -> int:
                     raise_on_error=False,
                 )
                 _say(f"  run {built.run_id[:8]}: {'succeeded' if built.success else 'refused (see the UI)'}")
+            _say(f"on-demand indicator: treated diabetes in {args.year} by sex and age band")
+            indicator = defs.resolve_job_def("indicator_job").execute_in_process(
+                instance=instance,
+                run_config={**QUIET, "ops": {"compute_indicator": {"config": _indicator_request(args.year)}}},
+                tags={"hdh/requester": "demo"},
+                raise_on_error=False,
+            )
+            indicator_table = next(
+                (
+                    e.event_specific_data.metadata["table"].value
+                    for e in indicator.all_events
+                    if e.event_type_value == "STEP_OUTPUT"
+                ),
+                "(the indicator was refused: see the UI)",
+            )
 
         private = work / "private"
         quarantined = [json.loads(p.read_text()) for p in sorted((private / "quarantine").glob("*/*.json"))]
@@ -322,12 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         print("warehouse (rows):")
         for table, count in _warehouse_row_counts(private / "warehouse.duckdb").items():
             print(f"  {table:<34} {count:>8}")
+        print("indicator: treated diabetes by sex and age band (cells under 11 suppressed, and complements):")
+        print(indicator_table)
         print("outputs:")
         print(f"  raw tables     {private / 'raw'}/<provider>/<delivery>/<DATASET>/*.parquet")
         print(f"  quarantine     {private / 'quarantine'}")
         print(f"  warehouse      {private / 'warehouse.duckdb'}")
         print(f"  catalogue      {work / 'public' / 'catalogue' / 'index.html'}")
         print(f"  workspaces     {private / 'workspaces'}/<project>/ (audit trail: {private / 'audit'})")
+        print(f"  open data      {work / 'public' / 'open-data'}")
+        print(f"  indicators     {work / 'public' / 'indicators'}")
         print(f"  Dagster home   {work / 'dagster_home'}")
         print("open the UI:")
         print(f"  set -a; . {work / 'hdh.env'}; set +a; .venv/bin/dagster dev -w workspace.yaml")

@@ -1,0 +1,49 @@
+"""Open-science services: on-demand indicators, open data and data-challenge exports, disclosure-controlled.
+
+A pure library (no Dagster): ``disclosure`` suppresses small counts and their
+complements, ``indicators`` turns a request into a count table in DuckDB SQL,
+``publish`` writes protected tables and the request log, ``challenge`` writes
+pseudonymised train/test extracts. The Dagster shell is
+``hdh_pipelines.assets.open_science``; docs/open_science.md explains the rules.
+"""
+
+from hdh_pipelines.opendata.challenge import (
+    CHALLENGE_MARTS,
+    ChallengeExport,
+    export_challenge,
+    load_challenge_key,
+)
+from hdh_pipelines.opendata.disclosure import DEFAULT_THRESHOLD, TOTAL, ProtectedTable, protect_counts
+from hdh_pipelines.opendata.errors import OpenDataRefused
+from hdh_pipelines.opendata.indicators import ALGORITHMS, IndicatorSpec, compute_indicator
+from hdh_pipelines.opendata.publish import (
+    OPEN_DISPENSATIONS,
+    IndicatorResult,
+    build_open_dispensations,
+    markdown_table,
+    publish_open_dispensations,
+    read_log,
+    run_indicator,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "CHALLENGE_MARTS",
+    "DEFAULT_THRESHOLD",
+    "OPEN_DISPENSATIONS",
+    "TOTAL",
+    "ChallengeExport",
+    "IndicatorResult",
+    "IndicatorSpec",
+    "OpenDataRefused",
+    "ProtectedTable",
+    "build_open_dispensations",
+    "compute_indicator",
+    "export_challenge",
+    "load_challenge_key",
+    "markdown_table",
+    "protect_counts",
+    "publish_open_dispensations",
+    "read_log",
+    "run_indicator",
+]

@@ -1,0 +1,254 @@
+"""On-demand indicators: what is counted, in which population, broken down how; computed in DuckDB SQL
+over the warehouse's marts and algorithms, protected by ``disclosure.protect_counts``.
+
+A request counts **patients** (distinct persons per year) or **stays** (MCO
+stays, error stays excluded) in a population: a targeting algorithm by name
+(``alg_treated_diabetes``…), ATC prefixes (persons dispensed such a drug in the
+year; not for stays) or ICD-10 prefixes (stays whose principal diagnosis
+starts with one). The breakdown is an ordered subset of ``year``, ``sex``,
+``age_band`` and one of ``region`` / ``departement``; the last one is the
+published table's columns. Patients take sex, age (year − birth year) and
+residence from ``marts.persons``; stays take them from the stay itself (age at
+admission). The year of a stay is its PMSI year, as for the algorithms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import duckdb
+import pandas as pd
+
+from hdh_pipelines.opendata.disclosure import DEFAULT_THRESHOLD, ProtectedTable, protect_counts
+from hdh_pipelines.opendata.errors import OpenDataRefused
+from hdh_pipelines.opendata.geography import DEPARTEMENT_REGION, REGION_NAMES, UNKNOWN, departement_sql
+
+ALGORITHMS = ("alg_treated_diabetes", "alg_acute_coronary_syndrome", "alg_treated_dyslipidaemia")
+UNITS = ("patients", "stays")
+DIMENSIONS = ("year", "sex", "age_band", "region", "departement")
+GEOGRAPHIES = ("region", "departement")
+DEFAULT_AGE_BANDS = (0, 18, 40, 65, 80)
+SEX_LABELS = {"1": "male", "2": "female"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_ATC = re.compile(r"^[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?$")
+_ICD10 = re.compile(r"^[A-Z][0-9]{0,2}[0-9A-Z]{0,2}$")
+
+
+@dataclass(frozen=True)
+class IndicatorSpec:
+    """One indicator request, validated by ``validate``."""
+
+    name: str
+    unit: str
+    breakdown: tuple[str, ...]
+    year_from: int
+    year_to: int
+    algorithm: str | None = None
+    atc_prefixes: tuple[str, ...] = ()
+    icd10_prefixes: tuple[str, ...] = ()
+    age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS
+    threshold: int = DEFAULT_THRESHOLD
+    description: str = ""
+
+    def validate(self) -> IndicatorSpec:
+        if not _NAME.match(self.name):
+            _refuse("invalid_name", "The name must be 1–63 lower-case letters, digits, '-' or '_'.", "name")
+        if self.unit not in UNITS:
+            _refuse("invalid_unit", f"What is counted must be one of {', '.join(UNITS)}.", "unit")
+        populations = [bool(self.algorithm), bool(self.atc_prefixes), bool(self.icd10_prefixes)]
+        if sum(populations) != 1:
+            _refuse(
+                "invalid_population",
+                "Give exactly one population: an algorithm, ATC prefixes or ICD-10 prefixes.",
+                "algorithm",
+            )
+        if self.algorithm and self.algorithm not in ALGORITHMS:
+            _refuse(
+                "unknown_algorithm", f"Unknown algorithm; available: {', '.join(ALGORITHMS)}.", "algorithm"
+            )
+        if any(not _ATC.match(code) for code in self.atc_prefixes):
+            _refuse(
+                "invalid_code",
+                "ATC prefixes are upper-case ATC codes or their beginnings (A10, C10AA).",
+                "atc_prefixes",
+            )
+        if any(not _ICD10.match(code) for code in self.icd10_prefixes):
+            _refuse(
+                "invalid_code",
+                "ICD-10 prefixes are upper-case codes without the dot (I21, E11).",
+                "icd10_prefixes",
+            )
+        if self.unit == "stays" and self.atc_prefixes:
+            _refuse(
+                "unsupported_combination",
+                "Stays cannot be selected by a drug code list: count patients, "
+                "or use an algorithm or ICD-10 prefixes.",
+                "unit",
+            )
+        self._validate_breakdown()
+        if not 1900 <= self.year_from <= self.year_to <= 2100 or self.year_to - self.year_from > 30:
+            _refuse(
+                "invalid_years", "year_from ≤ year_to, within 1900–2100 and at most 31 years.", "year_from"
+            )
+        if (
+            list(self.age_bands) != sorted(set(self.age_bands))
+            or not self.age_bands
+            or self.age_bands[0] != 0
+        ):
+            _refuse(
+                "invalid_age_bands",
+                "Age bands are increasing lower bounds starting at 0, e.g. [0, 18, 65].",
+                "age_bands",
+            )
+        if self.threshold < DEFAULT_THRESHOLD:
+            _refuse(
+                "invalid_threshold",
+                f"The threshold can be raised, never set below {DEFAULT_THRESHOLD}.",
+                "threshold",
+            )
+        return self
+
+    def _validate_breakdown(self) -> None:
+        unknown = [name for name in self.breakdown if name not in DIMENSIONS]
+        if not self.breakdown or unknown or len(set(self.breakdown)) != len(self.breakdown):
+            _refuse(
+                "invalid_breakdown",
+                f"The breakdown is a list of distinct names among {', '.join(DIMENSIONS)}.",
+                "breakdown",
+            )
+        if sum(name in GEOGRAPHIES for name in self.breakdown) > 1:
+            _refuse("invalid_breakdown", "Break down by région or by département, not both.", "breakdown")
+
+    def definition(self) -> dict:
+        """The request as published in the metadata and the log."""
+        return asdict(self)
+
+
+def _refuse(reason: str, message: str, field_name: str) -> None:
+    raise OpenDataRefused(reason, message, field=field_name)
+
+
+def age_band_labels(bounds: Sequence[int]) -> list[str]:
+    uppers = [*bounds[1:], None]
+    return [
+        f"{low}+" if high is None else f"{low}-{high - 1}" for low, high in zip(bounds, uppers, strict=True)
+    ]
+
+
+def _age_band_sql(age: str, bounds: Sequence[int]) -> str:
+    labels = age_band_labels(bounds)
+    branches = " ".join(
+        f"when {age} >= {low} then '{label}'"
+        for low, label in reversed(list(zip(bounds, labels, strict=True)))
+    )
+    return f"(case when {age} is null or {age} < 0 then '{UNKNOWN}' {branches} end)"
+
+
+def _events_sql(spec: IndicatorSpec) -> str:
+    """One row per counted subject and year with sex, age and département (SQL over the warehouse)."""
+    persons = "join marts.persons p using (ben_idt_ano)"
+    person_attributes = "p.sex_code as sex_code, year - p.birth_year as age, p.residence_departement as dpt"
+    if spec.unit == "patients" and spec.algorithm:
+        source = f"select distinct ben_idt_ano, year from algorithms.{spec.algorithm}"
+    elif spec.unit == "patients" and spec.atc_prefixes:
+        source = (
+            "select distinct ben_idt_ano, year(dispensing_date) as year from marts.drug_dispensations "
+            f"where ben_idt_ano is not null and not is_for_information_only and boxes > 0 "
+            f"and {_prefix_sql('atc_code', spec.atc_prefixes)}"
+        )
+    elif spec.unit == "patients":
+        source = (
+            "select distinct ben_idt_ano, pmsi_year as year from marts.hospital_stays "
+            f"where ben_idt_ano is not null and not is_error_stay "
+            f"and {_prefix_sql('principal_diagnosis', spec.icd10_prefixes)}"
+        )
+    else:
+        stays = "select * from marts.hospital_stays s where not s.is_error_stay"
+        if spec.algorithm:
+            stays += (
+                f" and exists (select 1 from algorithms.{spec.algorithm} a "
+                "where a.ben_idt_ano = s.ben_idt_ano and a.year = s.pmsi_year)"
+            )
+        else:
+            stays += f" and {_prefix_sql('s.principal_diagnosis', spec.icd10_prefixes)}"
+        return (
+            "select pmsi_year as year, sex_code, "
+            "case when age_years is null and age_days is not null then 0 else age_years end as age, "
+            f"residence_departement as dpt from ({stays})"
+        )
+    return f"select year, {person_attributes} from ({source}) {persons}"
+
+
+def _prefix_sql(column: str, prefixes: Sequence[str]) -> str:
+    # Prefixes are validated against a strict pattern above, so they are safe as SQL literals.
+    return "(" + " or ".join(f"starts_with({column}, '{code}')" for code in prefixes) + ")"
+
+
+def compute_indicator(connection: duckdb.DuckDBPyConnection, spec: IndicatorSpec) -> pd.DataFrame:
+    """The full grid of counts (zero cells explicit) for ``spec`` on a warehouse connection."""
+    spec.validate()
+    geography = pd.DataFrame(
+        {"departement": list(DEPARTEMENT_REGION), "region": list(DEPARTEMENT_REGION.values())}
+    )
+    connection.register("hdh_geography", geography)
+    try:
+        relation = connection.sql(
+            f"""
+            with events as ({_events_sql(spec)}),
+            labelled as (
+                select
+                    cast(year as varchar) as year,
+                    coalesce(map_extract({_sex_map()}, cast(sex_code as varchar))[1], '{UNKNOWN}') as sex,
+                    {_age_band_sql("age", spec.age_bands)} as age_band,
+                    coalesce(g.departement, '{UNKNOWN}') as departement,
+                    coalesce(g.region, '{UNKNOWN}') as region
+                from events
+                left join hdh_geography g on g.departement = {departement_sql("events.dpt")}
+                where year between {spec.year_from} and {spec.year_to}
+            )
+            select {", ".join(spec.breakdown)}, count(*) as count
+            from labelled group by all
+            """
+        )
+        observed = relation.df()
+    except duckdb.CatalogException as error:
+        raise OpenDataRefused(
+            "missing_input",
+            f"The warehouse lacks a table the indicator needs ({str(error).splitlines()[0]}): "
+            "materialise the marts and algorithms first.",
+        ) from None
+    finally:
+        connection.unregister("hdh_geography")
+    return _full_grid(observed, spec)
+
+
+def _sex_map() -> str:
+    return "map {" + ", ".join(f"'{code}': '{label}'" for code, label in SEX_LABELS.items()) + "}"
+
+
+def _domain(name: str, spec: IndicatorSpec, observed: pd.DataFrame) -> list[str]:
+    expected = {
+        "year": [str(year) for year in range(spec.year_from, spec.year_to + 1)],
+        "sex": list(SEX_LABELS.values()),
+        "age_band": age_band_labels(spec.age_bands),
+        "region": list(REGION_NAMES),
+        "departement": list(DEPARTEMENT_REGION),
+    }[name]
+    # 'unknown' is a category only when some subject has it, so every subject is in the table.
+    extra = sorted(set(observed[name]) - set(expected)) if name in observed else []
+    return expected + extra
+
+
+def _full_grid(observed: pd.DataFrame, spec: IndicatorSpec) -> pd.DataFrame:
+    names = list(spec.breakdown)
+    grid = pd.MultiIndex.from_product([_domain(name, spec, observed) for name in names], names=names)
+    if len(names) == 1:
+        grid = grid.get_level_values(0)  # a one-level MultiIndex does not match a plain index
+    counts = observed.set_index(names)["count"] if not observed.empty else pd.Series(dtype="int64")
+    return counts.reindex(grid, fill_value=0).astype("int64").rename("count").reset_index()
+
+
+def protect_indicator(cells: pd.DataFrame, spec: IndicatorSpec) -> ProtectedTable:
+    return protect_counts(cells, spec.breakdown, "count", spec.threshold)
