@@ -46,7 +46,13 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 MONTHS = dg.MonthlyPartitionsDefinition(
     start_date=os.environ.get("HDH_FIRST_MONTH", "2024-01-01"), end_offset=1
 )
-_GROUPS = {"staging": "normalisation", "intermediate": "normalisation", "marts": "marts", "omop": "omop"}
+_GROUPS = {
+    "staging": "normalisation",
+    "intermediate": "normalisation",
+    "marts": "marts",
+    "omop": "omop",
+    "algorithms": "algorithms",
+}
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
