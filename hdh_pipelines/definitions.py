@@ -1,9 +1,12 @@
 """Every definition of the code location, assembled in one place."""
 
+import os
+
 import dagster as dg
 
 from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
 from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets
+from hdh_pipelines.assets.linkage import cohort_linkage
 from hdh_pipelines.assets.normalisation import dbt_resource, normalisation_assets
 from hdh_pipelines.assets.open_science import (
     OpenScienceResource,
@@ -16,6 +19,7 @@ from hdh_pipelines.assets.quality import quality_checks
 from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
+from hdh_pipelines.resources.spark import LinkageStorageResource, SparkResource
 from hdh_pipelines.schedules import nightly_schedule
 from hdh_pipelines.sensors.projects import project_registry_sensor
 from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
@@ -25,6 +29,7 @@ defs = dg.Definitions(
         ingest_delivery_assets,
         delivery_quarantine,
         *normalisation_assets,
+        cohort_linkage,
         healthdcat_catalogue,
         project_workspace,
         workspace_audit_trail,
@@ -44,6 +49,15 @@ defs = dg.Definitions(
             public_root=dg.EnvVar("HDH_OPEN_DATA_DIR"),
             challenge_root=dg.EnvVar("HDH_CHALLENGE_ROOT"),
             challenge_key=dg.EnvVar("HDH_CHALLENGE_KEY"),
+        ),
+        # Not secrets: plain settings with defaults for the embedded local Spark.
+        "spark": SparkResource(
+            master=os.environ.get("HDH_SPARK_MASTER", "local[*]"),
+            driver_memory=os.environ.get("HDH_SPARK_DRIVER_MEMORY", "4g"),
+            shuffle_partitions=int(os.environ.get("HDH_SPARK_SHUFFLE_PARTITIONS", "8")),
+        ),
+        "linkage_storage": LinkageStorageResource(
+            warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"), linkage_root=dg.EnvVar("HDH_LINKAGE_ROOT")
         ),
         "sftp": SftpResource(
             host=dg.EnvVar("HDH_SFTP_HOST"),

@@ -124,6 +124,7 @@ def _hub_environment(work: Path, server: SftpServer, keys: Path, year: int) -> d
         "HDH_WORKSPACE_ROOT": str(work / "private" / "workspaces"),
         "HDH_WORKSPACE_AUDIT_ROOT": str(work / "private" / "audit"),
         "HDH_PROJECTS_DIR": str(REPO / "projects"),
+        "HDH_LINKAGE_ROOT": str(work / "private" / "linkage"),
         "HDH_INDICATOR_ROOT": str(work / "public" / "indicators"),
         "HDH_INDICATOR_LOG": str(work / "private" / "indicator-requests.jsonl"),
         "HDH_OPEN_DATA_DIR": str(work / "public" / "open-data"),

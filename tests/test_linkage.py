@@ -1,0 +1,238 @@
+"""Linkage library: generator, comparisons, Fellegi–Sunter EM, and the linkage on a real local Spark."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+
+from hdh_pipelines.linkage import fellegi_sunter
+from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, COMPARISONS, PERSON_COLUMNS, pattern_levels
+from hdh_pipelines.linkage.pipeline import LinkageRun, run_linkage
+from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
+from hdh_pipelines.linkage.testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_pipelines.resources.spark import SparkResource
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """One small local session for the module, configured as the asset's resource configures it."""
+    resource = SparkResource(
+        master="local[2]",
+        driver_memory="2g",
+        shuffle_partitions=2,
+        local_dir=str(tmp_path_factory.mktemp("spark-local")),
+        extra_config={"spark.ui.enabled": "false"},
+    )
+    session = resource.session()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+
+
+def _warehouse(folder: Path, spec: LinkageTestSpec) -> str:
+    path = str(folder / "warehouse.duckdb")
+    with duckdb.connect(path) as connection:
+        write_linkage_test_data(connection, spec)
+    return path
+
+
+def _link(spark: SparkSession, folder: Path, spec: LinkageTestSpec) -> tuple[LinkageRun, str, LinkageRoot]:
+    warehouse = _warehouse(folder, spec)
+    root = LinkageRoot.from_uri(str(folder / "linkage"))
+    return run_linkage(spark, root, warehouse, truth_table=TRUTH_TABLE), warehouse, root
+
+
+# --- pure parts ---------------------------------------------------------------------------------------
+
+
+def test_generator_plants_errors_at_the_requested_rate() -> None:
+    spec = LinkageTestSpec(persons=20_000, cohort=4_000, error_rate=0.1, seed=3)
+    with duckdb.connect() as connection:
+        write_linkage_test_data(connection, spec)
+        missing, sex_flipped, persons, truth_null = connection.execute(
+            f"""
+            SELECT avg((c.ben_nir_psa IS NULL)::INT),
+                   avg((c.sex_cod <> p.sex_code)::INT) FILTER (WHERE p.ben_idt_ano IS NOT NULL),
+                   (SELECT count(*) FROM marts.persons),
+                   avg((t.true_ben_idt_ano IS NULL)::INT)
+            FROM staging.stg_cohort_ext c
+            JOIN {TRUTH_TABLE} t USING (hdh_provider, coh_rec_id)
+            LEFT JOIN marts.persons p ON p.ben_idt_ano = t.true_ben_idt_ano
+            """
+        ).fetchall()[0]
+    assert 0.08 < missing < 0.14  # missing at 10 %, plus half of the 2 % outsiders
+    assert 0.07 < sex_flipped < 0.13
+    assert 19_900 < persons < 20_000  # opted-out persons are not in marts.persons
+    assert 0.015 < truth_null < 0.03
+
+
+def test_em_recovers_known_m_and_u() -> None:
+    """Blocked pairs drawn from known m and u: EM finds m and the match share back."""
+    rng = np.random.default_rng(1)
+    u = [
+        np.array(p)
+        for p in (
+            [0.0, 0.95, 0.03, 0.02],
+            [0.0, 0.76, 0.16, 0.08],
+            [0.0, 0.5, 0.5],
+            [0.0, 0.95, 0.045, 0.0005, 0.0045],
+            [0.9, 0.03, 0.06, 0.01],
+        )
+    ]
+    m = [
+        np.array(p)
+        for p in (
+            [0.0, 0.01, 0.01, 0.98],
+            [0.0, 0.01, 0.05, 0.94],
+            [0.0, 0.05, 0.95],
+            [0.0, 0.01, 0.05, 0.05, 0.89],
+            [0.9, 0.002, 0.05, 0.048],
+        )
+    ]
+
+    def draw(probabilities: list[np.ndarray], size: int) -> np.ndarray:
+        levels = np.stack([rng.choice(len(p), size=size, p=p) for p in probabilities], axis=1)
+        radix = np.cumprod([1, *[c.level_count for c in COMPARISONS][:-1]])
+        return levels @ radix
+
+    mask = fellegi_sunter.blocked_mask()
+    matches, non_matches = draw(m, 50_000), draw(u, 20_000_000)
+    matches, non_matches = matches[mask[matches]], non_matches[mask[non_matches]]
+    ids, counts = np.unique(np.concatenate([matches, non_matches]), return_counts=True)
+    model = fellegi_sunter.estimate(
+        dict(zip(ids.tolist(), counts.tolist(), strict=True)), [np.maximum(p, 1e-6) for p in u]
+    )
+    assert model.converged
+    assert model.blocked_match_share == pytest.approx(
+        len(matches) / (len(matches) + len(non_matches)), rel=0.1
+    )
+    for estimated, true in zip(model.m, m, strict=True):
+        assert np.abs(estimated - true).max() < 0.03
+
+
+def test_every_blocked_vector_is_allowed_by_the_mask() -> None:
+    """The top level of an equality means equal values, so each rule's vectors are in the mask."""
+    exact = next(
+        i
+        for i in range(len(fellegi_sunter.blocked_mask()))
+        if all(level == c.level_count - 1 for level, c in zip(pattern_levels(i), COMPARISONS, strict=True))
+    )
+    assert fellegi_sunter.blocked_mask()[exact]
+    assert not fellegi_sunter.blocked_mask()[0]
+
+
+def test_residence_is_harmonised_to_insee_codes(spark: SparkSession) -> None:
+    persons = spark.createDataFrame(
+        [("a", "075", "056"), ("b", "02A", "004"), ("c", "971", "101"), ("d", "097", "101")],
+        "ben_idt_ano string, residence_departement string, residence_commune string",
+    ).selectExpr(
+        "*", "1 as sex_code", "1950 as birth_year", "1 as birth_month", "cast(null as date) as death_date"
+    )
+    harmonised = persons.selectExpr(PERSON_COLUMNS["dpt"], PERSON_COLUMNS["commune"]).collect()
+    assert [tuple(row) for row in harmonised] == [
+        ("75", "75056"),
+        ("2A", "2A004"),
+        ("971", "97101"),
+        ("971", "97101"),
+    ]
+    cohort = spark.createDataFrame([("5", "05001"), ("2a", "2a004")], "res_dpt string, res_com string")
+    assert [
+        tuple(r) for r in cohort.selectExpr(COHORT_COLUMNS["dpt"], COHORT_COLUMNS["commune"]).collect()
+    ] == [("05", "05001"), ("2A", "2A004")]
+
+
+# --- the linkage on Spark ----------------------------------------------------------------------------
+
+
+def test_five_percent_errors_meet_the_targets(spark: SparkSession, tmp_path: Path) -> None:
+    run, warehouse, root = _link(
+        spark, tmp_path, LinkageTestSpec(persons=20_000, cohort=2_000, error_rate=0.05)
+    )
+    assert run.quality is not None
+    assert run.quality["precision"] >= 0.995
+    assert run.stats["linkage_rate"] >= 0.90
+    assert run.quality["persons_linked_twice"] == 0 and run.quality["records_linked_twice"] == 0
+    assert run.stats["probabilistic_links"] > 0 and run.stats["id_rejected_records"] > 0
+
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        methods = dict(connection.execute("SELECT method, count(*) FROM linkage.links GROUP BY 1").fetchall())
+        assert set(methods) == {"deterministic", "probabilistic"}
+        rejected_ids_linked_as_given = connection.execute(
+            "SELECT count(*) FROM linkage.links "
+            "WHERE method = 'deterministic' AND list_contains(flags, 'id_rejected')"
+        ).fetchall()[0][0]
+        assert rejected_ids_linked_as_given == 0
+        outputs = sum(
+            connection.execute(f"SELECT count(*) FROM linkage.{t}").fetchall()[0][0]
+            for t in ("links", "unlinked", "ambiguous")
+        )
+        assert outputs == 2_000  # every record in exactly one of the three tables
+    version_dir = root.outputs_dir(run.version)
+    assert stat.S_IMODE(version_dir.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in version_dir.rglob("*") if p.is_file())
+
+
+def test_zero_errors_link_every_record_correctly(spark: SparkSession, tmp_path: Path) -> None:
+    spec = LinkageTestSpec(
+        persons=5_000,
+        cohort=1_000,
+        error_rate=0.0,
+        no_match_rate=0.0,
+        twin_rate=0.0,
+        opt_out_rate=0.0,
+        seed=7,
+    )
+    run, _, _ = _link(spark, tmp_path, spec)
+    assert run.quality is not None
+    assert run.quality["correct_links"] == run.quality["links"] == 1_000
+    assert run.stats["ambiguous_records"] == run.stats["unlinked_records"] == 0
+
+
+def test_twins_sharing_a_pseudonym_stay_ambiguous(spark: SparkSession, tmp_path: Path) -> None:
+    """Same-sex twins share BEN_NIR_PSA and every quasi-identifier: neither may be linked."""
+    spec = LinkageTestSpec(
+        persons=2_000,
+        cohort=1_500,
+        error_rate=0.0,
+        no_match_rate=0.0,
+        twin_rate=0.05,
+        opt_out_rate=0.0,
+        seed=11,
+    )
+    run, warehouse, _ = _link(spark, tmp_path, spec)
+    assert run.quality is not None and run.quality["precision"] >= 0.995
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        ambiguous = connection.execute(
+            "SELECT count(*), min(candidate_count) FROM linkage.ambiguous"
+        ).fetchall()[0]
+    assert ambiguous[0] > 0 and ambiguous[1] == 2
+
+
+def test_missing_inputs_fail_clearly_and_publish_nothing(tmp_path: Path) -> None:
+    warehouse = str(tmp_path / "empty.duckdb")
+    duckdb.connect(warehouse).close()
+    root = LinkageRoot.from_uri(str(tmp_path / "linkage"))
+    with pytest.raises(LinkageStorageError) as raised:
+        root.stage_inputs(warehouse, "v1")
+    assert raised.value.reason == "missing_input"
+    assert not root.inputs_dir("v1").exists()
+    with pytest.raises(LinkageStorageError) as raised:
+        LinkageRoot.from_uri("s3a://bucket/linkage")
+    assert raised.value.reason == "unsupported_root"
+
+
+def test_a_rerun_replaces_the_outputs(spark: SparkSession, tmp_path: Path) -> None:
+    spec = LinkageTestSpec(persons=2_000, cohort=300, error_rate=0.05, seed=5)
+    first, warehouse, root = _link(spark, tmp_path, spec)
+    second = run_linkage(spark, root, warehouse, truth_table=TRUTH_TABLE)
+    assert second.stats == first.stats
+    assert [p.name for p in (root.root / "outputs").iterdir()] == [second.version]
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM linkage.links").fetchall()[0][0] == (
+            first.stats["deterministic_links"] + first.stats["probabilistic_links"]
+        )

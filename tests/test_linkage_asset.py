@@ -1,0 +1,120 @@
+"""The linkage multi-asset on a real local Spark session over a DuckDB warehouse built here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from hdh_pipelines.assets.linkage import (
+    AMBIGUOUS,
+    LINKS,
+    QUALITY_CHECK,
+    UNLINKED,
+    LinkageConfig,
+    cohort_linkage,
+)
+from hdh_pipelines.linkage.testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_pipelines.resources.spark import LinkageStorageResource, SparkResource
+
+
+@pytest.fixture(scope="module")
+def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkResource]:
+    resource = SparkResource(
+        master="local[2]",
+        driver_memory="2g",
+        shuffle_partitions=2,
+        local_dir=str(tmp_path_factory.mktemp("spark-local")),
+        extra_config={"spark.ui.enabled": "false"},
+    )
+    resource.session().sparkContext.setLogLevel("ERROR")  # started once, reused by every run here
+    yield resource
+
+
+def _materialize(
+    spark_resource: SparkResource, folder: Path, spec: LinkageTestSpec | None, config: LinkageConfig
+) -> dg.ExecuteInProcessResult:
+    warehouse = str(folder / "warehouse.duckdb")
+    with duckdb.connect(warehouse) as connection:
+        if spec is not None:
+            write_linkage_test_data(connection, spec)
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            [cohort_linkage],
+            instance=instance,
+            resources={
+                "spark": spark_resource,
+                "linkage_storage": LinkageStorageResource(
+                    warehouse_path=warehouse, linkage_root=str(folder / "linkage")
+                ),
+            },
+            run_config=dg.RunConfig({"cohort_linkage": config}),
+            raise_on_error=False,
+        )
+
+
+def _check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == QUALITY_CHECK]
+    return evaluation
+
+
+def test_materialises_the_three_tables_with_quality_metadata(
+    spark_resource: SparkResource, tmp_path: Path
+) -> None:
+    spec = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, seed=2)
+    result = _materialize(spark_resource, tmp_path, spec, LinkageConfig(truth_table=TRUTH_TABLE))
+    assert result.success
+    materialized = {m.asset_key: m for m in result.get_asset_materialization_events()}
+    assert set(materialized) == {LINKS, UNLINKED, AMBIGUOUS}
+    metadata = {k: v.value for k, v in materialized[LINKS].materialization.metadata.items()}
+    assert metadata["precision"] >= 0.995 and metadata["recall"] > 0.9 and metadata["f1"] > 0.95
+    assert metadata["linkage_rate"] >= 0.9
+    assert 0 <= metadata["ambiguous_share"] < 0.05
+    assert metadata["em_converged"] is True
+    # Counts under 11 are never shown; pseudonymised identifiers never appear in metadata.
+    shown = [v for k, v in metadata.items() if k.endswith(("_records", "_links"))]
+    assert all(v == "<11" or v == 0 or v >= 11 for v in shown)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as connection:
+        identifiers = {r[0] for r in connection.execute("SELECT ben_idt_ano FROM marts.persons").fetchall()}
+    assert not any(identifier in str(metadata) for identifier in identifiers)
+    assert _check(result).passed
+
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as connection:
+        columns = {r[0] for r in connection.execute("DESCRIBE linkage.links").fetchall()}
+        assert {
+            "coh_rec_id",
+            "ben_idt_ano",
+            "method",
+            "match_probability",
+            "match_weight",
+            "rule",
+            "comparison_vector",
+            "flags",
+        } <= columns
+        assert connection.execute("SELECT count(*) FROM linkage.unlinked").fetchall()[0][0] >= 0
+        assert connection.execute("SELECT count(*) FROM linkage.ambiguous").fetchall()[0][0] >= 0
+
+
+def test_check_fails_when_the_linkage_rate_drops_below_ninety_percent(
+    spark_resource: SparkResource, tmp_path: Path
+) -> None:
+    """A third of the cohort is not in the SNDS: the asset materialises, its check fails."""
+    spec = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, no_match_rate=0.3, seed=4)
+    result = _materialize(spark_resource, tmp_path, spec, LinkageConfig())
+    assert result.success
+    evaluation = _check(result)
+    assert not evaluation.passed
+    assert evaluation.metadata["linkage_rate"].value < 0.9
+    assert "below 90%" in (evaluation.description or "")
+
+
+def test_missing_inputs_fail_with_a_reason(spark_resource: SparkResource, tmp_path: Path) -> None:
+    result = _materialize(spark_resource, tmp_path, None, LinkageConfig())
+    assert not result.success
+    failure = result.failure_data_for_node("cohort_linkage")
+    assert failure is not None
+    assert failure.user_failure_data.metadata["reason"].value == "missing_input"
+    assert not (tmp_path / "linkage" / "outputs").exists()
