@@ -42,7 +42,9 @@ defs = dg.Definitions(
     sensors=[sftp_inbox_sensor, project_registry_sensor],
     schedules=[nightly_schedule],
     resources={
-        "catalogue": CatalogueResource(output_dir=dg.EnvVar("HDH_CATALOGUE_DIR")),
+        "catalogue": CatalogueResource(
+            output_dir=dg.EnvVar("HDH_CATALOGUE_DIR"), open_data_dir=dg.EnvVar("HDH_OPEN_DATA_DIR")
+        ),
         "open_science": OpenScienceResource(
             indicator_root=dg.EnvVar("HDH_INDICATOR_ROOT"),
             request_log=dg.EnvVar("HDH_INDICATOR_LOG"),

@@ -8,14 +8,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 from dbt_inputs import write_synthetic_raw
-from rdflib import Graph, URIRef
+from rdflib import Graph, Namespace, URIRef
 from rdflib.namespace import DCTERMS
 
 from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
@@ -27,8 +28,9 @@ from hdh_pipelines.catalogue import (
     validate,
 )
 from hdh_pipelines.catalogue.nomenclatures import SNDS_NOMENCLATURES
-from hdh_pipelines.catalogue.records import HubIdentity, dataset_iri
+from hdh_pipelines.catalogue.records import ACCESS_RIGHTS, HubIdentity, dataset_iri
 from hdh_pipelines.catalogue.sources import raw_descriptions
+from hdh_pipelines.opendata.publish import OPEN_DISPENSATIONS, publish_open_dispensations
 from hdh_pipelines.registry import default_registry
 from hdh_pipelines.resources import HubResource, WarehouseResource
 
@@ -36,6 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 SNDS_DICO = Path(__file__).resolve().parents[2] / "shared/reference/snds/dico-snds/app/app_data"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TODAY = date(2026, 1, 15)
+ETALAB_LICENCE = URIRef("http://spdx.org/licenses/etalab-2.0")
+# rdflib's closed DCAT namespace warns when pytest inspects the module; an open one does not.
+DCAT = Namespace("http://www.w3.org/ns/dcat#")
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +80,33 @@ def inputs(tmp_path_factory) -> CatalogueInputs:
 
 
 @pytest.fixture(scope="module")
-def built(inputs, tmp_path_factory):
-    return build_catalogue(inputs, tmp_path_factory.mktemp("public") / "catalogue", today=TODAY)
+def open_data_dir(inputs, tmp_path_factory) -> Path:
+    """The open dataset published from the fixture's warehouse by the open-science code itself."""
+    public_root = tmp_path_factory.mktemp("open_data")
+    with duckdb.connect(str(inputs.warehouse), read_only=True) as connection:
+        publish_open_dispensations(
+            connection, inputs.warehouse, public_root, now=datetime(2026, 1, 15, tzinfo=UTC)
+        )
+    return public_root
+
+
+@pytest.fixture(scope="module")
+def built(inputs, open_data_dir, tmp_path_factory):
+    with_open_data = replace(inputs, open_data_dir=open_data_dir)
+    return build_catalogue(with_open_data, tmp_path_factory.mktemp("public") / "catalogue", today=TODAY)
 
 
 def test_every_dataset_has_a_record_and_all_validate_with_zero_violations(built):
     identifiers = {entry.description.identifier for entry in built.entries}
     assert {"raw/ir_ben_r", "raw/t_mcoaab", "marts/persons", "omop/omop_person"} <= identifiers
     assert built.records == len(identifiers) == len(list((built.folder / "records").glob("*.ttl")))
-    assert set(built.results) == {AccessLevel.NON_PUBLIC}
+    assert set(built.results) == {AccessLevel.NON_PUBLIC, AccessLevel.PUBLIC}
     assert built.violations == 0, [f for r in built.results.values() for f in r.violations][:5]
     catalogue = Graph().parse(built.folder / "catalogue.ttl")
     as_json_ld = Graph().parse(built.folder / "catalogue.jsonld", format="json-ld")
     assert len(catalogue) == len(as_json_ld) > 0
     validation = json.loads((built.folder / "validation.json").read_text())
-    assert validation["non-public"]["violations"] == 0
+    assert validation["non-public"]["violations"] == validation["public"]["violations"] == 0
 
 
 def test_records_carry_the_measured_statistics(built):
@@ -128,6 +145,31 @@ def test_small_counts_are_suppressed_and_no_identifier_is_published(built, input
         }
     published = "".join(p.read_text() for p in built.folder.rglob("*") if p.is_file())
     assert pseudonyms and not any(p in published for p in pseudonyms)
+
+
+def test_open_dataset_has_a_public_record_with_its_licence_that_validates(built):
+    entry = next(e for e in built.entries if e.description.name == OPEN_DISPENSATIONS)
+    assert entry.description.identifier == f"open_data/{OPEN_DISPENSATIONS}"
+    record = Graph().parse(built.folder / "records" / f"{entry.description.slug}.ttl")
+    subject = dataset_iri(HubIdentity(), entry.description)
+    assert record.value(subject, DCTERMS.accessRights) == ACCESS_RIGHTS[AccessLevel.PUBLIC]
+    distributions = set(record.objects(subject, DCAT.distribution))
+    media_types = {str(record.value(d, DCAT.mediaType)).rsplit("/", 1)[-1] for d in distributions}
+    assert media_types == {"csv", "vnd.apache.parquet"}
+    assert all(record.value(d, DCTERMS.license) == ETALAB_LICENCE for d in distributions)
+    assert not list(record.objects(subject, URIRef("https://w3id.org/dpv#hasPersonalData")))
+    assert "marts/drug_dispensations" in entry.description.derived_from
+    # Validated on its own at the public level: 0 violations (and the whole build's public level too).
+    assert validate(record, AccessLevel.PUBLIC).violations == ()
+    assert not built.results[AccessLevel.PUBLIC].violations
+    # A public record is not accepted as non-public: the level really is checked.
+    assert any(
+        f.path == str(DCTERMS.accessRights) for f in validate(record, AccessLevel.NON_PUBLIC).violations
+    )
+    index = (built.folder / "index.html").read_text()
+    assert f'href="datasets/{entry.description.slug}.html"' in index
+    page = (built.folder / "datasets" / f"{entry.description.slug}.html").read_text()
+    assert "etalab-2.0" in page and f"{OPEN_DISPENSATIONS}.parquet" in page
 
 
 def test_shacl_check_is_not_vacuous(built):
@@ -226,10 +268,10 @@ def test_nomenclatures_agree_with_the_snds_dictionary():
                 assert SNDS_NOMENCLATURES.get((name, column)) == expected, (name, column)
 
 
-def test_dagster_asset_materialises_with_its_metadata(inputs, tmp_path, monkeypatch):
+def test_dagster_asset_materialises_with_its_metadata(inputs, open_data_dir, tmp_path):
     output = tmp_path / "site"
     resources = {
-        "catalogue": CatalogueResource(output_dir=str(output)),
+        "catalogue": CatalogueResource(output_dir=str(output), open_data_dir=str(open_data_dir)),
         # The catalogue reads only the hub's storage, never its keys.
         "hub": HubResource(
             private_root=str(inputs.raw_root.parent), keyring_file="unused", provider_registry_file="unused"
@@ -243,5 +285,7 @@ def test_dagster_asset_materialises_with_its_metadata(inputs, tmp_path, monkeypa
     assert metadata["shacl_violations"].value == 0
     assert metadata["record_count"].value == len(list((output / "records").glob("*.ttl")))
     assert metadata["site"].value == str(output / "index.html")
+    assert metadata["shacl_levels"].value == "public, non-public"
+    assert (output / "records" / f"open_data__{OPEN_DISPENSATIONS}.ttl").exists()
     deps = {key.to_user_string() for key in healthdcat_catalogue.asset_deps[healthdcat_catalogue.key]}
-    assert {"raw/ir_ben_r", "marts/persons", "omop/omop_person"} <= deps
+    assert {"raw/ir_ben_r", "marts/persons", "omop/omop_person", "open_science/open_dispensations"} <= deps

@@ -6,3 +6,15 @@
     hdh_loaded_at desc, hdh_delivery_id desc, hdh_provider desc
     {%- if within_delivery %}, hdh_source_file desc, file_row_number desc{% endif %}
 {%- endmacro %}
+
+
+{#- The columns every typed staging relation carries along from raw_rows():
+    the row's delivery (for latest_delivery_first) and its place in the file. -#}
+{% macro delivery_lineage() -%}
+        hdh_provider,
+        hdh_delivery_id,
+        hdh_dataset,
+        hdh_loaded_at,
+        hdh_source_file,
+        file_row_number
+{%- endmacro %}

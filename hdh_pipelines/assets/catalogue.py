@@ -1,9 +1,10 @@
 """Catalogue assets: HealthDCAT-AP records, SHACL result and the static site, downstream of every dataset.
 
 Thin shell over ``hdh_pipelines.catalogue``: the asset depends on the raw
-tables (``raw/<dataset>``) and the dbt models it describes (``marts/<model>``,
-``omop/<model>``), so it re-materialises after each nightly run, and reports
-the record count, the SHACL result and where the site is.
+tables (``raw/<dataset>``), the dbt models (``marts/<model>``, ``omop/<model>``)
+and the open dataset (``open_science/open_dispensations``) it describes, so it
+re-materialises after each nightly run, and reports the record count, the SHACL
+result and where the site is.
 """
 
 from datetime import date
@@ -17,6 +18,8 @@ from hdh_pipelines.catalogue.sources import raw_descriptions, warehouse_descript
 from hdh_pipelines.registry import default_registry
 from hdh_pipelines.resources import HubResource, WarehouseResource
 
+OPEN_DISPENSATIONS_KEY = dg.AssetKey(["open_science", "open_dispensations"])
+
 
 class CatalogueResource(dg.ConfigurableResource):
     """Where the public catalogue is published, and the HealthDCAT-AP shapes it is validated against."""
@@ -25,11 +28,17 @@ class CatalogueResource(dg.ConfigurableResource):
     validator_dir: str | None = Field(
         default=None, description="HealthDCAT-AP SHACL validator folder; $HDH_HEALTHDCAT_VALIDATOR if unset."
     )
+    open_data_dir: str | None = Field(
+        default=None,
+        description="Public open-data folder (OpenScienceResource.public_root, $HDH_OPEN_DATA_DIR) whose "
+        "datasets get a public record; unset: none.",
+    )
 
 
 def _described_keys() -> list[dg.AssetKey]:
     identifiers = [d.identifier for d in raw_descriptions(default_registry()) + warehouse_descriptions()]
-    return [dg.AssetKey(identifier.split("/")) for identifier in identifiers]
+    # The open datasets are found in their folder at run time; the asset that publishes them is known.
+    return [dg.AssetKey(identifier.split("/")) for identifier in identifiers] + [OPEN_DISPENSATIONS_KEY]
 
 
 @dg.asset(
@@ -54,6 +63,7 @@ def healthdcat_catalogue(
         raw_root=hub.storage().raw_root,
         warehouse=Path(warehouse.path),
         validator_dir=Path(catalogue.validator_dir) if catalogue.validator_dir else None,
+        open_data_dir=Path(catalogue.open_data_dir) if catalogue.open_data_dir else None,
     )
     try:
         build = build_catalogue(inputs, output, today=date.today())

@@ -26,6 +26,7 @@ from hdh_pipelines.catalogue.model import (
     DatasetStatistics,
     QualitySummary,
 )
+from hdh_pipelines.catalogue.opendata import open_data_descriptions, open_data_statistics
 from hdh_pipelines.catalogue.records import HubIdentity, bind_prefixes, catalogue_graph, dataset_record
 from hdh_pipelines.catalogue.shacl import AccessLevel, ShaclResult, validate
 from hdh_pipelines.catalogue.site import SiteEntry, write_site
@@ -55,6 +56,8 @@ class CatalogueInputs:
     hub: HubIdentity = field(default_factory=HubIdentity)
     site_url: str = "https://catalogue.health-data-hub.example/site/"
     validator_dir: Path | None = None
+    # Public open-data folder (<open data dir>/<dataset>/metadata.json); None: no open dataset catalogued.
+    open_data_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,11 @@ def _measure(inputs: CatalogueInputs, reference: date) -> list[SiteEntry]:
             types = warehouse_column_types(inputs.warehouse, description.relation)
             description = _with_types(description, types)
         entries.append(SiteEntry(description, stats or EMPTY_STATISTICS, None))
+    if inputs.open_data_dir is not None and inputs.open_data_dir.is_dir():
+        for description in open_data_descriptions(inputs.open_data_dir):
+            entries.append(
+                SiteEntry(description, open_data_statistics(inputs.open_data_dir, description), None)
+            )
     return entries
 
 

@@ -45,6 +45,23 @@ class JoinLink:
 
 
 @dataclass(frozen=True)
+class OpenLicence:
+    """The licence of an open dataset; ``identifier`` is its SPDX identifier (``etalab-2.0``)."""
+
+    identifier: str
+    title: str
+    page: str
+
+
+@dataclass(frozen=True)
+class DistributionFile:
+    """One downloadable file of an open dataset, relative to the dataset's folder."""
+
+    file: str
+    media_type: str  # IANA media type, e.g. text/csv
+
+
+@dataclass(frozen=True)
 class DatasetDescription:
     """``identifier`` is the Dagster asset key path (``raw/ir_ben_r``, ``marts/persons``)."""
 
@@ -63,6 +80,8 @@ class DatasetDescription:
     access: AccessLevel = AccessLevel.NON_PUBLIC
     keywords: tuple[str, ...] = ()
     relation: str | None = None  # schema.table in the warehouse; None for a raw table (Parquet files)
+    licence: OpenLicence | None = None  # open data only
+    files: tuple[DistributionFile, ...] = ()  # open data only: one distribution each
 
     @property
     def slug(self) -> str:

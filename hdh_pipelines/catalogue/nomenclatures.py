@@ -84,6 +84,7 @@ _COLUMN_CODES: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "condition_source_value": ("CIM-10", "ICD-10"),
         "atc_code": ("ATC", "ATC"),
         "atc_source_value": ("ATC", "ATC"),
+        "atc_class": ("ATC", "ATC"),  # open data: an ATC code cut to a level
         "cip13": ("CIP13 (IR_PHA_R)", None),
         "drug_source_value": ("CIP13 (IR_PHA_R)", None),
         "procedure_source_value": ("CCAM", "CCAM"),

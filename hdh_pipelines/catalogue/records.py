@@ -19,6 +19,7 @@ from hdh_pipelines.catalogue.model import (
     DatasetDescription,
     DatasetStatistics,
     Layer,
+    OpenLicence,
     QualitySummary,
 )
 from hdh_pipelines.catalogue.nomenclatures import CODING_SYSTEMS
@@ -49,12 +50,17 @@ HEALTH_THEME = URIRef("http://publications.europa.eu/resource/authority/data-the
 HEALTH_CATEGORIES = "https://hdeu-dcat.data.health.europa.eu/resource/authority/healthcategories/"
 COMPLETED = URIRef("http://publications.europa.eu/resource/authority/distribution-status/COMPLETED")
 STATISTICAL = URIRef("http://publications.europa.eu/resource/authority/dataset-type/STATISTICAL")
+IANA_MEDIA_TYPES = "https://www.iana.org/assignments/media-types/"
+# Media type of the one distribution of a row-level dataset (open datasets list theirs, one per file).
 MEDIA_TYPES = {
-    Layer.RAW: "https://www.iana.org/assignments/media-types/application/vnd.apache.parquet",
-    Layer.MARTS: "https://www.iana.org/assignments/media-types/application/vnd.duckdb",
-    Layer.OMOP: "https://www.iana.org/assignments/media-types/application/vnd.duckdb",
-    Layer.OPEN_DATA: "https://www.iana.org/assignments/media-types/text/csv",
+    Layer.RAW: IANA_MEDIA_TYPES + "application/vnd.apache.parquet",
+    Layer.MARTS: IANA_MEDIA_TYPES + "application/vnd.duckdb",
+    Layer.OMOP: IANA_MEDIA_TYPES + "application/vnd.duckdb",
 }
+SPDX_LICENCES = "http://spdx.org/licenses/"
+ADMS_LICENCE_TYPE = Namespace("http://purl.org/adms/licencetype/")
+# ADMS licence type of the open licences the hub publishes under (Licence Ouverte: reuse with attribution).
+_LICENCE_TYPES = {"etalab-2.0": ADMS_LICENCE_TYPE.Attribution}
 # Table Schema / DuckDB type -> CSVW datatype (https://w3c.github.io/csvw/metadata/#datatypes).
 _CSVW_TYPES = {
     "string": "string",
@@ -124,6 +130,8 @@ def _health_category(description: DatasetDescription) -> URIRef:
 
 
 def _personal_data(description: DatasetDescription) -> set[URIRef]:
+    if description.layer is Layer.OPEN_DATA:
+        return set()  # protected aggregates: no cell describes a person, whatever its column is named
     found = set()
     for variable in description.variables:
         for fragment, category in _PERSONAL_DATA:
@@ -171,22 +179,65 @@ def _variables(graph: Graph, hub: HubIdentity, description: DatasetDescription) 
 
 
 def _distribution(graph: Graph, hub: HubIdentity, description: DatasetDescription, site_page: str) -> URIRef:
+    """The one distribution of a row-level dataset: reachable only through the hub's access procedure."""
     distribution = hub.iri("distribution", description.identifier)
-    graph.add((distribution, RDF.type, DCAT.Distribution))
-    graph.add((distribution, DCATAP.applicableLegislation, EHDS_REGULATION))
+    _distribution_common(graph, distribution, site_page)
     access = (
-        "Published as open data."
-        if description.access is AccessLevel.PUBLIC
-        else "Row-level pseudonymised data: accessible only in the hub's secure processing environment, "
+        "Row-level pseudonymised data: accessible only in the hub's secure processing environment, "
         "under a data permit of the health data access body."
     )
     graph.add((distribution, DCTERMS.title, Literal(f"{description.name} ({description.layer.value})")))
     graph.add((distribution, DCTERMS.description, Literal(access, lang="en")))
     graph.add((distribution, DCAT.accessURL, URIRef(hub.contact_page)))
     graph.add((distribution, DCAT.mediaType, URIRef(MEDIA_TYPES[description.layer])))
+    return distribution
+
+
+def _distribution_common(graph: Graph, distribution: URIRef, site_page: str) -> None:
+    graph.add((distribution, RDF.type, DCAT.Distribution))
+    graph.add((distribution, DCATAP.applicableLegislation, EHDS_REGULATION))
     graph.add((distribution, ADMS.status, COMPLETED))
     graph.add((distribution, FOAF.page, URIRef(site_page)))
-    return distribution
+
+
+def licence_iri(licence: OpenLicence) -> URIRef:
+    return URIRef(SPDX_LICENCES + licence.identifier)
+
+
+def _licence(graph: Graph, licence: OpenLicence) -> URIRef:
+    document = licence_iri(licence)
+    graph.add((document, RDF.type, DCTERMS.LicenseDocument))
+    graph.add((document, DCTERMS.title, Literal(licence.title)))
+    graph.add((document, FOAF.page, URIRef(licence.page)))
+    if licence.identifier in _LICENCE_TYPES:
+        graph.add((document, DCTERMS.type, _LICENCE_TYPES[licence.identifier]))
+    return document
+
+
+def _open_distributions(
+    graph: Graph, hub: HubIdentity, description: DatasetDescription, site_page: str
+) -> list[URIRef]:
+    """One distribution per published file, downloadable by anyone under the dataset's open licence."""
+    licence = _licence(graph, description.licence)
+    distributions = []
+    for published in description.files:
+        distribution = hub.iri("distribution", description.identifier, published.file)
+        download = hub.iri("open-data", description.name, published.file)
+        _distribution_common(graph, distribution, site_page)
+        graph.add((distribution, DCTERMS.title, Literal(published.file)))
+        graph.add(
+            (
+                distribution,
+                DCTERMS.description,
+                Literal(f"Published as open data under {description.licence.title}.", lang="en"),
+            )
+        )
+        graph.add((distribution, DCAT.accessURL, download))
+        graph.add((distribution, DCAT.downloadURL, download))
+        graph.add((distribution, DCAT.mediaType, URIRef(IANA_MEDIA_TYPES + published.media_type)))
+        graph.add((distribution, DCTERMS.license, licence))
+        distributions.append(distribution)
+    return distributions
 
 
 def _temporal(
@@ -219,6 +270,13 @@ def _provenance(
             f"Delivered by the data controller over the hub's encrypted, signed SFTP channel "
             f"(hdh-delivery/1), "
             f"verified, decrypted and loaded as delivered into Parquet. Deliveries: {deliveries}."
+        )
+    elif description.layer is Layer.OPEN_DATA:
+        upstream = ", ".join(description.derived_from) or "none"
+        text = (
+            "Aggregated by the hub's open-data publication from the normalised marts, with disclosure "
+            "control: counts under 11 suppressed together with enough complementary cells that none can "
+            f"be recomputed from the totals. Derived from: {upstream}."
         )
     else:
         upstream = ", ".join(description.derived_from) or "none"
@@ -261,9 +319,11 @@ def dataset_record(
     graph = Graph()
     dataset = dataset_iri(hub, description)
     lang = hub.language if description.layer is Layer.RAW else "en"
+    # Open datasets are titled in French (their publisher's language) and described in English.
+    title_lang = hub.language if description.layer in (Layer.RAW, Layer.OPEN_DATA) else lang
     add = graph.add
     add((dataset, RDF.type, DCAT.Dataset))
-    add((dataset, DCTERMS.title, Literal(description.title, lang=lang)))
+    add((dataset, DCTERMS.title, Literal(description.title, lang=title_lang)))
     add((dataset, DCTERMS.description, Literal(description.description or description.title, lang=lang)))
     add((dataset, DCTERMS.identifier, Literal(description.identifier)))
     add((dataset, DCTERMS.accessRights, ACCESS_RIGHTS[description.access]))
@@ -285,7 +345,12 @@ def dataset_record(
     add((dataset, DCAT.contactPoint, contact))
     for keyword in description.keywords:
         add((dataset, DCAT.keyword, Literal(keyword)))
-    add((dataset, DCAT.distribution, _distribution(graph, hub, description, site_page)))
+    if description.layer is Layer.OPEN_DATA:
+        distributions = _open_distributions(graph, hub, description, site_page)
+    else:
+        distributions = [_distribution(graph, hub, description, site_page)]
+    for distribution in distributions:
+        add((dataset, DCAT.distribution, distribution))
     add((dataset, HEALTHDCATAP.hasStructuredData, Literal(True)))
     add((dataset, HEALTHDCATAP.hasVariables, _variables(graph, hub, description)))
     for key in description.coding_systems:
@@ -296,22 +361,24 @@ def dataset_record(
     for category in sorted(_personal_data(description)):
         add((dataset, DPV.hasPersonalData, category))
         add((category, RDF.type, DPV.PersonalData))
-    legal_basis = hub.iri("legal-basis", "ehds-secondary-use")
-    add((legal_basis, RDF.type, DPV.LegalBasis))
-    add(
-        (
-            legal_basis,
-            DCTERMS.description,
-            Literal(
-                "Secondary use under the European Health Data Space regulation (EU) 2025/327, "
-                "on a data permit "
-                "issued by the health data access body; data pseudonymised before delivery.",
-                lang="en",
-            ),
+    # A legal basis is for processing personal data; protected open aggregates hold none.
+    if description.layer is not Layer.OPEN_DATA:
+        legal_basis = hub.iri("legal-basis", "ehds-secondary-use")
+        add((legal_basis, RDF.type, DPV.LegalBasis))
+        add(
+            (
+                legal_basis,
+                DCTERMS.description,
+                Literal(
+                    "Secondary use under the European Health Data Space regulation (EU) 2025/327, "
+                    "on a data permit "
+                    "issued by the health data access body; data pseudonymised before delivery.",
+                    lang="en",
+                ),
+            )
         )
-    )
-    add((legal_basis, DCTERMS.source, EHDS_REGULATION))
-    add((dataset, DPV.hasLegalBasis, legal_basis))
+        add((legal_basis, DCTERMS.source, EHDS_REGULATION))
+        add((dataset, DPV.hasLegalBasis, legal_basis))
     if stats.records is not None:
         add((dataset, HEALTHDCATAP.numberOfRecords, Literal(stats.records, datatype=XSD.nonNegativeInteger)))
     if stats.individuals is not None:

@@ -118,6 +118,17 @@ def _link_label(link: JoinLink) -> str:
     return " + ".join(f"{s} => {t}" for s, t in zip(link.source_columns, link.target_columns, strict=True))
 
 
+def _licence_section(description: DatasetDescription) -> str:
+    if description.licence is None:
+        return ""
+    licence = description.licence
+    files = ", ".join(f"<code>{escape(f.file)}</code> ({escape(f.media_type)})" for f in description.files)
+    return (
+        f'<h2>Open data</h2><p>Licence: <a href="{escape(licence.page)}">{escape(licence.title)}</a> '
+        f"(<code>{escape(licence.identifier)}</code>). Files: {files or '—'}.</p>"
+    )
+
+
 def _dataset_page(
     entry: SiteEntry, downstream: Sequence[str], known: Mapping[str, DatasetDescription]
 ) -> str:
@@ -148,7 +159,8 @@ def _dataset_page(
         f"<p><code>{escape(description.identifier)}</code> · {escape(description.layer.value)} · "
         f"{escape(description.family)} · access: {escape(description.access.value)}</p>"
         f"<p>{escape(description.description)}</p>"
-        f"<h2>Statistics</h2><table>{_statistics_rows(stats)}</table>"
+        + _licence_section(description)
+        + f"<h2>Statistics</h2><table>{_statistics_rows(stats)}</table>"
         f"<h2>Quality</h2>{quality}"
         f"<h2>Lineage</h2><p>Derived from: {', '.join(ref(i) for i in description.derived_from) or '—'}</p>"
         f"<p>Used by: {', '.join(ref(i) for i in downstream) or '—'}</p>"

@@ -116,7 +116,7 @@ def _measure(
     return records, individuals, months, ages
 
 
-def _suppressed(count: int | None) -> int | None:
+def suppressed_count(count: int | None) -> int | None:
     return count if count is not None and count >= SUPPRESSION_THRESHOLD else None
 
 
@@ -128,8 +128,8 @@ def _statistics(measured: tuple, has_person: bool, deliveries: tuple[Delivery, .
         end = following - timedelta(days=1)
     individuals = individuals if has_person else None
     return DatasetStatistics(
-        records=_suppressed(records),
-        individuals=_suppressed(individuals),
+        records=suppressed_count(records),
+        individuals=suppressed_count(individuals),
         coverage_start=first_month,
         coverage_end=end,
         min_typical_age=min_age,

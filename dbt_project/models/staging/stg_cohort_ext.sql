@@ -19,12 +19,7 @@ typed as (
         {{ as_date('DCD_DTE') }} as dcd_dte,
         {{ as_string('EVT_DGN') }} as evt_dgn,
         {{ as_integer('EVT_KILLIP') }} as evt_killip,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at,
-        hdh_source_file,
-        file_row_number
+        {{ delivery_lineage() }}
     from delivered
 )
 

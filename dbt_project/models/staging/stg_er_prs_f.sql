@@ -41,12 +41,7 @@ typed as (
         {{ as_integer('DPN_QLF') }} as dpn_qlf,
         {{ as_integer('CPL_MAJ_TOP') }} as cpl_maj_top,
         {{ as_integer('PSE_SPE_COD') }} as pse_spe_cod,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at,
-        hdh_source_file,
-        file_row_number
+        {{ delivery_lineage() }}
     from delivered
 )
 

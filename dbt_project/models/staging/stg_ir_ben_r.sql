@@ -23,12 +23,7 @@ typed as (
         {{ as_date('BEN_DTE_INS') }} as ben_dte_ins,
         {{ as_date('BEN_DTE_MAJ') }} as ben_dte_maj,
         {{ as_date('MAX_TRT_DTD') }} as max_trt_dtd,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at,
-        hdh_source_file,
-        file_row_number
+        {{ delivery_lineage() }}
     from delivered
 )
 

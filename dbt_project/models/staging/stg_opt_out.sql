@@ -14,12 +14,7 @@ typed as (
         {{ as_date('OPT_END_DTE') }} as opt_end_dte,
         {{ as_string('OPT_SCOPE') }} as opt_scope,
         {{ as_string('OPT_STATUS') }} as opt_status,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at,
-        hdh_source_file,
-        file_row_number
+        {{ delivery_lineage() }}
     from delivered
 )
 

@@ -29,12 +29,7 @@ typed as (
         {{ as_integer('NBR_SEA') }} as nbr_sea,
         {{ as_year('SOR_ANN') }} as sor_ann,
         {{ as_month('SOR_MOI') }} as sor_moi,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at,
-        hdh_source_file,
-        file_row_number
+        {{ delivery_lineage() }}
     from delivered
 )
 

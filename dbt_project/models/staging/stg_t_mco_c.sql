@@ -27,12 +27,7 @@ typed as (
         {{ as_string('DAT_RET') }} as dat_ret,
         {{ as_boolean('COH_NAI_RET') }} as coh_nai_ret,
         {{ as_boolean('COH_SEX_RET') }} as coh_sex_ret,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at,
-        hdh_source_file,
-        file_row_number
+        {{ delivery_lineage() }}
     from delivered
 )
 
