@@ -5,3 +5,19 @@
 {% macro surrogate_id(parts) -%}
     cast(md5_number_lower(concat_ws('|', {%- for part in parts %} cast({{ part }} as varchar){{ ',' if not loop.last }}{% endfor %})) >> 1 as bigint)
 {%- endmacro %}
+
+
+{#- The 9 DCIR join columns (the claim key of ER_PRS_F, repeated on each of
+    its detail rows), typed from the raw text: one definition for the claims
+    and every detail table, so their keys always join. -#}
+{% macro dcir_claim_key() -%}
+        {{ as_integer('DCT_ORD_NUM') }} as dct_ord_num,
+        {{ as_date('FLX_DIS_DTD') }} as flx_dis_dtd,
+        {{ as_integer('FLX_EMT_NUM') }} as flx_emt_num,
+        {{ as_integer('FLX_EMT_ORD') }} as flx_emt_ord,
+        {{ as_integer('FLX_EMT_TYP') }} as flx_emt_typ,
+        {{ as_date('FLX_TRT_DTD') }} as flx_trt_dtd,
+        {{ as_string('ORG_CLE_NUM') }} as org_cle_num,
+        {{ as_integer('PRS_ORD_NUM') }} as prs_ord_num,
+        {{ as_integer('REM_TYP_AFF') }} as rem_typ_aff
+{%- endmacro %}

@@ -16,15 +16,7 @@ with delivered as (
 
 typed as (
     select
-        {{ as_integer('DCT_ORD_NUM') }} as dct_ord_num,
-        {{ as_date('FLX_DIS_DTD') }} as flx_dis_dtd,
-        {{ as_integer('FLX_EMT_NUM') }} as flx_emt_num,
-        {{ as_integer('FLX_EMT_ORD') }} as flx_emt_ord,
-        {{ as_integer('FLX_EMT_TYP') }} as flx_emt_typ,
-        {{ as_date('FLX_TRT_DTD') }} as flx_trt_dtd,
-        {{ as_string('ORG_CLE_NUM') }} as org_cle_num,
-        {{ as_integer('PRS_ORD_NUM') }} as prs_ord_num,
-        {{ as_integer('REM_TYP_AFF') }} as rem_typ_aff,
+        {{ dcir_claim_key() }},
         {{ as_integer('PHA_PRS_C13') }} as pha_prs_c13,
         {{ as_integer('PHA_ACT_QSN') }} as pha_act_qsn,
         {{ as_number('PHA_ACT_PRU') }} as pha_act_pru,
