@@ -188,18 +188,22 @@ def splink_child(warehouse: str, out: str) -> dict:
 
 
 def spark_child(warehouse: str, root: str) -> dict:
+    from dagster_pyspark.resources import spark_session_from_config
+
     from hdh_pipelines.linkage.pipeline import run_linkage
     from hdh_pipelines.linkage.storage import LinkageRoot
-    from hdh_pipelines.resources.spark import SparkResource
+    from hdh_pipelines.resources.spark import spark_config
 
     started = time.perf_counter()
-    spark = SparkResource(
-        master="local[*]",
-        driver_memory="6g",
-        shuffle_partitions=4,
-        local_dir=f"{root}/spark-tmp",
-        extra_config={"spark.ui.enabled": "false"},
-    ).session()
+    spark = spark_session_from_config(
+        spark_config(
+            master="local[*]",
+            driver_memory="6g",
+            shuffle_partitions=4,
+            local_dir=f"{root}/spark-tmp",
+            extra={"spark.ui.enabled": "false"},
+        )
+    )
     spark.sparkContext.setLogLevel("ERROR")
     run = run_linkage(spark, LinkageRoot.from_uri(f"{root}/linkage"), warehouse, truth_table=TRUTH_TABLE)
     return {

@@ -3,6 +3,7 @@
 import os
 
 import dagster as dg
+from dagster_pyspark import PySparkResource
 
 from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
 from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets
@@ -19,7 +20,7 @@ from hdh_pipelines.assets.quality import quality_checks
 from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
-from hdh_pipelines.resources.spark import LinkageStorageResource, SparkResource
+from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
 from hdh_pipelines.schedules import nightly_schedule
 from hdh_pipelines.sensors.projects import project_registry_sensor
 from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
@@ -53,10 +54,12 @@ defs = dg.Definitions(
             challenge_key=dg.EnvVar("HDH_CHALLENGE_KEY"),
         ),
         # Not secrets: plain settings with defaults for the embedded local Spark.
-        "spark": SparkResource(
-            master=os.environ.get("HDH_SPARK_MASTER", "local[*]"),
-            driver_memory=os.environ.get("HDH_SPARK_DRIVER_MEMORY", "4g"),
-            shuffle_partitions=int(os.environ.get("HDH_SPARK_SHUFFLE_PARTITIONS", "8")),
+        "spark": PySparkResource(
+            spark_config=spark_config(
+                master=os.environ.get("HDH_SPARK_MASTER", "local[*]"),
+                driver_memory=os.environ.get("HDH_SPARK_DRIVER_MEMORY", "4g"),
+                shuffle_partitions=int(os.environ.get("HDH_SPARK_SHUFFLE_PARTITIONS", "8")),
+            )
         ),
         "linkage_storage": LinkageStorageResource(
             warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"), linkage_root=dg.EnvVar("HDH_LINKAGE_ROOT")

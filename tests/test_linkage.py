@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
 from hdh_pipelines.linkage import fellegi_sunter
@@ -16,20 +17,21 @@ from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, COMPARISONS, PERSON
 from hdh_pipelines.linkage.pipeline import LinkageRun, run_linkage
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
 from hdh_pipelines.linkage.testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
-from hdh_pipelines.resources.spark import SparkResource
+from hdh_pipelines.resources.spark import spark_config
 
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """One small local session for the module, configured as the asset's resource configures it."""
-    resource = SparkResource(
-        master="local[2]",
-        driver_memory="2g",
-        shuffle_partitions=2,
-        local_dir=str(tmp_path_factory.mktemp("spark-local")),
-        extra_config={"spark.ui.enabled": "false"},
+    session = spark_session_from_config(
+        spark_config(
+            master="local[2]",
+            driver_memory="2g",
+            shuffle_partitions=2,
+            local_dir=str(tmp_path_factory.mktemp("spark-local")),
+            extra={"spark.ui.enabled": "false"},
+        )
     )
-    session = resource.session()
     session.sparkContext.setLogLevel("ERROR")
     yield session
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from dagster_pyspark import PySparkResource
+from dagster_pyspark.resources import spark_session_from_config
 
 from hdh_pipelines.assets.linkage import (
     AMBIGUOUS,
@@ -18,24 +20,27 @@ from hdh_pipelines.assets.linkage import (
     cohort_linkage,
 )
 from hdh_pipelines.linkage.testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
-from hdh_pipelines.resources.spark import LinkageStorageResource, SparkResource
+from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
 
 
 @pytest.fixture(scope="module")
-def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkResource]:
-    resource = SparkResource(
-        master="local[2]",
-        driver_memory="2g",
-        shuffle_partitions=2,
-        local_dir=str(tmp_path_factory.mktemp("spark-local")),
-        extra_config={"spark.ui.enabled": "false"},
+def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PySparkResource]:
+    resource = PySparkResource(
+        spark_config=spark_config(
+            master="local[2]",
+            driver_memory="2g",
+            shuffle_partitions=2,
+            local_dir=str(tmp_path_factory.mktemp("spark-local")),
+            extra={"spark.ui.enabled": "false"},
+        )
     )
-    resource.session().sparkContext.setLogLevel("ERROR")  # started once, reused by every run here
+    # The session starts once here, quiet; the resource's getOrCreate() reuses it in every run.
+    spark_session_from_config(resource.spark_config).sparkContext.setLogLevel("ERROR")
     yield resource
 
 
 def _materialize(
-    spark_resource: SparkResource, folder: Path, spec: LinkageTestSpec | None, config: LinkageConfig
+    spark_resource: PySparkResource, folder: Path, spec: LinkageTestSpec | None, config: LinkageConfig
 ) -> dg.ExecuteInProcessResult:
     warehouse = str(folder / "warehouse.duckdb")
     with duckdb.connect(warehouse) as connection:
@@ -62,7 +67,7 @@ def _check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
 
 
 def test_materialises_the_three_tables_with_quality_metadata(
-    spark_resource: SparkResource, tmp_path: Path
+    spark_resource: PySparkResource, tmp_path: Path
 ) -> None:
     spec = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, seed=2)
     result = _materialize(spark_resource, tmp_path, spec, LinkageConfig(truth_table=TRUTH_TABLE))
@@ -99,7 +104,7 @@ def test_materialises_the_three_tables_with_quality_metadata(
 
 
 def test_check_fails_when_the_linkage_rate_drops_below_ninety_percent(
-    spark_resource: SparkResource, tmp_path: Path
+    spark_resource: PySparkResource, tmp_path: Path
 ) -> None:
     """A third of the cohort is not in the SNDS: the asset materialises, its check fails."""
     spec = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, no_match_rate=0.3, seed=4)
@@ -111,7 +116,7 @@ def test_check_fails_when_the_linkage_rate_drops_below_ninety_percent(
     assert "below 90%" in (evaluation.description or "")
 
 
-def test_missing_inputs_fail_with_a_reason(spark_resource: SparkResource, tmp_path: Path) -> None:
+def test_missing_inputs_fail_with_a_reason(spark_resource: PySparkResource, tmp_path: Path) -> None:
     result = _materialize(spark_resource, tmp_path, None, LinkageConfig())
     assert not result.success
     failure = result.failure_data_for_node("cohort_linkage")

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+from dagster_pyspark import PySparkResource
 from pydantic import Field
 
 from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import run_linkage
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
-from hdh_pipelines.resources.spark import LinkageStorageResource, SparkResource
+from hdh_pipelines.resources.spark import LinkageStorageResource
 
 LINKS = dg.AssetKey(["linkage", "links"])
 UNLINKED = dg.AssetKey(["linkage", "unlinked"])
@@ -125,7 +126,7 @@ def _metadata(run) -> dict[str, Any]:
 def cohort_linkage(
     context: dg.AssetExecutionContext,
     config: LinkageConfig,
-    spark: SparkResource,
+    spark: PySparkResource,
     linkage_storage: LinkageStorageResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     settings = LinkageSettings(
@@ -135,7 +136,7 @@ def cohort_linkage(
     )
     try:
         run = run_linkage(
-            spark.session(),
+            spark.spark_session,
             LinkageRoot.from_uri(linkage_storage.linkage_root),
             linkage_storage.warehouse_path,
             settings,
