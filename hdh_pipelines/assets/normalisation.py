@@ -116,6 +116,9 @@ class HubDbtTranslator(DagsterDbtTranslator):
         return None
 
 
+# Checked (and parsed if stale) once per code-location load, shared by every dbt asset below.
+MANIFEST_PATH = ensure_manifest(dbt_project)
+
 translator = HubDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
 
 
@@ -163,7 +166,7 @@ def _whole_models(
     name: str, select: str, exclude: str, description: str, extra: tuple[str, ...] = ()
 ) -> dg.AssetsDefinition:
     @dbt_assets(
-        manifest=ensure_manifest(dbt_project),
+        manifest=MANIFEST_PATH,
         project=dbt_project,
         select=select,
         exclude=exclude,
@@ -205,7 +208,7 @@ def upstream_models(manifest: Mapping[str, Any]) -> list[str]:
 # Three steps, so that the op graph has no cycle: the models the monthly ones
 # read, the monthly ones, then the rest (OMOP, cohort, algorithms…), each
 # rebuilt whole.
-_UPSTREAM = " ".join(upstream_models(json.loads(ensure_manifest(dbt_project).read_text())))
+_UPSTREAM = " ".join(upstream_models(json.loads(MANIFEST_PATH.read_text())))
 normalisation_upstream = _whole_models(
     "normalisation_upstream",
     select=_UPSTREAM,
@@ -218,7 +221,7 @@ normalisation_upstream = _whole_models(
 
 
 @dbt_assets(
-    manifest=ensure_manifest(dbt_project),
+    manifest=MANIFEST_PATH,
     project=dbt_project,
     select=f"tag:{PARTITIONED_TAG}",
     exclude=f"tag:{CROSS_LAYER_TAG}",
