@@ -115,6 +115,10 @@ def test_two_warehouse_runs_launched_together_both_succeed(warehouse_env, tmp_pa
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     environment = {**os.environ, "DAGSTER_HOME": str(home)}
+    # Create the instance's storage once, as `dagster dev` or the daemon does before any run: two
+    # processes initialising the same fresh SQLite schema race on `create table`.
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     selections = [
         ["staging/stg_ir_ben_r", "staging/stg_opt_out", "intermediate/int_pseudonym_persons"],
         ["staging/stg_t_mco_b", "staging/stg_t_mco_c", "staging/stg_t_mco_d", "staging/stg_cohort_ext"],
