@@ -17,8 +17,8 @@ from pydantic import Field
 
 from hdh_pipelines.demo.synthetic import generate_snds
 from hdh_pipelines.opendata import (
-    DEFAULT_THRESHOLD,
     IndicatorSpec,
+    THRESHOLD,
     OpenDataRefused,
     export_challenge,
     load_challenge_key,
@@ -26,6 +26,7 @@ from hdh_pipelines.opendata import (
     publish_open_dispensations,
     run_indicator,
 )
+from hdh_pipelines.opendata.indicators import AGE_BANDINGS, DEFAULT_AGE_BANDS
 from hdh_pipelines.resources.warehouse import WarehouseResource
 from hdh_pipelines.workspaces import dbt_column_descriptions
 
@@ -67,8 +68,14 @@ class IndicatorRequest(dg.Config):
     )
     year_from: int = Field(description="First year counted.")
     year_to: int = Field(description="Last year counted.")
-    age_bands: list[int] = Field(default=[0, 18, 40, 65, 80], description="Lower bounds of the age bands.")
-    threshold: int = Field(default=DEFAULT_THRESHOLD, description="Smallest count shown (at least 11).")
+    age_bands: list[int] = Field(
+        default=list(DEFAULT_AGE_BANDS),
+        description="Lower bounds of the age bands, from the catalogue: "
+        + "; ".join(f"{name} {list(bounds)}" for name, bounds in AGE_BANDINGS.items()),
+    )
+    threshold: int = Field(
+        default=THRESHOLD, description=f"Smallest count of distinct persons shown (at least {THRESHOLD})."
+    )
     description: str = Field(default="", description="What the indicator is for (published in its metadata).")
 
     def spec(self) -> IndicatorSpec:
@@ -116,8 +123,7 @@ def compute_indicator(
         metadata={
             "indicator": spec.name,
             "output": dg.MetadataValue.path(str(result.folder)),
-            "primary_suppressed": suppression["primary_suppressed"],
-            "secondary_suppressed": suppression["secondary_suppressed"],
+            "suppressed_values": suppression["suppressed_values"],
             "published_values": suppression["published_values"],
             "table": dg.MetadataValue.md(markdown_table(result.protected.table)),
         },
@@ -135,7 +141,7 @@ def indicator_job():
 class OpenDataConfig(dg.Config):
     atc_level: int = Field(default=2, description="ATC level of the classes (1 to 5; 2 = A10, 3 = A10B).")
     threshold: int = Field(
-        default=DEFAULT_THRESHOLD, description="Smallest patient count shown (at least 11)."
+        default=THRESHOLD, description=f"Smallest patient count shown (at least {THRESHOLD})."
     )
 
 
@@ -170,8 +176,7 @@ def open_dispensations(
             "folder": dg.MetadataValue.path(str(folder)),
             "licence": metadata["license"]["identifier"],
             "dagster/row_count": len(protected.table),
-            "primary_suppressed": protected.primary,
-            "secondary_suppressed": protected.secondary,
+            "suppressed_values": protected.suppressed,
             "preview": dg.MetadataValue.md(markdown_table(protected.table, limit=20)),
         }
     )

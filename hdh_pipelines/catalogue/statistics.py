@@ -1,11 +1,18 @@
 """Aggregate statistics of a dataset, computed in DuckDB SQL; no row-level value ever leaves the query.
 
-Every figure that could single out people is held to ``SUPPRESSION_THRESHOLD``:
-- the record and individual counts are withheld (None) under the threshold;
+Every figure that could single out people is held to ``SUPPRESSION_THRESHOLD``
+(the hub's one threshold, ``hdh_pipelines.opendata.disclosure.THRESHOLD``), counted
+in distinct persons whatever the figure counts, as for published tables:
+- the individual count is withheld (None) under the threshold; the record
+  count too, and also when the dominance rule holds (the
+  ``DOMINANCE_CONTRIBUTORS`` persons with most records hold more than
+  ``DOMINANCE_SHARE`` of them);
 - temporal coverage runs from the first to the last *month* holding at least
-  that many records (so an outlier date is never published), as month bounds;
+  that many distinct persons (so an outlier date is never published), as month
+  bounds;
 - the typical ages are the ages below and above which at least that many
   individuals (or records, without a person key) and at least 5 % of them lie.
+Without a person key, each record counts as a person.
 Raw tables are text as delivered: values are cast with TRY_CAST / strptime,
 invalid ones and the SNDS missing-date sentinel count as missing.
 """
@@ -26,6 +33,7 @@ from hdh_pipelines.catalogue.model import (
     Delivery,
 )
 from hdh_pipelines.catalogue.sources import age_column
+from hdh_pipelines.opendata.indicators import dominance_sql
 from hdh_pipelines.raw_store import quote_identifier, quote_literal
 from hdh_pipelines.registry import DatasetRegistry
 
@@ -77,28 +85,32 @@ def _measure(
     connection: duckdb.DuckDBPyConnection, relation: str, person: str, event: str, age: str
 ) -> tuple:
     threshold, share = SUPPRESSION_THRESHOLD, TYPICAL_AGE_SHARE
+    # A record without a person key is a person of its own (its row number).
     connection.execute(
         f"CREATE OR REPLACE TEMP VIEW catalogue_base AS "
-        f"SELECT {person} AS person, {event} AS event_date, {age} AS age FROM {relation}"
+        f"SELECT coalesce(person::VARCHAR, 'record ' || rowid::VARCHAR) AS unit, * EXCLUDE (rowid) FROM ("
+        f"SELECT {person} AS person, {event} AS event_date, {age} AS age, row_number() OVER () AS rowid "
+        f"FROM {relation})"
     )
-    records, individuals = connection.execute(
-        "SELECT count(*), count(DISTINCT person) FROM catalogue_base"
+    records, individuals, persons, dominated = connection.execute(
+        f"""
+        SELECT sum(records)::BIGINT, count(person), count(*), coalesce({dominance_sql("records")}, false)
+        FROM (SELECT unit, any_value(person) AS person, count(*) AS records FROM catalogue_base GROUP BY unit)
+        """
     ).fetchone()
     months = connection.execute(
         f"""
         SELECT min(month), max(month) FROM (
             SELECT date_trunc('month', event_date)::DATE AS month FROM catalogue_base
-            WHERE event_date IS NOT NULL GROUP BY 1 HAVING count(*) >= {threshold}
+            WHERE event_date IS NOT NULL GROUP BY 1 HAVING count(DISTINCT unit) >= {threshold}
         )
         """
     ).fetchone()
-    # Individuals by age (records without a person key), then the ages with enough of them on each side.
+    # Persons by age, then the ages with enough of them on each side.
     ages = connection.execute(
         f"""
         WITH units AS (
-            SELECT DISTINCT coalesce(person::VARCHAR, 'record ' || rowid::VARCHAR) AS unit, age
-            FROM (SELECT *, row_number() OVER () AS rowid FROM catalogue_base)
-            WHERE age BETWEEN 0 AND {MAX_PLAUSIBLE_AGE}
+            SELECT DISTINCT unit, age FROM catalogue_base WHERE age BETWEEN 0 AND {MAX_PLAUSIBLE_AGE}
         ),
         by_age AS (SELECT age, count(*) AS n FROM units GROUP BY age),
         cumulated AS (
@@ -113,7 +125,7 @@ def _measure(
         FROM cumulated
         """
     ).fetchone()
-    return records, individuals, months, ages
+    return (records or 0), individuals, persons, bool(dominated), months, ages
 
 
 def suppressed_count(count: int | None) -> int | None:
@@ -121,21 +133,23 @@ def suppressed_count(count: int | None) -> int | None:
 
 
 def _statistics(measured: tuple, has_person: bool, deliveries: tuple[Delivery, ...]) -> DatasetStatistics:
-    records, individuals, (first_month, last_month), (min_age, max_age) = measured
+    records, individuals, persons, dominated, (first_month, last_month), (min_age, max_age) = measured
+    # The record count is held to the persons behind it (or its records, without a person key).
+    records_hidden = 0 < records and (persons < SUPPRESSION_THRESHOLD or dominated)
     end = None
     if last_month is not None:
         following = (last_month.replace(day=28) + timedelta(days=4)).replace(day=1)
         end = following - timedelta(days=1)
     individuals = individuals if has_person else None
     return DatasetStatistics(
-        records=suppressed_count(records),
+        records=None if records_hidden else records,
         individuals=suppressed_count(individuals),
         coverage_start=first_month,
         coverage_end=end,
         min_typical_age=min_age,
         max_typical_age=max_age,
         deliveries=deliveries,
-        records_suppressed=records is not None and 0 < records < SUPPRESSION_THRESHOLD,
+        records_suppressed=records_hidden,
         individuals_suppressed=individuals is not None and 0 < individuals < SUPPRESSION_THRESHOLD,
     )
 

@@ -1,7 +1,7 @@
 """Open-science services: on-demand indicators, open data and data-challenge exports, disclosure-controlled.
 
-A pure library (no Dagster): ``disclosure`` suppresses small counts and their
-complements, ``indicators`` turns a request into a count table in DuckDB SQL,
+A pure library (no Dagster): ``disclosure`` hides sensitive values and enough
+complements that no hidden value can be narrowed, ``indicators`` turns a request into a count table in DuckDB SQL,
 ``publish`` writes protected tables and the request log, ``challenge`` writes
 pseudonymised train/test extracts. The Dagster shell is
 ``hdh_pipelines.assets.open_science``; docs/open_science.md explains the rules.
@@ -13,7 +13,7 @@ from hdh_pipelines.opendata.challenge import (
     export_challenge,
     load_challenge_key,
 )
-from hdh_pipelines.opendata.disclosure import DEFAULT_THRESHOLD, TOTAL, ProtectedTable, protect_counts
+from hdh_pipelines.opendata.disclosure import THRESHOLD, TOTAL, ProtectedTable, protect_counts
 from hdh_pipelines.opendata.errors import OpenDataRefused
 from hdh_pipelines.opendata.indicators import ALGORITHMS, IndicatorSpec, compute_indicator
 from hdh_pipelines.opendata.publish import (
@@ -29,8 +29,8 @@ from hdh_pipelines.opendata.publish import (
 __all__ = [
     "ALGORITHMS",
     "CHALLENGE_MARTS",
-    "DEFAULT_THRESHOLD",
     "OPEN_DISPENSATIONS",
+    "THRESHOLD",
     "TOTAL",
     "ChallengeExport",
     "IndicatorResult",

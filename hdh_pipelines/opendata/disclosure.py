@@ -1,4 +1,4 @@
-"""Disclosure control of count tables: primary and secondary cell suppression.
+"""Disclosure control of count tables: sensitive cells, complements, and an audit of what a reader can infer.
 
 The published table is two-dimensional: its columns are the values of the last
 breakdown dimension, its rows the combinations of the others. It carries the
@@ -7,118 +7,189 @@ the sum of its cells (so a patient counted in two years counts twice in an
 all-years total). A table with a single row publishes no column totals (they
 would repeat the cells), and likewise for a single column.
 
-Rules, in order:
+Rules, in order (docs/open_science.md explains them for readers):
 
-1. **Primary suppression**: every published value (cell or total) from 1 to
-   ``threshold - 1`` is suppressed.
-2. **Zero cells** are published as 0: a true zero is about no one; they are
-   never primary. They are not used as complements either (hiding a known
-   zero gives one-sided protection at best), except as a last resort below.
-3. **Secondary suppression**: each published line (a row with its total, a
-   column with its total, the row of column totals with the grand total, the
-   column of row totals with the grand total) is an equation a reader can
-   solve. Complements are suppressed until every suppressed value lies on a
-   cycle of suppressed values in the bipartite graph rows × columns (totals
-   included, a line published as no equation merged into one free vertex).
-   A value is recoverable from the margins exactly when its edge is a bridge
-   of that graph (the null space of the margin equations is the graph's cycle
-   space), so no bridge means no suppressed value can be computed; and since
-   suppressed values are positive, moving along a cycle keeps every value
-   non-negative, so each one's feasible range is an interval, not a point.
+1. **Sensitive values** (cells and totals alike): a value with fewer than
+   ``THRESHOLD`` distinct persons behind it, whatever the measure counts
+   (persons, stays, dispensings, boxes), or, for event and magnitude
+   measures, a value dominated by few persons: the ``DOMINANCE_CONTRIBUTORS``
+   largest contributions exceed ``DOMINANCE_SHARE`` of it.
+2. **Zeros** are published: a true zero is about no one. They are never hidden,
+   so a reader knows every hidden value is at least 1, and the audit says so.
+3. **Complements**: each published line is an equation. Complements are added
+   until every hidden value lies on a cycle of hidden values (no hidden value
+   is a bridge of the rows × columns graph, so none is a point), then:
+4. **Audit**: the reader's whole knowledge (every published value of this table
+   and of the tables already published for the same population, hidden values
+   ≥ 1, every finest cell a non-negative integer) is an integer program; for
+   every hidden value of every one of these tables, its minimum and maximum are
+   solved (``scipy.optimize.milp``). Each feasible interval must be at least
+   ``PROTECTION_WIDTH`` wide; while one is narrower, the cheapest published
+   value of the new table that shares its line (or, across tables, its
+   persons) is hidden too. When nothing is left to hide, the table is refused.
 
-Complements are chosen cheapest first: in a line left with a single suppressed
-value, the smallest positive value whose other line already has a suppression
-(so cycles close), interior cells before totals; for a remaining bridge, the
-smallest positive value joining its two sides. The tables are aggregates (at
-most a few thousand cells), so this runs in Python on the table, not on data.
+Nothing tells a reader why a value is hidden (no primary/secondary label).
+The tables are aggregates (at most a few thousand values), so this runs in
+Python and HiGHS on the table, never on data rows.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_array, vstack
 
 from hdh_pipelines.opendata.errors import OpenDataRefused
 
-DEFAULT_THRESHOLD = 11
+# The one definition of the small-count threshold: fewer distinct persons than this is never shown.
+THRESHOLD = 11
+# Every hidden value's feasible interval is at least this wide: as wide as the range of small counts
+# (1 to THRESHOLD - 1), so a reader cannot even tell whether a hidden value is small.
+PROTECTION_WIDTH = THRESHOLD - 1
+# (n, k) dominance rule for event and magnitude measures: the n largest contributions of distinct
+# persons above k of the value make it sensitive (one child with most of a cell's stays).
+DOMINANCE_CONTRIBUTORS = 2
+DOMINANCE_SHARE = 0.85
+
 TOTAL = "Total"
-PRIMARY = "primary"
-SECONDARY = "secondary"
+# Columns of a table to protect, beside the dimensions and measures; never published.
+PERSONS = "persons"  # distinct persons behind the value
+DOMINATED = "dominated"  # the dominance rule holds for one of the value's event or magnitude measures
 
 Cell = tuple[int, int]
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How a table's labels aggregate the finest cells shared by tables of the same population.
+
+    ``scope`` gives, for each finest dimension, the finest values the table
+    covers; ``coarsening`` maps each breakdown dimension to its finest dimension
+    and each finest value to the label it is published under (a finest value
+    without a label, or with a label missing from the table, holds no one).
+    A dimension absent from the breakdown is summed over its scope.
+    """
+
+    scope: dict[str, tuple[str, ...]]
+    coarsening: dict[str, tuple[str, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """A table as a reader holds it: dimension labels (``Total`` in margins), a measure, NA where hidden."""
+
+    table: pd.DataFrame
+    dimensions: tuple[str, ...]
+    measure: str
+    layout: Layout
+
+
+def identity_layout(table: pd.DataFrame, dimensions: Sequence[str]) -> Layout:
+    """A table's own cells as the finest cells (no other table shares them)."""
+    scope = {name: tuple(sorted(set(table[name].astype(str)) - {TOTAL})) for name in dimensions}
+    return Layout(scope, {name: (name, {value: value for value in scope[name]}) for name in dimensions})
+
+
+@dataclass(frozen=True)
 class ProtectedTable:
-    """The published table (long form) and what was suppressed.
+    """The published table (long form) and figures about its protection.
 
     ``table`` has the dimension columns (``Total`` in a margin's summed
-    dimensions), ``cell_type`` (cell, row_total, column_total, grand_total),
-    the measure and companion columns (nullable integers, NA when suppressed)
-    and ``suppression`` (empty, ``primary`` or ``secondary``).
+    dimensions), ``cell_type`` (cell, row_total, column_total, grand_total) and
+    the measures (nullable integers, NA when hidden). ``sensitive`` (values
+    hidden for their own sake) and ``narrowest_interval`` stay with the
+    platform: publishing which hidden values are sensitive would narrow them.
     """
 
     table: pd.DataFrame
+    dimensions: tuple[str, ...]
     threshold: int
-    primary: int
-    secondary: int
+    sensitive: int
+    suppressed: int
+    narrowest_interval: float
 
     @property
     def published_values(self) -> int:
-        return int((self.table["suppression"] == "").sum())
+        return len(self.table) - self.suppressed
+
+    def published(self, measure: str, layout: Layout) -> PublishedTable:
+        return PublishedTable(self.table, self.dimensions, measure, layout)
 
 
 def protect_counts(
     cells: pd.DataFrame,
     dimensions: Sequence[str],
     measure: str,
-    threshold: int = DEFAULT_THRESHOLD,
     companions: Sequence[str] = (),
+    *,
+    threshold: int = THRESHOLD,
+    layout: Layout | None = None,
+    published: Sequence[PublishedTable] = (),
 ) -> ProtectedTable:
-    """Suppress the cells of ``cells`` (one row per combination of ``dimensions``) and add its totals.
+    """Protect ``cells`` (one row per combination of ``dimensions``) and add its totals.
 
-    ``measure`` (a count of persons or stays) decides the suppression; each
-    companion measure (e.g. boxes dispensed) is zero exactly where the measure
-    is, and is published or suppressed with it.
+    With a ``persons`` column, ``cells`` also holds the margins' rows (``Total``
+    in the summed dimensions) with their own distinct persons and ``dominated``
+    flag, as computed in SQL; without it, ``measure`` is taken to count distinct
+    persons, disjoint across cells. Companion measures (e.g. boxes dispensed)
+    are hidden with the measure. ``published`` are the tables already released
+    for the same population, described with ``layout`` on shared finest cells;
+    the audit protects their hidden values too.
     """
-    if threshold < 2:
-        raise OpenDataRefused("invalid_threshold", f"The threshold must be at least 2, not {threshold}.")
+    if threshold < THRESHOLD:
+        raise OpenDataRefused(
+            "invalid_threshold", f"The threshold can be raised, never set below {THRESHOLD}.", field="threshold"
+        )
     dimensions = list(dimensions)
-    _check_grid(cells, dimensions, [measure, *companions])
+    names = [measure, *companions]
+    _check_columns(cells, dimensions, names)
+    is_margin = (cells[dimensions].astype(str) == TOTAL).any(axis=1)
+    interior = cells[~is_margin]
+    _check_grid(interior, dimensions, names)
     column_dimension, row_dimensions = dimensions[-1], dimensions[:-1]
-    row_keys = _row_keys(cells, row_dimensions)
-    column_keys = list(dict.fromkeys(cells[column_dimension]))
+    row_keys = _row_keys(interior, row_dimensions)
+    column_keys = list(dict.fromkeys(interior[column_dimension]))
     measures = {
-        name: _matrix(cells, row_dimensions, column_dimension, row_keys, column_keys, name)
-        for name in [measure, *companions]
+        name: _matrix(interior, row_dimensions, column_dimension, row_keys, column_keys, name) for name in names
     }
     extended = measures[measure]
-    suppressed_primary = {cell for cell in _present_cells(*extended.shape) if 0 < extended[cell] < threshold}
-    suppressed = _secondary_suppression(extended, suppressed_primary)
-    table = _long_table(
-        measures, row_dimensions, column_dimension, row_keys, column_keys, suppressed_primary, suppressed
-    )
+    persons, dominated = _sensitivity_inputs(cells, is_margin, dimensions, row_keys, column_keys, extended)
+    present = _present_cells(*extended.shape)
+    sensitive = {
+        cell for cell in present if extended[cell] > 0 and (persons[cell] < threshold or dominated[cell])
+    }
+    graph = _LineGraph(present)
+    suppressed = _secondary_suppression(extended, sensitive, graph)
+
+    def long(hidden: set[Cell]) -> pd.DataFrame:
+        return _long_table(measures, row_dimensions, column_dimension, row_keys, column_keys, hidden)
+
+    layout = layout or identity_layout(long(set()), dimensions)
+    suppressed, narrowest = _audited(extended, graph, suppressed, long, dimensions, names, layout, published)
     return ProtectedTable(
-        table, threshold, len(suppressed_primary), len(suppressed) - len(suppressed_primary)
+        long(suppressed), tuple(dimensions), threshold, len(sensitive), len(suppressed), narrowest
     )
 
 
-def _check_grid(cells: pd.DataFrame, dimensions: list[str], measures: list[str]) -> None:
+def _check_columns(cells: pd.DataFrame, dimensions: list[str], measures: list[str]) -> None:
     if not dimensions:
         raise OpenDataRefused("invalid_breakdown", "A table needs at least one breakdown dimension.")
     missing = [name for name in [*dimensions, *measures] if name not in cells.columns]
     if missing:
         raise OpenDataRefused("invalid_table", f"The table has no column {', '.join(missing)}.")
+
+
+def _check_grid(cells: pd.DataFrame, dimensions: list[str], measures: list[str]) -> None:
     if cells.empty:
         raise OpenDataRefused("empty_table", "The table has no cell: nothing to publish.")
     if cells.duplicated(dimensions).any():
         raise OpenDataRefused("invalid_table", "The table holds the same combination of dimensions twice.")
-    if any((cells[name].astype(str) == TOTAL).any() for name in dimensions):
-        raise OpenDataRefused("invalid_table", f"'{TOTAL}' is reserved for margins and cannot be a value.")
     expected = int(np.prod([cells[name].nunique() for name in dimensions]))
     if len(cells) != expected:
         raise OpenDataRefused(
@@ -136,6 +207,25 @@ def _row_keys(cells: pd.DataFrame, row_dimensions: list[str]) -> list[tuple]:
     return list(dict.fromkeys(cells[row_dimensions].itertuples(index=False, name=None)))
 
 
+def _positions(
+    frame: pd.DataFrame, dimensions: list[str], row_keys: list[tuple], column_keys: list
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matrix positions of ``frame``'s rows (margins included); rows matching no position are dropped."""
+    row_index = {key: i for i, key in enumerate(row_keys)}
+    if len(dimensions) > 1:  # a single dimension's grand total is its one row's total
+        row_index[(TOTAL,) * (len(dimensions) - 1)] = len(row_keys)
+    column_index = {key: j for j, key in enumerate(column_keys)}
+    column_index[TOTAL] = len(column_keys)
+    row_labels = (
+        frame[dimensions[:-1]].itertuples(index=False, name=None) if len(dimensions) > 1 else [()] * len(frame)
+    )
+    rows = [row_index.get(tuple(key), -1) for key in row_labels]
+    columns = [column_index.get(key, -1) for key in frame[dimensions[-1]]]
+    rows_array, columns_array = np.array(rows, dtype=np.int64), np.array(columns, dtype=np.int64)
+    keep = (rows_array >= 0) & (columns_array >= 0)
+    return rows_array[keep], columns_array[keep], keep
+
+
 def _matrix(
     cells: pd.DataFrame,
     row_dimensions: list[str],
@@ -145,19 +235,43 @@ def _matrix(
     measure: str,
 ) -> np.ndarray:
     """The (rows + 1) x (columns + 1) table: cells, row totals in the last column, column totals below."""
-    row_index = {key: i for i, key in enumerate(row_keys)}
-    column_index = {key: j for j, key in enumerate(column_keys)}
-    rows = (
-        [row_index[tuple(key)] for key in cells[row_dimensions].itertuples(index=False, name=None)]
-        if row_dimensions
-        else [0] * len(cells)
-    )
-    columns = [column_index[key] for key in cells[column_dimension]]
+    rows, columns, keep = _positions(cells, [*row_dimensions, column_dimension], row_keys, column_keys)
     extended = np.zeros((len(row_keys) + 1, len(column_keys) + 1), dtype=np.int64)
-    extended[rows, columns] = cells[measure].to_numpy(dtype=np.int64)
+    extended[rows, columns] = cells[measure].to_numpy(dtype=np.int64)[keep]
     extended[:-1, -1] = extended[:-1, :-1].sum(axis=1)
     extended[-1, :] = extended[:-1, :].sum(axis=0)
     return extended
+
+
+def _sensitivity_inputs(
+    cells: pd.DataFrame,
+    is_margin: pd.Series,
+    dimensions: list[str],
+    row_keys: list[tuple],
+    column_keys: list,
+    extended: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct persons and dominance of every value, margins included."""
+    if PERSONS not in cells.columns:
+        # The measure counts distinct persons, each in one cell: a total's persons are its sum.
+        return extended, np.zeros(extended.shape, dtype=bool)
+    persons = np.zeros(extended.shape, dtype=np.int64)
+    dominated = np.zeros(extended.shape, dtype=bool)
+    rows, columns, keep = _positions(cells, dimensions, row_keys, column_keys)
+    persons[rows, columns] = cells[PERSONS].to_numpy(dtype=np.int64)[keep]
+    if DOMINATED in cells.columns:
+        dominated[rows, columns] = cells[DOMINATED].to_numpy(dtype=bool)[keep]
+    margin_positions = set(zip(rows[is_margin.to_numpy()[keep]], columns[is_margin.to_numpy()[keep]], strict=True))
+    needed = {cell for cell in _present_cells(*extended.shape) if _is_margin(cell, extended.shape)}
+    if len(dimensions) > 1 and not needed <= margin_positions:
+        raise OpenDataRefused(
+            "invalid_table", "The table's margins lack their distinct-person counts: compute them in SQL."
+        )
+    return persons, dominated
+
+
+def _is_margin(cell: Cell, shape: tuple[int, int]) -> bool:
+    return cell[0] == shape[0] - 1 or cell[1] == shape[1] - 1
 
 
 def _present_cells(shape_rows: int, shape_columns: int) -> list[Cell]:
@@ -193,6 +307,9 @@ class _LineGraph:
         row = ("row", cell[0]) if cell[0] in self.equation_rows else self.FREE
         column = ("column", cell[1]) if cell[1] in self.equation_columns else self.FREE
         return row, column
+
+    def lines_of(self, cell: Cell) -> list[list[Cell]]:
+        return [line for line in self.lines if cell in line]
 
     def other_line_suppressed(self, cell: Cell, line: list[Cell], suppressed: set[Cell]) -> bool:
         in_row = all(other[0] == cell[0] for other in line)
@@ -257,28 +374,32 @@ class _LineGraph:
         return reached
 
 
-def _secondary_suppression(extended: np.ndarray, primary: set[Cell]) -> set[Cell]:
-    """Primary plus complements, until no suppressed value is a bridge of the line graph."""
-    graph = _LineGraph(_present_cells(*extended.shape))
-    last_row, last_column = extended.shape[0] - 1, extended.shape[1] - 1
-    suppressed = set(primary)
+def _cost(extended: np.ndarray, cell: Cell) -> tuple:
+    """Complements are chosen among interior cells before totals, smallest value first."""
+    return (_is_margin(cell, extended.shape), int(extended[cell]), cell)
 
-    def cost(cell: Cell) -> tuple:
-        is_total = cell[0] == last_row or cell[1] == last_column
-        return (extended[cell] == 0, is_total, int(extended[cell]), cell)
 
+def _unprotectable() -> OpenDataRefused:
+    return OpenDataRefused(
+        "unprotectable_table",
+        "No published value can be hidden to protect the table's sensitive values: request a coarser "
+        "breakdown.",
+    )
+
+
+def _secondary_suppression(extended: np.ndarray, hidden: set[Cell], graph: _LineGraph) -> set[Cell]:
+    """``hidden`` plus complements (never a zero), until no hidden value is a bridge of the line graph."""
+    suppressed = set(hidden)
     while True:
         lone = next((line for line in graph.lines if sum(c in suppressed for c in line) == 1), None)
         if lone is not None:
-            candidates = [cell for cell in lone if cell not in suppressed]
+            candidates = [cell for cell in lone if cell not in suppressed and extended[cell] > 0]
+            if not candidates:
+                raise _unprotectable()
             suppressed.add(
                 min(
                     candidates,
-                    key=lambda c: (
-                        extended[c] == 0,
-                        not graph.other_line_suppressed(c, lone, suppressed),
-                        *cost(c),
-                    ),
+                    key=lambda c: (not graph.other_line_suppressed(c, lone, suppressed), *_cost(extended, c)),
                 )
             )
             continue
@@ -293,19 +414,221 @@ def _secondary_suppression(extended: np.ndarray, primary: set[Cell]) -> set[Cell
         joining = [
             cell
             for cell in graph.present
-            if cell not in suppressed and _joins(graph.ends(cell), one_side, other_side)
+            if cell not in suppressed and extended[cell] > 0 and _joins(graph.ends(cell), one_side, other_side)
         ]
         if not joining:
-            raise OpenDataRefused(
-                "unprotectable_table",
-                "No cell can be suppressed to protect the table's small counts: publish a coarser breakdown.",
-            )
-        suppressed.add(min(joining, key=cost))
+            raise _unprotectable()
+        suppressed.add(min(joining, key=lambda c: _cost(extended, c)))
 
 
 def _joins(ends: tuple[tuple, tuple], one_side: set[tuple], other_side: set[tuple]) -> bool:
     first, second = ends
     return (first in one_side and second in other_side) or (first in other_side and second in one_side)
+
+
+def _audited(
+    extended: np.ndarray,
+    graph: _LineGraph,
+    suppressed: set[Cell],
+    long,
+    dimensions: list[str],
+    measures: list[str],
+    layout: Layout,
+    published: Sequence[PublishedTable],
+) -> tuple[set[Cell], float]:
+    """Hide more of the new table until every hidden value of every linked table is protected.
+
+    Hiding a published value (≥ 1, never a zero) only relaxes the reader's
+    constraints, so intervals only widen as values are hidden: a value checked
+    once stays protected, and only new or failing values are checked again.
+    """
+    checked: set[tuple] = set()
+    narrowest = math.inf
+    while True:
+        failing = None
+        for name in measures:
+            tables = [PublishedTable(long(suppressed), tuple(dimensions), name, layout)]
+            tables += [table for table in published if table.measure == name]
+            region: FeasibleRegion | None = None
+            for index, table in enumerate(tables):
+                for row in np.flatnonzero(table.table[name].isna().to_numpy()):
+                    key = (name, index, graph.present[row] if index == 0 else int(row))
+                    if key in checked:
+                        continue
+                    region = region or FeasibleRegion(tables)
+                    low, high = region.interval(index, int(row))
+                    if high - low >= PROTECTION_WIDTH:
+                        checked.add(key)
+                        narrowest = min(narrowest, high - low)
+                        continue
+                    failing = (region, index, int(row))
+                    break
+                if failing:
+                    break
+            if failing:
+                break
+        if failing is None:
+            return suppressed, narrowest
+        region, index, row = failing
+        candidate = _widening_complement(extended, graph, suppressed, region, index, row)
+        if candidate is None:
+            if index == 0:
+                raise _unprotectable()
+            raise OpenDataRefused(
+                "conflicts_with_published",
+                "Together with the tables already published for this population, this table would narrow "
+                "a hidden value: request a breakdown already published, or a coarser one.",
+            )
+        suppressed = _secondary_suppression(extended, suppressed | {candidate}, graph)
+
+
+def _widening_complement(
+    extended: np.ndarray,
+    graph: _LineGraph,
+    suppressed: set[Cell],
+    region: FeasibleRegion,
+    index: int,
+    row: int,
+) -> Cell | None:
+    """The cheapest published value of the new table to hide for a too narrow hidden value: one of its
+    lines when it is in the new table, else (or when those are exhausted) one sharing its finest cells."""
+
+    def open_cell(cell: Cell) -> bool:
+        return cell not in suppressed and extended[cell] > 0
+
+    if index == 0:
+        cell = graph.present[row]
+        same_line = [c for line in graph.lines_of(cell) for c in line if open_cell(c)]
+        if same_line:
+            return min(same_line, key=lambda c: _cost(extended, c))
+    sharing = [graph.present[r] for r in region.sharing(index, row)]
+    sharing = [c for c in sharing if open_cell(c)]
+    return min(sharing, key=lambda c: _cost(extended, c)) if sharing else None
+
+
+class FeasibleRegion:
+    """What a reader knows, as an integer program over the finest cells of a population.
+
+    Variables: the finest cells (product of the tables' scopes). Each published
+    value is an equation (the sum of its finest cells); each hidden value is at
+    least 1 (zeros are always published); finest cells are non-negative
+    integers. Finest cells that a published zero, or a table's missing label,
+    leaves empty are fixed to 0 and dropped.
+    """
+
+    def __init__(self, tables: Sequence[PublishedTable]):
+        dimensions = list(tables[0].layout.scope)
+        if any(list(table.layout.scope) != dimensions for table in tables):
+            raise ValueError("linked tables must share their finest dimensions")
+        grids = [pd.MultiIndex.from_product([t.layout.scope[d] for d in dimensions]) for t in tables]
+        finest = grids[0]
+        for grid in grids[1:]:
+            finest = finest.union(grid)
+        variables = finest.to_frame(index=False, name=dimensions)
+        self.tables = tables
+        incidences: list[tuple[np.ndarray, np.ndarray]] = []
+        empty = np.zeros(len(variables), dtype=bool)
+        for table in tables:
+            rows, columns, unlabelled = _incidence(variables, table)
+            values = table.table[table.measure].to_numpy(dtype="float64", na_value=np.nan)
+            empty |= unlabelled
+            zero_rows = np.isin(rows, np.flatnonzero(values == 0))
+            empty[columns[zero_rows]] = True
+            incidences.append((rows, columns))
+        kept = np.flatnonzero(~empty)
+        renumber = np.full(len(variables), -1, dtype=np.int64)
+        renumber[kept] = np.arange(len(kept))
+        self.size = len(kept)
+        self.matrices: list[csr_array] = []
+        equalities, lower_bounds = [], []
+        for table, (rows, columns) in zip(tables, incidences, strict=True):
+            keep = renumber[columns] >= 0
+            matrix = csr_array(
+                (np.ones(int(keep.sum())), (rows[keep], renumber[columns[keep]])),
+                shape=(len(table.table), self.size),
+            )
+            self.matrices.append(matrix)
+            values = table.table[table.measure].to_numpy(dtype="float64", na_value=np.nan)
+            known = np.flatnonzero(values > 0)
+            hidden = np.flatnonzero(np.isnan(values))
+            if known.size:
+                equalities.append((matrix[known], values[known]))
+            if hidden.size:
+                lower_bounds.append(matrix[hidden])
+        # One constraint block: equations (low = high = value), then hidden values (at least 1).
+        blocks = [matrix for matrix, _ in equalities] + lower_bounds
+        lows = [value for _, value in equalities] + [np.ones(matrix.shape[0]) for matrix in lower_bounds]
+        highs = [value for _, value in equalities] + [np.full(m.shape[0], np.inf) for m in lower_bounds]
+        self.constraints = (
+            [LinearConstraint(vstack(blocks).tocsr(), np.concatenate(lows), np.concatenate(highs))]
+            if blocks
+            else []
+        )
+        self.integrality = np.ones(self.size)
+        self.bounds = Bounds(0, np.inf)
+        # A finest cell in no published equation can be as large as wanted.
+        self.bounded = np.zeros(self.size, dtype=bool)
+        for matrix, _ in equalities:
+            self.bounded[matrix.indices] = True
+
+    def interval(self, table: int, row: int) -> tuple[float, float]:
+        """Smallest and largest integer value of one hidden value consistent with everything published."""
+        objective = self.matrices[table][[row]].toarray().ravel()
+        low = self._solve(objective)
+        if not self.bounded[objective > 0].all():
+            return low, math.inf
+        return low, -self._solve(-objective)
+
+    def _solve(self, objective: np.ndarray) -> int:
+        result = milp(objective, integrality=self.integrality, bounds=self.bounds, constraints=self.constraints)
+        if result.status == 2:  # infeasible: the logged tables contradict each other or this one
+            raise OpenDataRefused(
+                "inconsistent_history",
+                "The tables already published for this population contradict the current data: review "
+                "the request log before publishing more.",
+            )
+        if result.status != 0:
+            raise RuntimeError(f"the disclosure audit's solver stopped with status {result.status}")
+        return round(result.fun)
+
+    def sharing(self, table: int, row: int) -> list[int]:
+        """Rows of the first table that share a finest cell with ``row`` of ``table``, published or not."""
+        cells = self.matrices[table][[row]].indices
+        if cells.size == 0:
+            return []
+        return sorted(set(self.matrices[0][:, cells].tocoo().row.tolist()))
+
+
+def _incidence(variables: pd.DataFrame, table: PublishedTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, finest cell) pairs of a table's values, and the finest cells in its scope that it leaves empty."""
+    layout, dimensions = table.layout, list(table.dimensions)
+    in_scope = np.ones(len(variables), dtype=bool)
+    for name, values in layout.scope.items():
+        in_scope &= variables[name].isin(values).to_numpy()
+    labels = {
+        name: variables[layout.coarsening[name][0]].map(layout.coarsening[name][1]) for name in dimensions
+    }
+    row_of = {
+        "\x1f".join(key): i
+        for i, key in enumerate(table.table[dimensions].astype(str).itertuples(index=False, name=None))
+    }
+    patterns = {(), (dimensions[-1],), tuple(dimensions[:-1]), tuple(dimensions)}
+    rows, columns = [], []
+    unlabelled = np.zeros(len(variables), dtype=bool)
+    for pattern in sorted(patterns, key=len):
+        parts = [
+            pd.Series(TOTAL, index=variables.index) if name in pattern else labels[name] for name in dimensions
+        ]
+        key = parts[0].astype("string")
+        for part in parts[1:]:
+            key = key + "\x1f" + part.astype("string")
+        matched = key.map(row_of).to_numpy(dtype="float64", na_value=np.nan)
+        if not pattern:
+            unlabelled = in_scope & np.isnan(matched)
+        found = in_scope & ~np.isnan(matched)
+        rows.append(matched[found].astype(np.int64))
+        columns.append(np.flatnonzero(found))
+    return np.concatenate(rows), np.concatenate(columns), unlabelled
 
 
 def _long_table(
@@ -314,7 +637,6 @@ def _long_table(
     column_dimension: str,
     row_keys: list[tuple],
     column_keys: list,
-    primary: set[Cell],
     suppressed: set[Cell],
 ) -> pd.DataFrame:
     shape = next(iter(measures.values())).shape
@@ -338,7 +660,6 @@ def _long_table(
         record["cell_type"] = cell_type
         for name, matrix in measures.items():
             record[name] = None if cell in suppressed else int(matrix[cell])
-        record["suppression"] = PRIMARY if cell in primary else SECONDARY if cell in suppressed else ""
         records.append(record)
     table = pd.DataFrame.from_records(records)
     for name in measures:

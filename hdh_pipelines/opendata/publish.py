@@ -21,10 +21,26 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from hdh_pipelines.opendata.disclosure import DEFAULT_THRESHOLD, ProtectedTable, protect_counts
+from hdh_pipelines.opendata.disclosure import (
+    DOMINANCE_CONTRIBUTORS,
+    DOMINANCE_SHARE,
+    PROTECTION_WIDTH,
+    THRESHOLD,
+    TOTAL,
+    ProtectedTable,
+    protect_counts,
+)
 from hdh_pipelines.opendata.errors import OpenDataRefused
 from hdh_pipelines.opendata.geography import DEPARTEMENT_REGION, REGION_NAMES, UNKNOWN, departement_sql
-from hdh_pipelines.opendata.indicators import IndicatorSpec, compute_indicator, protect_indicator
+from hdh_pipelines.opendata.indicators import (
+    IndicatorSpec,
+    compute_indicator,
+    dominance_sql,
+    full_grid,
+    margin_grouping_sets,
+    protect_indicator,
+    spec_from_definition,
+)
 from hdh_pipelines.storage import PRIVATE_FILE_MODE, make_private_dir
 
 OPEN_LICENCE = {
@@ -90,7 +106,7 @@ def data_versions(connection: duckdb.DuckDBPyConnection, warehouse_path: Path, t
     }
     for table in tables:
         # Row counts are of whole tables (thousands to millions), never of a published cell.
-        versions["tables"][table] = connection.execute(f"select count(*) from {table}").fetchone()[0]
+        versions["tables"][table] = connection.execute(f"select count(*) from {table}").fetchall()[0][0]
         if table.startswith("algorithms."):
             versions.setdefault("algorithm_versions", {})[table] = sorted(
                 row[0]
@@ -135,8 +151,9 @@ def run_indicator(
     }
     try:
         spec.validate()
-        protected = protect_indicator(compute_indicator(connection, spec), spec)
         versions = data_versions(connection, warehouse_path, _indicator_inputs(spec))
+        history = published_history(read_log(log_path), spec, versions)
+        protected = protect_indicator(compute_indicator(connection, spec), spec, history)
     except OpenDataRefused as refusal:
         append_log_record(
             log_path, {**record, "definition": spec.definition(), "outcome": "refused", **refusal.as_dict()}
@@ -162,24 +179,60 @@ def run_indicator(
             **record,
             "definition": spec.definition(),
             "outcome": "published",
+            "population": spec.population(),
             "output": str(folder),
             "data_versions": versions,
             **_suppression_metadata(protected),
-            # The published table itself: suppressed values are null, so no small count enters the log.
+            # The published table itself, as readers hold it (hidden values null): the audit of every later
+            # request of the population includes it.
             "result": json.loads(protected.table.to_json(orient="records")),
         },
     )
     return IndicatorResult(spec, protected, folder, metadata)
 
 
+def _history_key(versions: dict) -> str:
+    """The data a table was computed from, as far as a reader's differencing goes: input row counts and
+    algorithm versions (not the warehouse file's time, which every rebuild changes)."""
+    return json.dumps(
+        {key: value for key, value in versions.items() if key in ("tables", "algorithm_versions")},
+        sort_keys=True,
+    )
+
+
+def published_history(
+    records: Sequence[dict], spec: IndicatorSpec, versions: dict
+) -> list[tuple[IndicatorSpec, pd.DataFrame]]:
+    """The tables already published for ``spec``'s population from the same data, each once."""
+    history: dict[str, tuple[IndicatorSpec, pd.DataFrame]] = {}
+    for record in records:
+        if record.get("outcome") != "published" or record.get("population") != spec.population():
+            continue
+        if _history_key(record["data_versions"]) != _history_key(versions):
+            continue
+        previous = spec_from_definition(record["definition"])
+        table = pd.DataFrame.from_records(record["result"])
+        table["count"] = table["count"].astype("Int64")
+        for name in previous.breakdown:
+            table[name] = table[name].astype(str)
+        key = json.dumps([previous.breakdown, previous.year_from, previous.year_to, previous.age_bands,
+                          record["result"]])
+        history.setdefault(key, (previous, table))
+    return list(history.values())
+
+
 def _suppression_metadata(protected: ProtectedTable) -> dict:
+    # What was hidden and why in general, never which value is sensitive: that would narrow it.
     return {
         "suppression": {
             "threshold": protected.threshold,
-            "rule": "values from 1 to threshold-1 suppressed (primary); complements suppressed so that no "
-            "suppressed value can be recomputed from row, column or grand totals (secondary); zeros shown",
-            "primary_suppressed": protected.primary,
-            "secondary_suppressed": protected.secondary,
+            "rule": "a value with fewer distinct persons than the threshold, or whose "
+            f"{DOMINANCE_CONTRIBUTORS} largest contributors hold more than {DOMINANCE_SHARE:.0%} of it "
+            "(stays, dispensations, boxes), is hidden; more values are hidden until no hidden value's "
+            f"feasible range, given everything published for the population, is narrower than "
+            f"{PROTECTION_WIDTH}; zeros are shown",
+            "protection_width": PROTECTION_WIDTH,
+            "suppressed_values": protected.suppressed,
             "published_values": protected.published_values,
         }
     }
@@ -187,10 +240,9 @@ def _suppression_metadata(protected: ProtectedTable) -> dict:
 
 def _indicator_columns(spec: IndicatorSpec) -> dict[str, str]:
     return {
-        **{name: f"breakdown dimension '{name}' ('Total' in a margin)" for name in spec.breakdown},
+        **{name: f"breakdown dimension '{name}' ('{TOTAL}' in a margin)" for name in spec.breakdown},
         "cell_type": "cell, row_total, column_total or grand_total; totals are sums of cells",
         "count": f"number of {spec.unit}; empty when suppressed",
-        "suppression": "empty when published, 'primary' (below the threshold) or 'secondary' (complement)",
     }
 
 
@@ -226,33 +278,39 @@ def markdown_table(table: pd.DataFrame, limit: int = 40) -> str:
 
 
 def build_open_dispensations(
-    connection: duckdb.DuckDBPyConnection, atc_level: int = 2, threshold: int = DEFAULT_THRESHOLD
+    connection: duckdb.DuckDBPyConnection, atc_level: int = 2, threshold: int = THRESHOLD
 ) -> ProtectedTable:
-    """Patients, dispensations and boxes by ATC class × year × région, suppressed on the patient count."""
+    """Patients, dispensations and boxes by ATC class × year × région, every value held to its distinct
+    persons, dispensations and boxes also to the dominance rule."""
     if atc_level not in ATC_LEVEL_LENGTHS:
         raise OpenDataRefused("invalid_atc_level", "The ATC level is 1 to 5.", field="atc_level")
-    if threshold < DEFAULT_THRESHOLD:
-        raise OpenDataRefused(
-            "invalid_threshold", f"The threshold cannot be below {DEFAULT_THRESHOLD}.", field="threshold"
-        )
     geography = pd.DataFrame(
         {"departement": list(DEPARTEMENT_REGION), "region": list(DEPARTEMENT_REGION.values())}
     )
+    dimensions = ["atc_class", "year", "region"]
     connection.register("hdh_geography", geography)
     try:
         observed = connection.sql(
             f"""
-            select substr(d.atc_code, 1, {ATC_LEVEL_LENGTHS[atc_level]}) as atc_class,
-                   cast(year(d.dispensing_date) as varchar) as year,
-                   coalesce(g.region, '{UNKNOWN}') as region,
-                   count(distinct d.ben_idt_ano) as patients,
-                   count(*) as dispensations,
-                   sum(d.boxes) as boxes
-            from marts.drug_dispensations d
-            join marts.persons p using (ben_idt_ano)
-            left join hdh_geography g on g.departement = {departement_sql("p.residence_departement")}
-            where d.atc_code is not null and not d.is_for_information_only and d.boxes > 0
-            group by all
+            with lines as (
+                select substr(d.atc_code, 1, {ATC_LEVEL_LENGTHS[atc_level]}) as atc_class,
+                       cast(year(d.dispensing_date) as varchar) as year,
+                       coalesce(g.region, '{UNKNOWN}') as region,
+                       d.ben_idt_ano as person, d.boxes
+                from marts.drug_dispensations d
+                join marts.persons p using (ben_idt_ano)
+                left join hdh_geography g on g.departement = {departement_sql("p.residence_departement")}
+                where d.atc_code is not null and not d.is_for_information_only and d.boxes > 0
+            ),
+            contributions as (
+                select atc_class, year, region, person, count(*) as dispensations, sum(boxes) as boxes
+                from lines group by grouping sets ({margin_grouping_sets(dimensions, ["person"])})
+            )
+            select {", ".join(f"coalesce({name}, '{TOTAL}') as {name}" for name in dimensions)},
+                   count(*) as patients, count(*) as persons,
+                   sum(dispensations)::bigint as dispensations, sum(boxes)::bigint as boxes,
+                   {dominance_sql("dispensations")} or {dominance_sql("boxes")} as dominated
+            from contributions group by {", ".join(dimensions)}
             """
         ).df()
     except duckdb.CatalogException as error:
@@ -262,17 +320,20 @@ def build_open_dispensations(
         ) from None
     finally:
         connection.unregister("hdh_geography")
-    if observed.empty:
+    cells = observed[(observed[dimensions] != TOTAL).all(axis=1)]
+    if cells.empty:
         raise OpenDataRefused("empty_table", "No dispensation with an ATC class: nothing to publish.")
-    regions = list(REGION_NAMES) + sorted(set(observed["region"]) - set(REGION_NAMES))
-    # Every class × year × région, zero cells explicit.
-    grid = pd.MultiIndex.from_product(
-        [sorted(set(observed["atc_class"])), sorted(set(observed["year"])), regions],
-        names=["atc_class", "year", "region"],
-    )
-    cells = observed.set_index(list(grid.names)).reindex(grid, fill_value=0).astype("int64").reset_index()
+    domains = {
+        "atc_class": sorted(set(cells["atc_class"])),
+        "year": sorted(set(cells["year"])),
+        "region": list(REGION_NAMES) + sorted(set(cells["region"]) - set(REGION_NAMES)),
+    }
     return protect_counts(
-        cells, ["atc_class", "year", "region"], "patients", threshold, ("dispensations", "boxes")
+        full_grid(observed, domains, ["patients", "dispensations", "boxes"]),
+        dimensions,
+        "patients",
+        ("dispensations", "boxes"),
+        threshold=threshold,
     )
 
 
@@ -283,7 +344,7 @@ def publish_open_dispensations(
     *,
     now: datetime,
     atc_level: int = 2,
-    threshold: int = DEFAULT_THRESHOLD,
+    threshold: int = THRESHOLD,
 ) -> tuple[ProtectedTable, Path, dict]:
     """Write the open dataset (CSV, Parquet, metadata.json and open licence) to ``<public root>/<name>/``."""
     protected = build_open_dispensations(connection, atc_level, threshold)
@@ -293,8 +354,9 @@ def publish_open_dispensations(
         "title": "Médicaments remboursés par classe ATC, année et région",
         "description": "Patients (distinct persons with at least one dispensing), dispensations and boxes of "
         f"reimbursed drugs by ATC class (level {atc_level}), calendar year and région of residence. Values "
-        f"from 1 to {threshold - 1} patients are suppressed with their complements (secondary suppression); "
-        "totals are sums of the cells, so a patient in two classes or years counts in both.",
+        f"behind fewer than {threshold} patients, or dominated by two patients, are suppressed with "
+        "complements chosen so that no suppressed value can be narrowed from the rest; totals are sums of "
+        "the cells, so a patient in two classes or years counts in both.",
         "license": OPEN_LICENCE,
         "issued": now.isoformat(timespec="seconds"),
         "temporal": {"start": years[0], "end": years[-1]} if years else None,
@@ -312,7 +374,6 @@ def publish_open_dispensations(
             "patients": "distinct persons dispensed the class; empty when suppressed",
             "dispensations": "dispensing lines; suppressed with patients",
             "boxes": "boxes dispensed; suppressed with patients",
-            "suppression": "empty, 'primary' or 'secondary'",
         },
         "region_names": REGION_NAMES,
         "data_versions": data_versions(
