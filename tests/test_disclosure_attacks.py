@@ -27,7 +27,14 @@ import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from hdh_pipelines.assets.open_science import OpenScienceResource, indicator_job, open_dispensations
-from hdh_pipelines.opendata import TOTAL, IndicatorSpec, OpenDataRefused, protect_counts, read_log, run_indicator
+from hdh_pipelines.opendata import (
+    TOTAL,
+    IndicatorSpec,
+    OpenDataRefused,
+    protect_counts,
+    read_log,
+    run_indicator,
+)
 from hdh_pipelines.opendata.disclosure import PROTECTION_WIDTH, THRESHOLD
 from hdh_pipelines.opendata.geography import DEPARTEMENT_REGION, REGION_NAMES
 from hdh_pipelines.resources.warehouse import WarehouseResource
@@ -163,7 +170,8 @@ def warehouse(tmp_path_factory) -> Path:
             ),
         }
     )
-    persons.loc[0, ["sex_code", "birth_year", "residence_departement"]] = ["1", 2018, "063"]
+    # The child's sex is unknown: alone in its cells, with 12 stays.
+    persons.loc[0, ["sex_code", "birth_year", "residence_departement"]] = ["0", 2018, "063"]
     path = tmp_path_factory.mktemp("attack-warehouse") / "warehouse.duckdb"
     with duckdb.connect(str(path)) as connection:
         connection.register("people", persons)
@@ -206,7 +214,8 @@ def warehouse(tmp_path_factory) -> Path:
                    date '2024-05-02' as stay_start_date, 2 as length_of_stay_days, sex_code,
                    2024 - birth_year as age_years, null::integer as age_days, residence_departement,
                    'I214' as principal_diagnosis, false as is_error_stay
-            from marts.persons, range(case ben_idt_ano when 'Q00000' then 12 when 'Q00001' then 200 else 1 end)
+            from marts.persons,
+                 range(case ben_idt_ano when 'Q00000' then 12 when 'Q00001' then 200 else 1 end)
             where ben_idt_ano in ('Q00000', 'Q00001') or hash(ben_idt_ano) % 5 = 0
             """
         )
@@ -253,7 +262,14 @@ def _published_tables(root: Path) -> list[tuple[IndicatorSpec, pd.DataFrame]]:
 
 
 AGES = ["0-17", "18-39", "40-64", "65-79", "80+", "unknown"]
-BROAD = {"0-17": "0-17", "18-39": "18-64", "40-64": "18-64", "65-79": "65+", "80+": "65+", "unknown": "unknown"}
+BROAD = {
+    "0-17": "0-17",
+    "18-39": "18-64",
+    "40-64": "18-64",
+    "65-79": "65+",
+    "80+": "65+",
+    "unknown": "unknown",
+}
 
 
 def _attack_indicators(tables: list[tuple[IndicatorSpec, pd.DataFrame]]) -> None:
@@ -320,20 +336,30 @@ def test_events_are_held_to_persons_and_dominance(warehouse, tmp_path):
     stays = _publish(
         warehouse,
         tmp_path,
-        _spec(name="stays", unit="stays", algorithm=None, icd10_prefixes=("I21",), breakdown=("year", "sex",
-              "age_band"), year_from=2024, year_to=2024),
+        _spec(
+            name="stays",
+            unit="stays",
+            algorithm=None,
+            icd10_prefixes=("I21",),
+            breakdown=("year", "sex", "age_band"),
+            year_from=2024,
+            year_to=2024,
+        ),
     )
     table = stays.protected.table.set_index(["year", "sex", "age_band"])
     # One child, 12 stays: never published as 12.
-    assert pd.isna(table.loc[("2024", "male", "0-17"), "count"])
+    assert pd.isna(table.loc[("2024", "unknown", "0-17"), "count"])
     # Q00001 holds 200 of its cell's stays: the dominance rule hides it though it has many patients.
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         sex, age = connection.execute(
             "select case sex_code when '1' then 'male' else 'female' end, 2024 - birth_year "
             "from marts.persons where ben_idt_ano = 'Q00001'"
         ).fetchone()
-    band = next(label for low, label in [(80, "80+"), (65, "65-79"), (40, "40-64"), (18, "18-39"), (0, "0-17")]
-                if age >= low)
+    band = next(
+        label
+        for low, label in [(80, "80+"), (65, "65-79"), (40, "40-64"), (18, "18-39"), (0, "0-17")]
+        if age >= low
+    )
     assert pd.isna(table.loc[("2024", sex, band), "count"])
     _attack_indicators([(stays.spec, stays.protected.table)])
 
@@ -356,11 +382,14 @@ def test_indicator_job_and_open_dispensations_resist(warehouse, tmp_path):
         "year_to": 2024,
     }
     with dg.instance_for_test() as instance:
-        for name, breakdown in [("diabetes-departement", ["year", "sex", "departement"]),
-                                ("diabetes-region", ["year", "sex", "region"])]:
+        for name, breakdown in [
+            ("diabetes-departement", ["year", "sex", "departement"]),
+            ("diabetes-region", ["year", "sex", "region"]),
+        ]:
             result = indicator_job.execute_in_process(
-                run_config={"ops": {"compute_indicator": {"config": {**config, "name": name,
-                                                                       "breakdown": breakdown}}}},
+                run_config={
+                    "ops": {"compute_indicator": {"config": {**config, "name": name, "breakdown": breakdown}}}
+                },
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,

@@ -17,8 +17,8 @@ from pydantic import Field
 
 from hdh_pipelines.demo.synthetic import generate_snds
 from hdh_pipelines.opendata import (
-    IndicatorSpec,
     THRESHOLD,
+    IndicatorSpec,
     OpenDataRefused,
     export_challenge,
     load_challenge_key,

@@ -135,7 +135,7 @@ def suppressed_count(count: int | None) -> int | None:
 def _statistics(measured: tuple, has_person: bool, deliveries: tuple[Delivery, ...]) -> DatasetStatistics:
     records, individuals, persons, dominated, (first_month, last_month), (min_age, max_age) = measured
     # The record count is held to the persons behind it (or its records, without a person key).
-    records_hidden = 0 < records and (persons < SUPPRESSION_THRESHOLD or dominated)
+    records_hidden = records > 0 and (persons < SUPPRESSION_THRESHOLD or dominated)
     end = None
     if last_month is not None:
         following = (last_month.replace(day=28) + timedelta(days=4)).replace(day=1)

@@ -1,7 +1,8 @@
 """Open-science services: on-demand indicators, open data and data-challenge exports, disclosure-controlled.
 
 A pure library (no Dagster): ``disclosure`` hides sensitive values and enough
-complements that no hidden value can be narrowed, ``indicators`` turns a request into a count table in DuckDB SQL,
+complements that no hidden value can be narrowed, ``indicators`` turns a
+request into a count table in DuckDB SQL,
 ``publish`` writes protected tables and the request log, ``challenge`` writes
 pseudonymised train/test extracts. The Dagster shell is
 ``hdh_pipelines.assets.open_science``; docs/open_science.md explains the rules.

@@ -144,7 +144,9 @@ def protect_counts(
     """
     if threshold < THRESHOLD:
         raise OpenDataRefused(
-            "invalid_threshold", f"The threshold can be raised, never set below {THRESHOLD}.", field="threshold"
+            "invalid_threshold",
+            f"The threshold can be raised, never set below {THRESHOLD}.",
+            field="threshold",
         )
     dimensions = list(dimensions)
     names = [measure, *companions]
@@ -156,7 +158,8 @@ def protect_counts(
     row_keys = _row_keys(interior, row_dimensions)
     column_keys = list(dict.fromkeys(interior[column_dimension]))
     measures = {
-        name: _matrix(interior, row_dimensions, column_dimension, row_keys, column_keys, name) for name in names
+        name: _matrix(interior, row_dimensions, column_dimension, row_keys, column_keys, name)
+        for name in names
     }
     extended = measures[measure]
     persons, dominated = _sensitivity_inputs(cells, is_margin, dimensions, row_keys, column_keys, extended)
@@ -164,13 +167,15 @@ def protect_counts(
     sensitive = {
         cell for cell in present if extended[cell] > 0 and (persons[cell] < threshold or dominated[cell])
     }
-    graph = _LineGraph(present)
-    suppressed = _secondary_suppression(extended, sensitive, graph)
 
     def long(hidden: set[Cell]) -> pd.DataFrame:
         return _long_table(measures, row_dimensions, column_dimension, row_keys, column_keys, hidden)
 
     layout = layout or identity_layout(long(set()), dimensions)
+    mine = PublishedTable(long(set()), tuple(dimensions), measure, layout)
+    # A value already published elsewhere (a shared margin) is known: hiding it would protect nothing.
+    graph = _LineGraph(present, fixed={present[row] for row in _already_published(mine, published)})
+    suppressed = _secondary_suppression(extended, sensitive, graph)
     suppressed, narrowest = _audited(extended, graph, suppressed, long, dimensions, names, layout, published)
     return ProtectedTable(
         long(suppressed), tuple(dimensions), threshold, len(sensitive), len(suppressed), narrowest
@@ -217,7 +222,9 @@ def _positions(
     column_index = {key: j for j, key in enumerate(column_keys)}
     column_index[TOTAL] = len(column_keys)
     row_labels = (
-        frame[dimensions[:-1]].itertuples(index=False, name=None) if len(dimensions) > 1 else [()] * len(frame)
+        frame[dimensions[:-1]].itertuples(index=False, name=None)
+        if len(dimensions) > 1
+        else [()] * len(frame)
     )
     rows = [row_index.get(tuple(key), -1) for key in row_labels]
     columns = [column_index.get(key, -1) for key in frame[dimensions[-1]]]
@@ -261,7 +268,9 @@ def _sensitivity_inputs(
     persons[rows, columns] = cells[PERSONS].to_numpy(dtype=np.int64)[keep]
     if DOMINATED in cells.columns:
         dominated[rows, columns] = cells[DOMINATED].to_numpy(dtype=bool)[keep]
-    margin_positions = set(zip(rows[is_margin.to_numpy()[keep]], columns[is_margin.to_numpy()[keep]], strict=True))
+    margin_positions = set(
+        zip(rows[is_margin.to_numpy()[keep]], columns[is_margin.to_numpy()[keep]], strict=True)
+    )
     needed = {cell for cell in _present_cells(*extended.shape) if _is_margin(cell, extended.shape)}
     if len(dimensions) > 1 and not needed <= margin_positions:
         raise OpenDataRefused(
@@ -292,7 +301,8 @@ class _LineGraph:
 
     FREE = ("free",)
 
-    def __init__(self, present: list[Cell]):
+    def __init__(self, present: list[Cell], fixed: set[Cell] = frozenset()):
+        self.fixed = fixed  # values never chosen as complements
         by_row: dict[int, list[Cell]] = defaultdict(list)
         by_column: dict[int, list[Cell]] = defaultdict(list)
         for cell in present:
@@ -393,7 +403,7 @@ def _secondary_suppression(extended: np.ndarray, hidden: set[Cell], graph: _Line
     while True:
         lone = next((line for line in graph.lines if sum(c in suppressed for c in line) == 1), None)
         if lone is not None:
-            candidates = [cell for cell in lone if cell not in suppressed and extended[cell] > 0]
+            candidates = [cell for cell in lone if _open(extended, graph, suppressed, cell)]
             if not candidates:
                 raise _unprotectable()
             suppressed.add(
@@ -414,11 +424,16 @@ def _secondary_suppression(extended: np.ndarray, hidden: set[Cell], graph: _Line
         joining = [
             cell
             for cell in graph.present
-            if cell not in suppressed and extended[cell] > 0 and _joins(graph.ends(cell), one_side, other_side)
+            if _open(extended, graph, suppressed, cell) and _joins(graph.ends(cell), one_side, other_side)
         ]
         if not joining:
             raise _unprotectable()
         suppressed.add(min(joining, key=lambda c: _cost(extended, c)))
+
+
+def _open(extended: np.ndarray, graph: _LineGraph, suppressed: set[Cell], cell: Cell) -> bool:
+    """Whether a value may become a complement: published, not zero, not known from another table."""
+    return cell not in suppressed and extended[cell] > 0 and cell not in graph.fixed
 
 
 def _joins(ends: tuple[tuple, tuple], one_side: set[tuple], other_side: set[tuple]) -> bool:
@@ -494,7 +509,7 @@ def _widening_complement(
     lines when it is in the new table, else (or when those are exhausted) one sharing its finest cells."""
 
     def open_cell(cell: Cell) -> bool:
-        return cell not in suppressed and extended[cell] > 0
+        return _open(extended, graph, suppressed, cell)
 
     if index == 0:
         cell = graph.present[row]
@@ -517,14 +532,7 @@ class FeasibleRegion:
     """
 
     def __init__(self, tables: Sequence[PublishedTable]):
-        dimensions = list(tables[0].layout.scope)
-        if any(list(table.layout.scope) != dimensions for table in tables):
-            raise ValueError("linked tables must share their finest dimensions")
-        grids = [pd.MultiIndex.from_product([t.layout.scope[d] for d in dimensions]) for t in tables]
-        finest = grids[0]
-        for grid in grids[1:]:
-            finest = finest.union(grid)
-        variables = finest.to_frame(index=False, name=dimensions)
+        variables = _finest_cells(tables)
         self.tables = tables
         incidences: list[tuple[np.ndarray, np.ndarray]] = []
         empty = np.zeros(len(variables), dtype=bool)
@@ -580,7 +588,9 @@ class FeasibleRegion:
         return low, -self._solve(-objective)
 
     def _solve(self, objective: np.ndarray) -> int:
-        result = milp(objective, integrality=self.integrality, bounds=self.bounds, constraints=self.constraints)
+        result = milp(
+            objective, integrality=self.integrality, bounds=self.bounds, constraints=self.constraints
+        )
         if result.status == 2:  # infeasible: the logged tables contradict each other or this one
             raise OpenDataRefused(
                 "inconsistent_history",
@@ -599,8 +609,40 @@ class FeasibleRegion:
         return sorted(set(self.matrices[0][:, cells].tocoo().row.tolist()))
 
 
+def _finest_cells(tables: Sequence[PublishedTable]) -> pd.DataFrame:
+    dimensions = list(tables[0].layout.scope)
+    if any(list(table.layout.scope) != dimensions for table in tables):
+        raise ValueError("linked tables must share their finest dimensions")
+    grids = [pd.MultiIndex.from_product([t.layout.scope[d] for d in dimensions]) for t in tables]
+    finest = grids[0]
+    for grid in grids[1:]:
+        finest = finest.union(grid)
+    return finest.to_frame(index=False, name=dimensions)
+
+
+def _already_published(table: PublishedTable, published: Sequence[PublishedTable]) -> list[int]:
+    """Rows of ``table`` that sum exactly the same finest cells as a value published in ``published``."""
+    if not published:
+        return []
+    variables = _finest_cells([table, *published])
+    known: set[frozenset] = set()
+    for other in published:
+        rows, columns, _ = _incidence(variables, other)
+        shown = set(np.flatnonzero(other.table[other.measure].notna().to_numpy()).tolist())
+        known |= {cells for row, cells in _cells_by_row(rows, columns).items() if row in shown}
+    rows, columns, _ = _incidence(variables, table)
+    return sorted(row for row, cells in _cells_by_row(rows, columns).items() if cells in known)
+
+
+def _cells_by_row(rows: np.ndarray, columns: np.ndarray) -> dict[int, frozenset]:
+    grouped: dict[int, set] = defaultdict(set)
+    for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
+        grouped[row].add(column)
+    return {row: frozenset(cells) for row, cells in grouped.items()}
+
+
 def _incidence(variables: pd.DataFrame, table: PublishedTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, finest cell) pairs of a table's values, and the finest cells in its scope that it leaves empty."""
+    """(row, finest cell) pairs of a table's values, and the finest cells in its scope it leaves empty."""
     layout, dimensions = table.layout, list(table.dimensions)
     in_scope = np.ones(len(variables), dtype=bool)
     for name, values in layout.scope.items():
@@ -617,7 +659,8 @@ def _incidence(variables: pd.DataFrame, table: PublishedTable) -> tuple[np.ndarr
     unlabelled = np.zeros(len(variables), dtype=bool)
     for pattern in sorted(patterns, key=len):
         parts = [
-            pd.Series(TOTAL, index=variables.index) if name in pattern else labels[name] for name in dimensions
+            pd.Series(TOTAL, index=variables.index) if name in pattern else labels[name]
+            for name in dimensions
         ]
         key = parts[0].astype("string")
         for part in parts[1:]:

@@ -359,7 +359,10 @@ def layout(spec: IndicatorSpec, finest: dict[str, tuple[str, ...]]) -> Layout:
         elif name == "age_band":
             coarsening[name] = ("age", _coarser_ages(finest["age"], spec.age_bands))
         elif set(finest["geo"]) - {UNKNOWN} == set(DEPARTEMENT_REGION):  # régions of départements
-            coarsening[name] = ("geo", {value: DEPARTEMENT_REGION.get(value, value) for value in finest["geo"]})
+            coarsening[name] = (
+                "geo",
+                {value: DEPARTEMENT_REGION.get(value, value) for value in finest["geo"]},
+            )
         else:
             coarsening[name] = ("geo", {value: value for value in finest["geo"]})
     return Layout(scope, coarsening)
@@ -407,5 +410,10 @@ def protect_indicator(
         for previous, table in history
     ]
     return protect_counts(
-        cells, spec.breakdown, "count", threshold=spec.threshold, layout=layout(spec, finest), published=linked
+        cells,
+        spec.breakdown,
+        "count",
+        threshold=spec.threshold,
+        layout=layout(spec, finest),
+        published=linked,
     )

@@ -215,8 +215,9 @@ def published_history(
         table["count"] = table["count"].astype("Int64")
         for name in previous.breakdown:
             table[name] = table[name].astype(str)
-        key = json.dumps([previous.breakdown, previous.year_from, previous.year_to, previous.age_bands,
-                          record["result"]])
+        key = json.dumps(
+            [previous.breakdown, previous.year_from, previous.year_to, previous.age_bands, record["result"]]
+        )
         history.setdefault(key, (previous, table))
     return list(history.values())
 
