@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_array
 
 from hdh_pipelines.assets.open_science import OpenScienceResource, indicator_job, open_dispensations
 from hdh_pipelines.opendata import (
@@ -72,6 +73,11 @@ def attack(
                     member &= np.array([value == label for value in labels[name]])
             members.append(member)
         rows_of_tables.append(np.array(members, dtype=float))
+    for (frame, measure, _), members in zip(tables, rows_of_tables, strict=True):
+        zeros = frame[measure].to_numpy(dtype="float64", na_value=np.nan) == 0
+        fixed_zero |= members[zeros].any(axis=0)  # a published zero empties its finest cells
+    kept = ~fixed_zero
+    rows_of_tables = [members[:, kept] for members in rows_of_tables]
     lows, highs, blocks = [], [], []
     for (frame, measure, _), members in zip(tables, rows_of_tables, strict=True):
         values = frame[measure].to_numpy(dtype="float64", na_value=np.nan)
@@ -79,8 +85,9 @@ def attack(
         blocks.append(members)
         lows.append(np.where(hidden, 1.0, values))  # zeros are published: hidden means at least 1
         highs.append(np.where(hidden, np.inf, values))
-    constraint = LinearConstraint(np.vstack(blocks), np.concatenate(lows), np.concatenate(highs))
-    bounds = Bounds(0, np.where(fixed_zero, 0, np.inf))
+    matrix = csr_array(np.vstack(blocks))
+    constraint = LinearConstraint(matrix, np.concatenate(lows), np.concatenate(highs))
+    bounds = Bounds(0, np.inf)
     found = []
     for t, ((frame, measure, _), members) in enumerate(zip(tables, rows_of_tables, strict=True)):
         for row in np.flatnonzero(frame[measure].isna().to_numpy()):

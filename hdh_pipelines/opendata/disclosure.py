@@ -487,7 +487,7 @@ def _audited(
         region, index, row = failing
         candidate = _widening_complement(extended, graph, suppressed, region, index, row)
         if candidate is None:
-            if index == 0:
+            if index == 0 and not published:
                 raise _unprotectable()
             raise OpenDataRefused(
                 "conflicts_with_published",
@@ -621,17 +621,24 @@ def _finest_cells(tables: Sequence[PublishedTable]) -> pd.DataFrame:
 
 
 def _already_published(table: PublishedTable, published: Sequence[PublishedTable]) -> list[int]:
-    """Rows of ``table`` that sum exactly the same finest cells as a value published in ``published``."""
+    """Rows of ``table`` that sum exactly the same persons as a value published in ``published``
+    (the same finest cells, leaving out those some table shows to be empty)."""
     if not published:
         return []
     variables = _finest_cells([table, *published])
+    incidences = [_incidence(variables, other) for other in [table, *published]]
+    empty = np.any([unlabelled for _, _, unlabelled in incidences], axis=0)
+
+    def cells_by_row(rows: np.ndarray, columns: np.ndarray) -> dict[int, frozenset]:
+        keep = ~empty[columns]
+        return _cells_by_row(rows[keep], columns[keep])
+
     known: set[frozenset] = set()
-    for other in published:
-        rows, columns, _ = _incidence(variables, other)
+    for other, (rows, columns, _) in zip(published, incidences[1:], strict=True):
         shown = set(np.flatnonzero(other.table[other.measure].notna().to_numpy()).tolist())
-        known |= {cells for row, cells in _cells_by_row(rows, columns).items() if row in shown}
-    rows, columns, _ = _incidence(variables, table)
-    return sorted(row for row, cells in _cells_by_row(rows, columns).items() if cells in known)
+        known |= {cells for row, cells in cells_by_row(rows, columns).items() if row in shown}
+    rows, columns, _ = incidences[0]
+    return sorted(row for row, cells in cells_by_row(rows, columns).items() if cells in known)
 
 
 def _cells_by_row(rows: np.ndarray, columns: np.ndarray) -> dict[int, frozenset]:
@@ -642,34 +649,48 @@ def _cells_by_row(rows: np.ndarray, columns: np.ndarray) -> dict[int, frozenset]
 
 
 def _incidence(variables: pd.DataFrame, table: PublishedTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, finest cell) pairs of a table's values, and the finest cells in its scope it leaves empty."""
+    """(row, finest cell) pairs of a table's values, and the finest cells in its scope it leaves empty.
+
+    Labels become integer codes (0 for ``Total``, -1 for none) and each value's position a mixed-radix
+    number, so matching finest cells to values is array indexing."""
     layout, dimensions = table.layout, list(table.dimensions)
     in_scope = np.ones(len(variables), dtype=bool)
     for name, values in layout.scope.items():
         in_scope &= variables[name].isin(values).to_numpy()
-    labels = {
-        name: variables[layout.coarsening[name][0]].map(layout.coarsening[name][1]) for name in dimensions
+    published = table.table[dimensions].astype(str)
+    codes_of = {
+        name: {label: code for code, label in enumerate([TOTAL, *sorted(set(published[name]) - {TOTAL})])}
+        for name in dimensions
     }
-    row_of = {
-        "\x1f".join(key): i
-        for i, key in enumerate(table.table[dimensions].astype(str).itertuples(index=False, name=None))
+    radices = [len(codes_of[name]) for name in dimensions]
+    strides = np.cumprod([1, *radices[:-1]])
+    row_at = np.full(int(np.prod(radices)), -1, dtype=np.int64)
+    row_at[
+        sum(
+            published[name].map(codes_of[name]).to_numpy() * stride
+            for name, stride in zip(dimensions, strides, strict=True)
+        )
+    ] = np.arange(len(published))
+    finest_codes = {
+        name: variables[layout.coarsening[name][0]]
+        .map(layout.coarsening[name][1])
+        .map(codes_of[name])
+        .fillna(-1)
+        .to_numpy(dtype=np.int64)
+        for name in dimensions
     }
+    unlabelled = in_scope & np.any([finest_codes[name] < 0 for name in dimensions], axis=0)
+    labelled = in_scope & ~unlabelled
     patterns = {(), (dimensions[-1],), tuple(dimensions[:-1]), tuple(dimensions)}
     rows, columns = [], []
-    unlabelled = np.zeros(len(variables), dtype=bool)
-    for pattern in sorted(patterns, key=len):
-        parts = [
-            pd.Series(TOTAL, index=variables.index) if name in pattern else labels[name]
-            for name in dimensions
-        ]
-        key = parts[0].astype("string")
-        for part in parts[1:]:
-            key = key + "\x1f" + part.astype("string")
-        matched = key.map(row_of).to_numpy(dtype="float64", na_value=np.nan)
-        if not pattern:
-            unlabelled = in_scope & np.isnan(matched)
-        found = in_scope & ~np.isnan(matched)
-        rows.append(matched[found].astype(np.int64))
+    for pattern in patterns:
+        position = sum(
+            (0 if name in pattern else finest_codes[name]) * stride
+            for name, stride in zip(dimensions, strides, strict=True)
+        )
+        matched = np.where(labelled, row_at[np.where(labelled, position, 0)], -1)
+        found = matched >= 0
+        rows.append(matched[found])
         columns.append(np.flatnonzero(found))
     return np.concatenate(rows), np.concatenate(columns), unlabelled
 
