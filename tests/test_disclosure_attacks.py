@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +28,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
 from hdh_pipelines.assets.open_science import OpenScienceResource, indicator_job, open_dispensations
+from hdh_pipelines.catalogue.model import DatasetDescription, Layer, Variable
+from hdh_pipelines.catalogue.statistics import warehouse_statistics
 from hdh_pipelines.opendata import (
     TOTAL,
     IndicatorSpec,
@@ -418,3 +420,46 @@ def test_indicator_job_and_open_dispensations_resist(warehouse, tmp_path):
     coarsen = {name: by_name(name, i) for i, name in enumerate(finest)}
     for measure in ("patients", "dispensations", "boxes"):
         assert_resists(finest, [(frame, measure, coarsen)])
+
+
+# ---------------------------------------------------------------- catalogue statistics
+
+
+@pytest.mark.parametrize(
+    ("records_by_person", "records_shown"),
+    [
+        ([3] * 10, False),  # 30 records of 10 persons: under the threshold in persons
+        ([1] * 11, True),  # 11 persons: shown
+        ([200, 1] + [1] * 10, False),  # 12 persons, one holds nearly all records: dominance
+        ([5] * 12, True),  # 12 persons, evenly: shown
+    ],
+)
+def test_catalogue_statistics_hold_records_to_persons(tmp_path, records_by_person, records_shown):
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("create schema marts")
+        connection.execute(
+            "create table marts.visits as select 'P' || p::varchar as ben_idt_ano, "
+            "date '2024-03-01' as visit_date "
+            "from (select unnest(?) as n, generate_subscripts(?, 1) as p), range(n)",
+            [records_by_person, records_by_person],
+        )
+    description = DatasetDescription(
+        identifier="marts/visits",
+        name="visits",
+        title="Visits",
+        description="planted",
+        layer=Layer.MARTS,
+        family="MARTS",
+        variables=(Variable("ben_idt_ano", "varchar", "person"), Variable("visit_date", "date", "date")),
+        person_columns=("ben_idt_ano",),
+        event_date="visit_date",
+        relation="marts.visits",
+    )
+    statistics = warehouse_statistics(description, path, reference=date(2026, 1, 1))
+    assert statistics.records_suppressed is not records_shown
+    assert statistics.records == (sum(records_by_person) if records_shown else None)
+    persons = len(records_by_person)
+    assert statistics.individuals == (persons if persons >= THRESHOLD else None)
+    # The month is covered only with enough distinct persons in it, whatever its records.
+    assert (statistics.coverage_start is not None) is (persons >= THRESHOLD)
