@@ -64,7 +64,7 @@ class IndicatorRequest(dg.Config):
     icd10_prefixes: list[str] = Field(default=[], description="Population: ICD-10 prefixes of the DP.")
     breakdown: list[str] = Field(
         default=["year", "sex", "age_band", "region"],
-        description="Ordered, among year, sex, age_band, region | departement; the last gives the columns.",
+        description="One of the catalogue's breakdowns (docs/open_science.md); the last gives the columns.",
     )
     year_from: int = Field(description="First year counted.")
     year_to: int = Field(description="Last year counted.")

@@ -118,9 +118,6 @@ class ProtectedTable:
     def published_values(self) -> int:
         return len(self.table) - self.suppressed
 
-    def published(self, measure: str, layout: Layout) -> PublishedTable:
-        return PublishedTable(self.table, self.dimensions, measure, layout)
-
 
 def protect_counts(
     cells: pd.DataFrame,
