@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -30,6 +31,8 @@ from deliveries import columns_of, raw_rows, write_csv
 from test_ingestion import ingest
 
 from hdh_pipelines.ingestion import QualityGate
+from hdh_pipelines.quality.suites import SEVERITIES, handwritten_expectations
+from hdh_pipelines.registry import default_registry
 
 PROVIDER = "cnam"
 YY = "24"
@@ -39,6 +42,7 @@ OLD_PSA = "OLDPERSON00000001"
 RANK_ZERO_PSA = "RANKZERO000000001"  # IR_BER_V: 0 "sans objet"
 OWN_NIR = "OWNNIRANO00000001"
 FUTURE = date.today() + timedelta(days=40)
+QUALITY_DOCS = Path(__file__).resolve().parents[1] / "docs" / "quality.md"
 
 
 def table(dataset: str, rows: list[dict[str, str]]) -> list[list[str]]:
@@ -437,3 +441,30 @@ def test_near_misses_are_held_each_for_its_reason(
     assert not report.quality_passed["IR_BEN_R"]
     # The pseudonyms in the reports are masked, never whole.
     assert TWIN_PSA[:-1] not in str(summary)
+
+
+def test_the_docs_list_every_hand_written_rule_with_its_severity() -> None:
+    """docs/quality.md says which rules hold a delivery; it must say what the suites do."""
+    text = QUALITY_DOCS.read_text(encoding="utf-8")
+    listed = text.split("<!-- blocking-rules")[1].split("<!-- /blocking-rules -->")[0]
+    documented = {}
+    for line in listed.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            documented[cells[0].strip("`")] = {
+                severity: set(re.findall(r"`([^`]+)`", cell))
+                for severity, cell in zip(SEVERITIES, cells[1:], strict=True)
+            }
+    registry = default_registry()
+    actual = {
+        name: {
+            severity: {
+                e.meta["name"]
+                for e in handwritten_expectations(registry.resolve(name))
+                if e.meta["severity"] == severity
+            }
+            for severity in SEVERITIES
+        }
+        for name in registry.names()
+    }
+    assert documented == actual

@@ -22,7 +22,7 @@ knowledge of the real tables applies unchanged, with two exceptions:
 
 Dates that are SNDS conventions rather than events (``1600-01-01`` for an
 unknown date, ``9999-12-31`` for an open end…) are listed in the dataset's
-``hdh.sentinel_dates`` with their meaning.
+``hdh.sentinel_dates`` with their meaning; ``hdh.missing_date`` is one of them.
 
 A lowercase ``aa`` in a dataset name stands for a two-digit year: the SNDS ships
 one ``T_MCO23B``, ``T_MCO24B``… per year, all described by ``T_MCOaaB``.
@@ -124,8 +124,13 @@ class DatasetSchema:
 
     @property
     def sentinel_dates(self) -> tuple[str, ...]:
-        """ISO dates that are conventions of the source (unknown, open end), not events."""
-        return tuple(self.raw.get("hdh", {}).get("sentinel_dates", {}))
+        """ISO dates that are conventions of the source (unknown, open end), not events.
+
+        ``hdh.missing_date`` is one of them even where ``hdh.sentinel_dates`` does not list it.
+        """
+        hdh = self.raw.get("hdh", {})
+        days = [hdh["missing_date"]] if hdh.get("missing_date") else []
+        return tuple(dict.fromkeys([*days, *hdh.get("sentinel_dates", {})]))
 
 
 def _names(value: str | list[str]) -> tuple[str, ...]:
@@ -203,8 +208,6 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
         for day, meaning in sentinels.items()
     ):
         raise fail("hdh.sentinel_dates must map ISO dates (YYYY-MM-DD) to what each one means.")
-    if hdh.get("missing_date") is not None and hdh["missing_date"] not in sentinels:
-        raise fail("hdh.missing_date must be one of hdh.sentinel_dates.")
     return DatasetSchema(
         name=name,
         title=document.get("title", name),
