@@ -141,6 +141,10 @@ def test_environment_variable_points_to_another_folder(
         ),
         ({**_minimal("BAD"), "hdh": {}}, "hdh.family"),
         ({**_minimal("BAD"), "name": "OTHER"}, "file name"),
+        (
+            {**_minimal("BAD"), "hdh": {"family": "TEST", "sentinel_dates": {"31/12/9999": "open end"}}},
+            "sentinel_dates",
+        ),
     ],
 )
 def test_unusable_schemas_are_refused(tmp_path: Path, document: dict, message: str) -> None:

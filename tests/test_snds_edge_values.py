@@ -26,12 +26,20 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from deliveries import columns_of, raw_rows, write_csv
 from test_ingestion import ingest
 
 from hdh_pipelines.ingestion import QualityGate
-from hdh_pipelines.quality.suites import SEVERITIES, handwritten_expectations
+from hdh_pipelines.quality.suites import (
+    INVALID_SUFFIX,
+    SEVERITIES,
+    VALUE_SUFFIX,
+    column_sql,
+    handwritten_expectations,
+)
+from hdh_pipelines.raw_store import quote_identifier
 from hdh_pipelines.registry import default_registry
 
 PROVIDER = "cnam"
@@ -468,3 +476,28 @@ def test_the_docs_list_every_hand_written_rule_with_its_severity() -> None:
         for name in registry.names()
     }
     assert documented == actual
+
+
+@pytest.mark.parametrize(
+    ("dataset", "column", "text", "typed"),
+    [
+        ("IR_BEN_R", "BEN_DCD_DTE", "1600-01-01", None),
+        ("IR_BEN_R", "BEN_DCD_DTE", "0001-01-01", None),
+        ("IR_BEN_R", "BEN_DCD_DTE", "9999-12-31", None),
+        ("IR_BEN_R", "BEN_DCD_DTE", "2023-11-30", date(2023, 11, 30)),
+        ("IR_BEN_R", "BEN_NAI_ANN", "1600", None),
+        ("IR_BEN_R", "BEN_NAI_ANN", "1895", 1895),
+        ("T_MCOaaC", "EXE_SOI_DTD", "01JAN1600:10:30:00", None),
+        ("T_MCOaaC", "EXE_SOI_DTD", "31dec9999:00:00:00", None),
+        ("T_MCOaaC", "SOR_DAT", "31129999", None),
+    ],
+)
+def test_sentinels_are_no_values_for_plausibility(dataset: str, column: str, text: str, typed) -> None:
+    """The typed value plausibility rules read: a sentinel (any time of its day) is no date, 1600 no year."""
+    schema = default_registry().resolve(dataset)
+    value = column_sql(schema, column + VALUE_SUFFIX)
+    invalid = column_sql(schema, column + INVALID_SUFFIX)
+    row = duckdb.execute(
+        f"SELECT {value}, {invalid} FROM (SELECT ? AS {quote_identifier(column)})", [text]
+    ).fetchone()
+    assert row == (typed, None)

@@ -161,8 +161,8 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
             and override["reason"].strip()
             and isinstance(override.get("reference", {}), Mapping)
             and all(
-                source in REFERENCE_SOURCES and isinstance(values, Mapping)
-                for source, values in override.get("reference", {}).items()
+                origin in REFERENCE_SOURCES and isinstance(values, Mapping)
+                for origin, values in override.get("reference", {}).items()
             )
         ):
             raise fail(
