@@ -331,8 +331,10 @@ def test_staging_columns_are_typed_as_the_registry_declares(golden):
             expected = field.type
             if field.format == "%m":
                 expected = "year"  # a month alone is kept as its number (INTEGER), like a year
-            elif dataset == "T_MCOaaD" and field.name in ("ETA_NUM", "RSA_NUM"):
-                expected = "integer"  # read as T_MCOaaB's integers, so that the stay key is one type
+            elif field.name == "RSA_NUM":
+                expected = "integer"  # a zero-padded 10-digit index, one integer type in every PMSI table
+            elif field.name.endswith("_RET") and field.name not in ("NAI_RET", "DAT_RET"):
+                expected = "boolean"  # a chaining return code: true when it is not 0
             assert types[actual[field.name.lower()]] == expected, (model, field.name)
 
 

@@ -7,7 +7,10 @@ next to the raw ones, named after the field with a suffix:
 
 - ``<FIELD>__value``: the value typed as declared (integer, date with its
   strptime ``format``…), NULL when the text is missing or does not parse; for
-  dates, the SNDS sentinel ``1600-01-01`` ("unknown") is NULL too.
+  dates, the dataset's sentinel dates (``hdh.sentinel_dates``: SNDS
+  ``1600-01-01`` "unknown", ``9999-12-31`` "open end"…) are NULL too, at any
+  time of the day, and so is the missing date's year in a ``year`` column
+  (the SNDS writes an unknown birth year as 1600).
 - ``<FIELD>__invalid``: the raw text when it does not parse as declared, else NULL.
 - ``<FIELD>__unmatched``: the raw text when it does not match the field's ``pattern``.
 
@@ -124,10 +127,12 @@ def column_sql(schema: DatasetSchema, column: str) -> str:
     parsed = _parsed_sql(schema, field, raw)
     if column.endswith(INVALID_SUFFIX):
         return f"CASE WHEN {raw} IS NOT NULL AND ({parsed}) IS NULL THEN {raw} END"
-    sentinel = missing_date(schema)
-    if sentinel and field.type in DEFAULT_FORMATS:
-        sql_type = "DATE" if field.type == "date" else "TIMESTAMP"
-        return f"NULLIF({parsed}, {sql_type} {quote_literal(sentinel)})"
+    if schema.sentinel_dates and field.type in DEFAULT_FORMATS:
+        days = ", ".join(f"DATE {quote_literal(day)}" for day in schema.sentinel_dates)
+        return f"CASE WHEN CAST({parsed} AS DATE) NOT IN ({days}) THEN {parsed} END"
+    unknown = missing_date(schema)
+    if unknown and field.type == "year":
+        return f"NULLIF({parsed}, {int(unknown[:4])})"
     return parsed
 
 

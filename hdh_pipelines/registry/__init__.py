@@ -5,7 +5,24 @@ dataset the registry cannot resolve is refused, and every later step (raw load,
 typing, quality, linkage) reads its column list, types and keys from here rather
 than hard-coding them. SNDS schemas keep name, type, format and constraints of
 the Health Data Hub's ``schema-snds`` for every column they declare, so that
-knowledge of the real tables applies unchanged.
+knowledge of the real tables applies unchanged, with two exceptions:
+
+- ``schema-snds``'s ``minimum``/``maximum`` bound the generator of its synthetic
+  sample; they are not facts about the SNDS (regularisation lines carry
+  negative quantities), so the registry drops each of them as a declared
+  override (below); plausible ranges are warnings in ``expectations/``.
+- A deliberate difference from the reference (a FINESS number typed string
+  because Corsican ones start with 2A/2B…) is declared on the field itself as
+  ``"x-hdh-reference-override": {"reason": "...", "reference": {"schema-snds":
+  {...}, "dico-snds": {...}}}``, where ``reference`` records what each
+  reference says for every property the registry changes (``type``,
+  ``format``, ``constraints``, ``nomenclature``… of ``schema-snds``; the
+  storage ``format`` of ``dico-snds``). ``tests/test_registry_reference.py``
+  fails on any other difference, and on an override that no longer differs.
+
+Dates that are SNDS conventions rather than events (``1600-01-01`` for an
+unknown date, ``9999-12-31`` for an open end…) are listed in the dataset's
+``hdh.sentinel_dates`` with their meaning; ``hdh.missing_date`` is one of them.
 
 A lowercase ``aa`` in a dataset name stands for a two-digit year: the SNDS ships
 one ``T_MCO23B``, ``T_MCO24B``… per year, all described by ``T_MCOaaB``.
@@ -26,8 +43,11 @@ from types import MappingProxyType
 from typing import Any
 
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
+REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"
+REFERENCE_SOURCES = ("schema-snds", "dico-snds")
 DATASETS_DIR = Path(__file__).parent / "datasets"
 YEAR_PLACEHOLDER = "aa"
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 # Table Schema type -> DuckDB type. A schema using any other type is refused at
 # load time, so every declared field has a DuckDB type.
@@ -48,7 +68,12 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
-    """One column. ``format`` is a strptime pattern, or None for the Table Schema default (ISO 8601)."""
+    """One column. ``format`` is a strptime pattern, or None for the Table Schema default (ISO 8601).
+
+    ``nomenclature`` names the SNDS code list (``IR_SEX_V:SEX_COD``) of a coded
+    column; ``reference_override`` is the declared difference from the reference
+    (``reason`` and the reference's own values), or None.
+    """
 
     name: str
     type: str
@@ -56,6 +81,8 @@ class Field:
     description: str
     constraints: Mapping[str, Any]
     format: str | None
+    nomenclature: str | None = None
+    reference_override: Mapping[str, Any] | None = None
 
     def duckdb_type(self) -> str:
         return _DUCKDB_TYPES[self.type]
@@ -95,6 +122,16 @@ class DatasetSchema:
     def column_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
 
+    @property
+    def sentinel_dates(self) -> tuple[str, ...]:
+        """ISO dates that are conventions of the source (unknown, open end), not events.
+
+        ``hdh.missing_date`` is one of them even where ``hdh.sentinel_dates`` does not list it.
+        """
+        hdh = self.raw.get("hdh", {})
+        days = [hdh["missing_date"]] if hdh.get("missing_date") else []
+        return tuple(dict.fromkeys([*days, *hdh.get("sentinel_dates", {})]))
+
 
 def _names(value: str | list[str]) -> tuple[str, ...]:
     # Table Schema allows a single field name where a list is expected.
@@ -117,6 +154,21 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
             raise fail(f"column {spec.get('name')!r} has unsupported type {spec.get('type')!r}.")
         constraints = MappingProxyType(dict(spec.get("constraints", {})))
         fmt = spec.get("format")
+        override = spec.get(REFERENCE_OVERRIDE_KEY)
+        if override is not None and not (
+            isinstance(override, Mapping)
+            and isinstance(override.get("reason"), str)
+            and override["reason"].strip()
+            and isinstance(override.get("reference", {}), Mapping)
+            and all(
+                origin in REFERENCE_SOURCES and isinstance(values, Mapping)
+                for origin, values in override.get("reference", {}).items()
+            )
+        ):
+            raise fail(
+                f"column {spec['name']!r}: {REFERENCE_OVERRIDE_KEY} needs a non-empty reason, and its "
+                f"reference maps {' or '.join(REFERENCE_SOURCES)} to the values the registry departs from."
+            )
         fields.append(
             Field(
                 name=spec["name"],
@@ -126,6 +178,8 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
                 description=spec.get("description", ""),
                 constraints=constraints,
                 format=None if fmt in (None, "default") else fmt,
+                nomenclature=spec.get("nomenclature"),
+                reference_override=None if override is None else MappingProxyType(dict(override)),
             )
         )
     columns = [f.name for f in fields]
@@ -148,6 +202,12 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
         raise fail(f"keys or hdh properties name undeclared columns: {', '.join(undeclared)}.")
     if not hdh.get("family"):
         raise fail("hdh.family is missing.")
+    sentinels = hdh.get("sentinel_dates", {})
+    if not isinstance(sentinels, Mapping) or not all(
+        isinstance(day, str) and _ISO_DATE.fullmatch(day) and isinstance(meaning, str) and meaning
+        for day, meaning in sentinels.items()
+    ):
+        raise fail("hdh.sentinel_dates must map ISO dates (YYYY-MM-DD) to what each one means.")
     return DatasetSchema(
         name=name,
         title=document.get("title", name),

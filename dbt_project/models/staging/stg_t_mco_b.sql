@@ -8,7 +8,7 @@ with delivered as (
 typed as (
     select
         {{ pmsi_year() }} as pmsi_year,
-        {{ as_integer('ETA_NUM') }} as eta_num,
+        {{ as_string('ETA_NUM') }} as eta_num,
         {{ as_integer('RSA_NUM') }} as rsa_num,
         {{ as_string('COD_SEX') }} as cod_sex,
         {{ as_integer('AGE_ANN') }} as age_ann,

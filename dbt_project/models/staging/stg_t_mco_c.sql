@@ -9,7 +9,7 @@ with delivered as (
 typed as (
     select
         {{ pmsi_year() }} as pmsi_year,
-        {{ as_integer('ETA_NUM') }} as eta_num,
+        {{ as_string('ETA_NUM') }} as eta_num,
         {{ as_integer('RSA_NUM') }} as rsa_num,
         {{ as_string('NIR_ANO_17') }} as nir_ano_17,
         {{ as_datetime('EXE_SOI_DTD', '%d%b%Y:%H:%M:%S') }} as exe_soi_dtd,
@@ -18,15 +18,15 @@ typed as (
         {{ as_date('SOR_DAT', '%d%m%Y') }} as sor_dat,
         {{ as_year('SOR_ANN') }} as sor_ann,
         {{ as_month('SOR_MOI') }} as sor_moi,
-        {{ as_boolean('NIR_RET') }} as nir_ret,
+        {{ as_string('NIR_RET') }} <> '0' as nir_ret,
         {{ as_string('NAI_RET') }} as nai_ret,
-        {{ as_boolean('SEX_RET') }} as sex_ret,
-        {{ as_boolean('SEJ_RET') }} as sej_ret,
-        {{ as_boolean('FHO_RET') }} as fho_ret,
-        {{ as_boolean('PMS_RET') }} as pms_ret,
+        {{ as_string('SEX_RET') }} <> '0' as sex_ret,
+        {{ as_string('SEJ_RET') }} <> '0' as sej_ret,
+        {{ as_string('FHO_RET') }} <> '0' as fho_ret,
+        {{ as_string('PMS_RET') }} <> '0' as pms_ret,
         {{ as_string('DAT_RET') }} as dat_ret,
-        {{ as_boolean('COH_NAI_RET') }} as coh_nai_ret,
-        {{ as_boolean('COH_SEX_RET') }} as coh_sex_ret,
+        {{ as_string('COH_NAI_RET') }} <> '0' as coh_nai_ret,
+        {{ as_string('COH_SEX_RET') }} <> '0' as coh_sex_ret,
         {{ delivery_lineage() }}
     from delivered
 )

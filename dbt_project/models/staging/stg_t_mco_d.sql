@@ -1,8 +1,9 @@
 -- PMSI MCO associated diagnoses (T_MCOaaD), typed: the diagnoses of each stay
 -- from the latest delivery that holds diagnoses for that stay, so a corrected
--- stay does not keep diagnoses its new version dropped. ETA_NUM and RSA_NUM
--- are text in this table (registry); they are read as the integers of
--- T_MCOaaB so that the stay key is the same everywhere.
+-- stay does not keep diagnoses its new version dropped. ETA_NUM (a FINESS
+-- number, 2A/2B in Corsica) is text in every PMSI table; RSA_NUM, a
+-- zero-padded 10-digit index, is read as an integer in all of them so that
+-- the stay key is the same everywhere.
 
 with delivered as (
     select * from {{ raw_rows('t_mcoaad') }}
@@ -11,7 +12,7 @@ with delivered as (
 typed as (
     select
         {{ pmsi_year() }} as pmsi_year,
-        {{ as_integer('ETA_NUM') }} as eta_num,
+        {{ as_string('ETA_NUM') }} as eta_num,
         {{ as_integer('RSA_NUM') }} as rsa_num,
         {{ as_string('RSS_NUM') }} as rss_num,
         {{ as_string('ASS_DGN') }} as ass_dgn,
