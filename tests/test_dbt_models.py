@@ -519,7 +519,9 @@ ATHENA_CONCEPT_COLUMNS = (
 ATHENA_RELATIONSHIP_COLUMNS = (
     "concept_id_1 concept_id_2 relationship_id valid_start_date valid_end_date invalid_reason"
 )
-ATHENA_VOCABULARY_COLUMNS = "vocabulary_id vocabulary_name vocabulary_reference vocabulary_version vocabulary_concept_id"
+ATHENA_VOCABULARY_COLUMNS = (
+    "vocabulary_id vocabulary_name vocabulary_reference vocabulary_version vocabulary_concept_id"
+)
 
 
 def write_athena_table(path: Path, columns: str, rows: list[tuple]) -> None:

@@ -15,7 +15,10 @@ from hdh_pipelines.registry import (
 )
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/snds"
-EXPECTED = {"IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "OPT_OUT", "COHORT_EXT"}
+EXPECTED = {
+    "IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "OPT_OUT", "COHORT_EXT",
+    "IR_PHA_R", "IR_CIM_V",
+}
 DUCKDB_TYPES = {"VARCHAR", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN", "INTEGER"}
 DCIR_KEYS = (
     "DCT_ORD_NUM",
@@ -159,9 +162,13 @@ def test_snds_columns_agree_with_the_reference(registry: DatasetRegistry) -> Non
     if not REFERENCE.is_dir():
         pytest.skip(f"SNDS reference schemas not found at {REFERENCE}; cannot compare with schema-snds.")
     snds = [registry.resolve(name) for name in registry.names() if registry.resolve(name).family == "SNDS"]
-    assert {s.name for s in snds} == {"IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD"}
+    assert {s.name for s in snds} == {
+        "IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "IR_PHA_R", "IR_CIM_V"
+    }
     for schema in snds:
-        source = REFERENCE / "schema-snds" / schema.raw["hdh"]["source"]["path"]
+        source_of = schema.raw["hdh"]["source"]
+        # schema-snds describes the tables; synthetic-snds the nomenclatures (referentials).
+        source = REFERENCE / source_of["repository"].split("/")[1] / source_of["path"]
         reference = json.loads(source.read_text(encoding="utf-8"))
         assert reference["name"] == schema.name
         expected = {f["name"]: f for f in reference["fields"]}

@@ -498,7 +498,7 @@ def _referential_sql(schema: DatasetSchema, table: str, values: dict[str, list[o
 
 
 def _referentials_sql(registry: DatasetRegistry) -> list[str]:
-    """The drug referential (IR_PHA_R) of SYNTHETIC_DRUGS and the ICD-10 nomenclature (IR_CIM_V) of the stays."""
+    """The drug referential IR_PHA_R of SYNTHETIC_DRUGS and the ICD-10 nomenclature IR_CIM_V of the stays."""
     drugs = {
         "PHA_CIP_C13": [int(d.cip13) for d in SYNTHETIC_DRUGS],
         "PHA_PRS_IDE": [int(d.cip13[5:12]) for d in SYNTHETIC_DRUGS],
@@ -559,7 +559,8 @@ def generate_snds(
 
     Datasets: IR_BEN_R, ER_PRS_F, ER_PHA_F, T_MCO{yy}B/C/D (``yy`` from ``year``), OPT_OUT,
     COHORT_EXT and the two referentials IR_PHA_R (the drugs the pharmacy dispenses) and IR_CIM_V
-    (the ICD-10 codes of the stays). Files are ``;``-separated UTF-8 with a header row of exactly the registry's
+    (the ICD-10 codes of the stays). Files are ``;``-separated UTF-8 with a header row of exactly the
+    registry's
     columns, and byte-identical for the same arguments. ``registry`` defaults to the packaged one.
     """
     if persons < 1:

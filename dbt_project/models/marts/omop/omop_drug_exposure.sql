@@ -32,7 +32,7 @@ sized as (
     select
         dispensations.*,
         dispensations.boxes * presentations.units_per_pack as unit_quantity,
-        dispensations.boxes * presentations.days_per_pack as supply_days
+        cast(dispensations.boxes * presentations.days_per_pack as integer) as supply_days
     from dispensations
     left join presentations on presentations.cip13 = cast(dispensations.cip13 as bigint)
 ),
@@ -54,7 +54,7 @@ select
     coalesce(cip7_concepts.standard_concept_id, 0) as drug_concept_id,
     dispensations.dispensing_date as drug_exposure_start_date,
     cast(dispensations.dispensing_date as timestamp) as drug_exposure_start_datetime,
-    cast(dispensations.dispensing_date + coalesce(dispensations.supply_days - 1, 0) as date) as drug_exposure_end_date,
+    dispensations.dispensing_date + coalesce(dispensations.supply_days - 1, 0) as drug_exposure_end_date,
     cast(dispensations.dispensing_date + coalesce(dispensations.supply_days - 1, 0) as timestamp)
         as drug_exposure_end_datetime,
     cast(null as date) as verbatim_end_date,
@@ -62,7 +62,7 @@ select
     cast(null as varchar) as stop_reason,
     cast(null as integer) as refills,
     cast(dispensations.unit_quantity as double) as quantity,
-    cast(dispensations.supply_days as integer) as days_supply,
+    dispensations.supply_days as days_supply,
     cast(null as varchar) as sig,
     0 as route_concept_id,
     cast(null as varchar) as lot_number,
