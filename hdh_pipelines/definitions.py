@@ -17,6 +17,7 @@ from hdh_pipelines.assets.open_science import (
     synthetic_snds,
 )
 from hdh_pipelines.assets.quality import quality_checks
+from hdh_pipelines.assets.referentials import cip13_mapped_to_atc
 from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
@@ -38,7 +39,7 @@ defs = dg.Definitions(
         data_challenge,
         synthetic_snds,
     ],
-    asset_checks=quality_checks,
+    asset_checks=[*quality_checks, cip13_mapped_to_atc],
     jobs=[ingest_delivery_job, nightly_job, indicator_job],
     sensors=[sftp_inbox_sensor, project_registry_sensor],
     schedules=[nightly_schedule],

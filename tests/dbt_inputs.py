@@ -170,6 +170,23 @@ def pharmacy(number, flow, line, drug, boxes="1"):
     }
 
 
+def presentation(cip13, atc, label, *, large_pack=False, units="30 CPR"):
+    """One IR_PHA_R row: a CIP13 presentation with its ATC class, pack type and units per box."""
+    return {
+        "PHA_CIP_C13": cip13,
+        "PHA_MED_NOM": label,
+        "PHA_ATC_C07": atc,
+        "PHA_ATC_C03": atc[:3] if atc else None,
+        "PHA_CND_TOP": "GC" if large_pack else "PC",
+        "PHA_UPC_NBR": units,
+    }
+
+
+def diagnosis_code(code, label):
+    """One IR_CIM_V row: an ICD-10 code as the PMSI writes it (no dot) and its label."""
+    return {"CIM_COD": code, "CIM_LIB": label, "CAT_CIM_COD": code[:3], "VER_CPT_COD": "V8.0", "TEC_COL": "0"}
+
+
 def stay_b(rsa, dp, *, dr=None, ghm="05M042", days="5"):
     return {
         "ETA_NUM": "750001011",

@@ -13,12 +13,25 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from dbt_inputs import at, ben, claim, opt_out, pharmacy, psa, query, run_dbt, stay_b, stay_c, write_raw
+from dbt_inputs import (
+    at,
+    ben,
+    claim,
+    opt_out,
+    pharmacy,
+    presentation,
+    psa,
+    query,
+    run_dbt,
+    stay_b,
+    stay_c,
+    write_raw,
+)
 
 from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, Drug
 
 METFORMIN, ATORVASTATIN = SYNTHETIC_DRUGS[3], SYNTHETIC_DRUGS[6]
-# The two large packs of the seed cip13_atc_classes.
+# Two large packs (PHA_CND_TOP = 'GC' in the drug referential the test delivers).
 METFORMIN_LARGE = Drug("3400999000109", METFORMIN.atc, "METFORMINE 1000 MG CPR B/90", 13.54)
 ATORVASTATIN_LARGE = Drug("3400999000116", ATORVASTATIN.atc, "ATORVASTATINE 40 MG CPR B/90", 26.51)
 PARACETAMOL = SYNTHETIC_DRUGS[0]
@@ -91,6 +104,13 @@ def write_planted_inputs(raw: Path) -> None:
     tags = sorted({tag for tag, *_ in DISPENSINGS} | {tag for _, _, tag, *_ in STAYS})
     write_raw(raw, "IR_BEN_R", [ben(tag, "1") for tag in tags] + [ben("AE", "2")])
     write_raw(raw, "OPT_OUT", [opt_out("DG", "1", "2024-01-01"), opt_out("AG", "1", "2024-01-01")])
+    drugs = {drug for *_, drug, _, _ in DISPENSINGS}
+    large_packs = {METFORMIN_LARGE, ATORVASTATIN_LARGE}
+    write_raw(
+        raw,
+        "IR_PHA_R",
+        [presentation(d.cip13, d.atc, d.label, large_pack=d in large_packs) for d in sorted(drugs)],
+    )
     claims, lines = [], []
     for number, (tag, day, drug, qualifier, boxes) in enumerate(DISPENSINGS, start=1):
         # The claim reaches the monthly flow after the dispensing.

@@ -17,7 +17,6 @@ The golden population (pseudonyms are 17 characters, as in the SNDS):
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from dbt_inputs import (
     claim,
     opt_out,
     pharmacy,
+    presentation,
     psa,
     query,
     run_dbt,
@@ -155,6 +155,15 @@ def write_golden_inputs(raw: Path) -> None:
         **first,
     )
     write_raw(raw, "ER_PHA_F", [pharmacy(2, "2025-03-01", 1, PARACETAMOL, boxes="2")], **second)
+    write_raw(
+        raw,
+        "IR_PHA_R",
+        [
+            presentation(PARACETAMOL.cip13, PARACETAMOL.atc, PARACETAMOL.label, units="8 CPR"),
+            presentation(METFORMIN.cip13, METFORMIN.atc, METFORMIN.label, units="30"),
+        ],
+        **first,
+    )
     write_raw(
         raw,
         "T_MCO25B",
@@ -471,20 +480,20 @@ def test_omop_drug_exposure(golden):
             NIR_P1,
             PARACETAMOL.cip13,
             PARACETAMOL.atc,
-            2.0,
+            16.0,
             0,
             at("2025-02-10").date(),
-            at("2025-02-10").date(),
+            at("2025-04-10").date(),
             32810,
         ),
         (
             person_of("T", "2"),
             METFORMIN.cip13,
             METFORMIN.atc,
-            1.0,
+            30.0,
             0,
             at("2025-02-12").date(),
-            at("2025-02-12").date(),
+            at("2025-03-13").date(),
             32810,
         ),
     ]
@@ -511,6 +520,9 @@ ATHENA_CONCEPT_COLUMNS = (
 )
 ATHENA_RELATIONSHIP_COLUMNS = (
     "concept_id_1 concept_id_2 relationship_id valid_start_date valid_end_date invalid_reason"
+)
+ATHENA_VOCABULARY_COLUMNS = (
+    "vocabulary_id vocabulary_name vocabulary_reference vocabulary_version vocabulary_concept_id"
 )
 
 
@@ -551,6 +563,11 @@ def test_loaded_vocabularies_fill_the_concept_ids(golden, tmp_path):
             (43000001, 1125315, "Maps to", *valid, None),
         ],
     )
+    write_athena_table(
+        athena / "VOCABULARY.csv",
+        ATHENA_VOCABULARY_COLUMNS,
+        [("None", "OMOP Standardized Vocabularies", "OMOP generated", "v5.0 30-AUG-24", 44819096)],
+    )
     warehouse = tmp_path / "golden.duckdb"
     shutil.copy(golden.warehouse, warehouse)
     run = partial(run_dbt, warehouse=warehouse, raw_root=golden.raw_root, target=tmp_path / "target")
@@ -559,6 +576,7 @@ def test_loaded_vocabularies_fill_the_concept_ids(golden, tmp_path):
         "build",
         "--select",
         "int_omop_concept_map+",
+        "omop_cdm_source",
         "--vars",
         json.dumps({"hdh_omop_vocabulary_schema": "vocabulary"}),
     )
@@ -580,6 +598,7 @@ def test_loaded_vocabularies_fill_the_concept_ids(golden, tmp_path):
         "select drug_source_value, drug_concept_id, drug_source_concept_id "
         "from omop.drug_exposure order by 1",
     ) == [(PARACETAMOL.cip13, 1125315, 43000001), (METFORMIN.cip13, 0, 0)]
+    assert query(warehouse, "select vocabulary_version from omop.cdm_source") == [("v5.0 30-AUG-24",)]
 
 
 # --- opt-outs --------------------------------------------------------------------------------------
@@ -701,10 +720,9 @@ def test_nothing_delivered_still_builds_empty_typed_tables(builds):
     empty = builds[1]
     tables = empty.rows(
         "select schema_name || '.' || table_name from duckdb_tables() "
-        "where schema_name in ('staging', 'intermediate', 'marts', 'omop') "
-        "and table_name <> 'cip13_atc_classes'"
+        "where schema_name in ('staging', 'intermediate', 'marts', 'omop')"
     )
-    assert len(tables) == 27
+    assert len(tables) == 32
     assert {table: empty.rows(f"select count(*) from {table}")[0][0] for (table,) in tables} == dict.fromkeys(
         (table for (table,) in tables), 0
     )
@@ -768,7 +786,7 @@ def test_every_model_and_column_is_documented(docs):
     models = {
         uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] in ("model", "seed")
     }
-    assert len(models) == 31
+    assert len(models) == 35
     for uid, node in models.items():
         assert node["description"].strip(), f"{uid} has no description"
         documented = {name.lower(): column["description"] for name, column in node["columns"].items()}
@@ -781,12 +799,3 @@ def test_every_model_and_column_is_documented(docs):
     for uid, source in manifest["sources"].items():
         assert source["description"].strip(), uid
         assert all(column["description"].strip() for column in source["columns"].values()), uid
-
-
-def test_seed_is_the_synthetic_drug_list():
-    with (PROJECT / "seeds" / "cip13_atc_classes.csv").open(newline="") as seed:
-        header, *rows = list(csv.reader(seed))
-    assert header == ["cip13", "atc_code", "label", "is_large_pack"]
-    standard_packs = [tuple(row[:3]) for row in rows if row[3] == "false"]
-    assert standard_packs == [(drug.cip13, drug.atc, drug.label) for drug in SYNTHETIC_DRUGS]
-    assert all(row[3] == "true" for row in rows[len(standard_packs) :])

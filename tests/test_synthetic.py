@@ -13,7 +13,10 @@ import pytest
 from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, generate_snds
 from hdh_pipelines.registry import DatasetSchema, Field, default_registry
 
-DATASETS = ["IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCO25B", "T_MCO25C", "T_MCO25D", "OPT_OUT", "COHORT_EXT"]
+DATASETS = [
+    "IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCO25B", "T_MCO25C", "T_MCO25D", "OPT_OUT", "COHORT_EXT",
+    "IR_PHA_R", "IR_CIM_V",
+]
 # The 9 keys joining claims to their pharmacy detail, as the registry declares them.
 DCIR_KEYS = default_registry().resolve("ER_PRS_F").primary_key
 # Uniqueness the reference declares but real data breaks, and so does the generator on purpose:
@@ -70,6 +73,18 @@ def test_every_pharmacy_line_matches_exactly_one_claim(db: duckdb.DuckDBPyConnec
     keys = ", ".join(DCIR_KEYS)
     distinct = _one(db, f"SELECT count(DISTINCT ({keys})) FROM ER_PRS_F")
     assert _one(db, "SELECT count(*) FROM ER_PRS_F") == distinct
+
+
+def test_codes_come_from_the_delivered_referentials(db: duckdb.DuckDBPyConnection) -> None:
+    # The pharmacy dispenses only presentations of the drug referential it delivers, each with an ATC class;
+    # every diagnosis of a stay has a label in the delivered ICD-10 nomenclature.
+    assert _one(db, "SELECT count(*) FROM ER_PHA_F ANTI JOIN IR_PHA_R ON PHA_CIP_C13 = PHA_PRS_C13") == 0
+    assert _one(db, "SELECT count(*) FROM IR_PHA_R WHERE PHA_ATC_C07 IS NULL") == 0
+    diagnoses = (
+        "SELECT DGN_PAL AS code FROM T_MCO25B UNION SELECT DGN_REL FROM T_MCO25B WHERE DGN_REL IS NOT NULL "
+        "UNION SELECT ASS_DGN FROM T_MCO25D"
+    )
+    assert _one(db, f"SELECT count(*) FROM ({diagnoses}) d ANTI JOIN IR_CIM_V ON CIM_COD = code") == 0
 
 
 def test_claims_belong_to_beneficiaries(db: duckdb.DuckDBPyConnection) -> None:

@@ -1,5 +1,5 @@
-{#- Loads the OHDSI vocabulary tables the OMOP models read (CONCEPT and
-    CONCEPT_RELATIONSHIP) from an Athena download into a schema of the
+{#- Loads the OHDSI vocabulary tables the OMOP models read (CONCEPT,
+    CONCEPT_RELATIONSHIP, and VOCABULARY for cdm_source's version) from an Athena download into a schema of the
     warehouse, replacing what an earlier load left there:
 
         dbt run-operation load_omop_vocabularies --args '{folder: /path/to/athena, schema: vocabulary}'
@@ -18,6 +18,10 @@
         'concept_relationship': {
             'concept_id_1': 'INTEGER', 'concept_id_2': 'INTEGER', 'relationship_id': 'VARCHAR',
             'valid_start_date': 'DATE', 'valid_end_date': 'DATE', 'invalid_reason': 'VARCHAR',
+        },
+        'vocabulary': {
+            'vocabulary_id': 'VARCHAR', 'vocabulary_name': 'VARCHAR', 'vocabulary_reference': 'VARCHAR',
+            'vocabulary_version': 'VARCHAR', 'vocabulary_concept_id': 'INTEGER',
         },
     } -%}
     {%- if not modules.re.fullmatch('[A-Za-z_][A-Za-z0-9_]*', schema) -%}

@@ -14,7 +14,7 @@ with class_dispensings as (
         dispensations.dispensing_date,
         coalesce(presentations.is_large_pack, false) as is_large_pack
     from {{ ref('drug_dispensations') }} as dispensations
-    left join {{ ref('cip13_atc_classes') }} as presentations
+    left join {{ ref('int_drug_presentations') }} as presentations
         on presentations.cip13 = cast(dispensations.cip13 as bigint)
     where ({% for prefix in atc_prefixes %}starts_with(dispensations.atc_code, '{{ prefix }}'){{ ' or ' if not loop.last }}{% endfor %})
         and not dispensations.is_for_information_only

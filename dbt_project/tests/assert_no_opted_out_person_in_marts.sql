@@ -38,7 +38,7 @@ violations as (
     union all
     select 'omop_person', count(*) from omop_opted_out_persons
     {%- for omop_table in ['omop_observation_period', 'omop_visit_occurrence', 'omop_condition_occurrence',
-                           'omop_drug_exposure', 'omop_procedure_occurrence'] %}
+                           'omop_drug_exposure', 'omop_procedure_occurrence', 'omop_death'] %}
     union all
     select '{{ omop_table }}', count(*)
     from {{ ref(omop_table) }}

@@ -67,6 +67,8 @@ SYNTHETIC_DRUGS: tuple[Drug, ...] = tuple(
         start=1,
     )
 )
+# Units per box of each synthetic presentation, in the referential's text form (PHA_UPC_NBR).
+_UNITS_PER_BOX = ("8 CPR", "6 CPR", "14 GELULES", "30", "30 SACHETS", "30", "30", "30", "30")
 _ACUTE = "[[1], [2], [3], [1, 2], [1, 3]]"  # drug numbers (1-based positions in SYNTHETIC_DRUGS)
 _DIABETES = "[4]"
 _AFTER_ACS = "[5, 6, 7, 8, 9]"
@@ -127,6 +129,32 @@ _ACS_STAYS = [
     ("I249", "05M041", 4205),
 ]
 _ASSOCIATED = "['I10', 'E785', 'N183', 'I480', 'I251']"
+# ICD-10 labels (CIM-10, French edition) of every code the stays above use: the nomenclature IR_CIM_V
+# the generator delivers.
+_ICD10_LABELS = {
+    "C341": "Tumeur maligne du lobe supérieur, bronches ou poumon",
+    "E119": "Diabète sucré de type 2, sans complication",
+    "E785": "Hyperlipidémie, sans précision",
+    "I10": "Hypertension essentielle (primitive)",
+    "I210": "Infarctus transmural aigu du myocarde, de la paroi antérieure",
+    "I211": "Infarctus transmural aigu du myocarde, de la paroi inférieure",
+    "I214": "Infarctus sous-endocardique aigu du myocarde",
+    "I219": "Infarctus aigu du myocarde, sans précision",
+    "I220": "Infarctus du myocarde à répétition, de la paroi antérieure",
+    "I249": "Cardiopathie ischémique aiguë, sans précision",
+    "I251": "Cardiopathie artérioscléreuse",
+    "I480": "Fibrillation auriculaire paroxystique",
+    "I500": "Insuffisance cardiaque congestive",
+    "I639": "Infarctus cérébral, sans précision",
+    "J189": "Pneumopathie, sans précision",
+    "K358": "Appendicite aiguë, autre et sans précision",
+    "N183": "Maladie rénale chronique, stade 3",
+    "N390": "Infection des voies urinaires, siège non précisé",
+    "O800": "Accouchement spontané par présentation du sommet",
+    "R074": "Douleur thoracique, sans précision",
+    "S720": "Fracture du col du fémur",
+    "Z511": "Séance de chimiothérapie pour tumeur",
+}
 
 
 def _values(rows: list[tuple]) -> str:
@@ -149,9 +177,10 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
         f"CREATE TABLE geo AS SELECT * FROM (VALUES {_values(_GEO)}) "
         "g(dpt, com, insee, postal, hospital_dpt)",
         "CREATE TABLE geo_n AS SELECT row_number() OVER (ORDER BY insee) AS geo_id, * FROM geo",
-        "CREATE TABLE drug AS SELECT * FROM (VALUES "
-        + _values([(i, d.cip13, d.unit_price) for i, d in enumerate(SYNTHETIC_DRUGS, start=1)])
-        + ") d(drug_id, cip13, unit_price)",
+        # The pharmacy dispenses the presentations of the drug referential it delivers (IR_PHA_R), numbered
+        # in CIP13 order, which is SYNTHETIC_DRUGS' order.
+        "CREATE TABLE drug AS SELECT row_number() OVER (ORDER BY PHA_CIP_C13) AS drug_id, "
+        "PHA_CIP_C13::VARCHAR AS cip13, PHA_PRI_UNI::DECIMAL(12, 2) AS unit_price FROM ir_pha_r",
         f"CREATE TABLE dx AS SELECT * FROM (VALUES {_values(_ORDINARY_STAYS + _BIRTH_STAY + _ACS_STAYS)}) "
         "d(dp, ghm, ghs)",
         # Persons. pid % 200 = 1 is the twin of pid - 1 (same family draws, same pseudonym, rank 2);
@@ -458,6 +487,42 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
     ]
 
 
+def _referential_sql(schema: DatasetSchema, table: str, values: dict[str, list[object]]) -> str:
+    """A referential table with every column of its registry schema: ``values`` by column, NULL elsewhere."""
+    rows = list(zip(*values.values(), strict=True))
+    given = ", ".join(values)
+    columns = ", ".join(
+        f'"{f.name}"' if f.name in values else f'NULL::{f.duckdb_type()} AS "{f.name}"' for f in schema.fields
+    )
+    return f"CREATE TABLE {table} AS SELECT {columns} FROM (VALUES {_values(rows)}) v({given})"
+
+
+def _referentials_sql(registry: DatasetRegistry) -> list[str]:
+    """The drug referential IR_PHA_R of SYNTHETIC_DRUGS and the ICD-10 nomenclature IR_CIM_V of the stays."""
+    drugs = {
+        "PHA_CIP_C13": [int(d.cip13) for d in SYNTHETIC_DRUGS],
+        "PHA_PRS_IDE": [int(d.cip13[5:12]) for d in SYNTHETIC_DRUGS],
+        "PHA_MED_NOM": [d.label for d in SYNTHETIC_DRUGS],
+        "PHA_PRI_UNI": [f"{d.unit_price:.2f}" for d in SYNTHETIC_DRUGS],
+        "PHA_CND_TOP": ["PC"] * len(SYNTHETIC_DRUGS),
+        "PHA_ATC_C07": [d.atc for d in SYNTHETIC_DRUGS],
+        "PHA_ATC_C03": [d.atc[:3] for d in SYNTHETIC_DRUGS],
+        "PHA_UPC_NBR": list(_UNITS_PER_BOX),
+    }
+    codes = sorted(_ICD10_LABELS)
+    diagnoses = {
+        "CIM_COD": codes,
+        "CIM_LIB": [_ICD10_LABELS[code] for code in codes],
+        "CAT_CIM_COD": [code[:3] for code in codes],
+        "VER_CPT_COD": ["V8.0"] * len(codes),
+        "TEC_COL": [0] * len(codes),
+    }
+    return [
+        _referential_sql(registry.resolve("IR_PHA_R"), "ir_pha_r", drugs),
+        _referential_sql(registry.resolve("IR_CIM_V"), "ir_cim_v", diagnoses),
+    ]
+
+
 def _render(field: Field) -> str:
     """The CSV text of a column: dates in the registry's format (ISO 8601 unless it names another)."""
     column = '"' + field.name.replace('"', '""') + '"'
@@ -492,8 +557,10 @@ def generate_snds(
 ) -> dict[str, Path]:
     """Write one ``<dataset>.csv`` per dataset into ``out_dir``; return dataset name -> path.
 
-    Datasets: IR_BEN_R, ER_PRS_F, ER_PHA_F, T_MCO{yy}B/C/D (``yy`` from ``year``), OPT_OUT and
-    COHORT_EXT. Files are ``;``-separated UTF-8 with a header row of exactly the registry's
+    Datasets: IR_BEN_R, ER_PRS_F, ER_PHA_F, T_MCO{yy}B/C/D (``yy`` from ``year``), OPT_OUT,
+    COHORT_EXT and the two referentials IR_PHA_R (the drugs the pharmacy dispenses) and IR_CIM_V
+    (the ICD-10 codes of the stays). Files are ``;``-separated UTF-8 with a header row of exactly the
+    registry's
     columns, and byte-identical for the same arguments. ``registry`` defaults to the packaged one.
     """
     if persons < 1:
@@ -511,6 +578,8 @@ def generate_snds(
         f"T_MCO{yy}D": "t_mco_d",
         "OPT_OUT": "opt_out",
         "COHORT_EXT": "cohort_ext",
+        "IR_PHA_R": "ir_pha_r",
+        "IR_CIM_V": "ir_cim_v",
     }
     schemas = {}
     for dataset in outputs:
@@ -522,7 +591,7 @@ def generate_snds(
     paths = {}
     with duckdb.connect() as connection:
         connection.execute("SET enable_progress_bar = false")
-        for statement in _build_sql(persons, year, seed):
+        for statement in [*_referentials_sql(registry), *_build_sql(persons, year, seed)]:
             connection.execute(statement)
         for dataset, table in outputs.items():
             paths[dataset] = out_dir / f"{dataset}.csv"

@@ -1,5 +1,5 @@
 -- Each pharmacy line (ER_PHA_F) with its claim (ER_PRS_F), joined on the 9
--- DCIR key columns, and the drug's ATC class (seed cip13_atc_classes). A line
+-- DCIR key columns, and the drug's ATC class (drug referential IR_PHA_R). A line
 -- whose claim was not delivered is kept with has_claim false: the key
 -- relationship test reports it.
 {{ config(
@@ -24,7 +24,7 @@ claims as (
 
 atc_classes as (
     select cip13, atc_code
-    from {{ ref('cip13_atc_classes') }}
+    from {{ ref('int_drug_presentations') }}
 )
 
 select

@@ -4,8 +4,15 @@
 -- The CIP13 code is the source value and its ATC class rides along in
 -- atc_source_value, a column the CDM does not define (CDM tools ignore it);
 -- the concepts come from int_omop_concept_map through the CIP7 inside the
--- CIP13, 0 until the OHDSI vocabularies are loaded (docs/normalisation.md). The SNDS gives no duration: an exposure ends the
--- day it starts.
+-- CIP13, 0 until the OHDSI vocabularies are loaded (docs/normalisation.md).
+--
+-- Quantity and duration come from the drug referential (int_drug_presentations):
+-- quantity = boxes x units per box; days_supply = boxes x days one box covers
+-- (90 for a large pack, 30 otherwise), and the exposure ends days_supply - 1
+-- days after it starts (the CDM's start + days supply - 1). A CIP13 the
+-- referential does not hold has no pack size: days_supply stays NULL and the
+-- exposure ends the day it starts; a box without a unit count leaves quantity
+-- NULL rather than mixing boxes with units.
 {{ config(alias='drug_exposure') }}
 
 with dispensations as (
@@ -14,6 +21,20 @@ with dispensations as (
     where not is_for_information_only
         and boxes > 0
         and dispensing_date is not null
+),
+
+presentations as (
+    select cip13, units_per_pack, days_per_pack
+    from {{ ref('int_drug_presentations') }}
+),
+
+sized as (
+    select
+        dispensations.*,
+        dispensations.boxes * presentations.units_per_pack as unit_quantity,
+        cast(dispensations.boxes * presentations.days_per_pack as integer) as supply_days
+    from dispensations
+    left join presentations on presentations.cip13 = cast(dispensations.cip13 as bigint)
 ),
 
 cip7_concepts as (
@@ -33,14 +54,15 @@ select
     coalesce(cip7_concepts.standard_concept_id, 0) as drug_concept_id,
     dispensations.dispensing_date as drug_exposure_start_date,
     cast(dispensations.dispensing_date as timestamp) as drug_exposure_start_datetime,
-    dispensations.dispensing_date as drug_exposure_end_date,
-    cast(dispensations.dispensing_date as timestamp) as drug_exposure_end_datetime,
+    dispensations.dispensing_date + coalesce(dispensations.supply_days - 1, 0) as drug_exposure_end_date,
+    cast(dispensations.dispensing_date + coalesce(dispensations.supply_days - 1, 0) as timestamp)
+        as drug_exposure_end_datetime,
     cast(null as date) as verbatim_end_date,
     32810 as drug_type_concept_id, -- Claim
     cast(null as varchar) as stop_reason,
     cast(null as integer) as refills,
-    cast(dispensations.boxes as double) as quantity,
-    cast(null as integer) as days_supply,
+    cast(dispensations.unit_quantity as double) as quantity,
+    dispensations.supply_days as days_supply,
     cast(null as varchar) as sig,
     0 as route_concept_id,
     cast(null as varchar) as lot_number,
@@ -52,7 +74,7 @@ select
     cast(null as varchar) as route_source_value,
     cast(null as varchar) as dose_unit_source_value,
     dispensations.atc_code as atc_source_value
-from dispensations
+from sized as dispensations
 inner join {{ ref('omop_person') }} as omop_person
     on omop_person.person_source_value = dispensations.ben_idt_ano
 -- A French CIP13 is 34009, the pack's CIP7, then a check digit.

@@ -1,0 +1,36 @@
+-- OMOP CDM 5.4 DEATH: one row per person of the OMOP person table known to
+-- have died. Two sources: the beneficiary referential (IR_BEN_R.BEN_DCD_DTE,
+-- through the persons mart: a death known under any of the person's
+-- pseudonyms) and the PMSI, a stay whose discharge mode is death
+-- (T_MCOaaB.SOR_MOD = 9, nomenclature MS_SOR_V; the rule SCALPEL-Extraction
+-- applies) dated by its discharge day, for stays reaching exactly one person.
+-- The earliest date wins; on a tie the referential does.
+{{ config(alias='death') }}
+
+with deaths as (
+    select ben_idt_ano, death_date, 32879 as death_type_concept_id, 1 as source_rank -- Registry
+    from {{ ref('persons') }}
+    where death_date is not null
+    union all
+    select ben_idt_ano, coalesce(stay_end_date, stay_start_date), 32810, 2 -- Claim
+    from {{ ref('hospital_stays') }}
+    where person_link_status = 'linked'
+        and discharge_mode = '9'
+        and coalesce(stay_end_date, stay_start_date) is not null
+)
+
+select
+    omop_person.person_id,
+    deaths.death_date,
+    cast(deaths.death_date as timestamp) as death_datetime,
+    deaths.death_type_concept_id,
+    0 as cause_concept_id,
+    cast(null as varchar) as cause_source_value,
+    0 as cause_source_concept_id
+from deaths
+inner join {{ ref('omop_person') }} as omop_person
+    on omop_person.person_source_value = deaths.ben_idt_ano
+qualify row_number() over (
+    partition by omop_person.person_id
+    order by deaths.death_date, deaths.source_rank
+) = 1
