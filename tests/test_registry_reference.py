@@ -70,8 +70,11 @@ def _dico() -> dict[tuple[str, str], dict[str, str]]:
 
 
 def _schema_snds(schema: DatasetSchema) -> Mapping[str, Any]:
-    """The schema-snds table the dataset names as its source."""
-    document = json.loads((SCHEMA_SNDS / schema.raw["hdh"]["source"]["path"]).read_text(encoding="utf-8"))
+    """The reference table the dataset names as its source: schema-snds for tables, synthetic-snds for
+    the nomenclatures delivered as referentials."""
+    source = schema.raw["hdh"]["source"]
+    folder = REFERENCE / source["repository"].split("/", 1)[1]
+    document = json.loads((folder / source["path"]).read_text(encoding="utf-8"))
     assert document["name"] == schema.name
     return document
 
@@ -94,7 +97,7 @@ def reference_differences(registry: DatasetRegistry) -> list[str]:
             overridden = declared.get(REFERENCE_OVERRIDE_KEY, {}).get("reference", {})
             ref = reference.get(declared["name"])
             if ref is None:
-                problems.append(f"{where}: not a column of schema-snds's {schema.name}.")
+                problems.append(f"{where}: not a column of the reference's {schema.name}.")
                 continue
             told = overridden.get("schema-snds", {})
             for prop in sorted(set(told) - set(COMPARED)):
@@ -116,7 +119,9 @@ def reference_differences(registry: DatasetRegistry) -> list[str]:
                         f"{where}: {prop} is {mine!r} here and {theirs!r} in schema-snds; "
                         f"align it or declare {REFERENCE_OVERRIDE_KEY} with its reason."
                     )
-            problems += _dico_differences(schema, declared, overridden.get("dico-snds", {}))
+            # dico-snds documents the tables of the SNDS, not the nomenclatures delivered as referentials.
+            if schema.raw["hdh"]["source"]["repository"].endswith("/schema-snds"):
+                problems += _dico_differences(schema, declared, overridden.get("dico-snds", {}))
     return problems
 
 
