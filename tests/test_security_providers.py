@@ -45,7 +45,12 @@ def test_registry_names_providers_for_every_dataset():
 
 @pytest.mark.parametrize(
     ("providers", "words"),
-    [(None, '"providers" is missing'), ([], "non-empty"), (["Bad Name"], "does not allow"), (["x", "x"], "twice")],
+    [
+        (None, '"providers" is missing'),
+        ([], "non-empty"),
+        (["Bad Name"], "does not allow"),
+        (["x", "x"], "twice"),
+    ],
 )
 def test_registry_refuses_a_schema_without_valid_providers(tmp_path, providers, words):
     document = dict(default_registry().resolve("OPT_OUT").raw)
@@ -70,7 +75,12 @@ def test_cohort_provider_cannot_withdraw_a_national_opt_out(tmp_path, keys, hub,
     # The cohort provider, with its own valid signing key, withdraws it.
     withdrawal = [opt_out(OPTED_OUT, "1", "2024-01-01", status="WITHDRAWN")]
     forged = build(
-        tmp_path, keys, COHORT, "withdraw-1", [_csv(tmp_path, "forged", "OPT_OUT", withdrawal)], signer="cohort"
+        tmp_path,
+        keys,
+        COHORT,
+        "withdraw-1",
+        [_csv(tmp_path, "forged", "OPT_OUT", withdrawal)],
+        signer="cohort",
     )
     upload(sftp_settings, forged, inbox)
     refusal = rejected(sftp_settings, inbox, hub, COHORT, "withdraw-1")
@@ -80,12 +90,16 @@ def test_cohort_provider_cannot_withdraw_a_national_opt_out(tmp_path, keys, hub,
 
     warehouse, target = tmp_path / "warehouse.duckdb", tmp_path / "dbt-target"
     raw_root = hub.storage.raw_root
-    run_dbt("run", "--select", "+int_opt_out_exclusions", warehouse=warehouse, raw_root=raw_root, target=target)
+    run_dbt(
+        "run", "--select", "+int_opt_out_exclusions", warehouse=warehouse, raw_root=raw_root, target=target
+    )
     assert excluded(warehouse) == {OPTED_OUT}
 
     # Had the file reached the raw tables some other way, staging still reads OPT_OUT from cnam only.
     write_raw(raw_root, "OPT_OUT", withdrawal, provider=COHORT, delivery_id="slipped-in")
-    run_dbt("run", "--select", "+int_opt_out_exclusions", warehouse=warehouse, raw_root=raw_root, target=target)
+    run_dbt(
+        "run", "--select", "+int_opt_out_exclusions", warehouse=warehouse, raw_root=raw_root, target=target
+    )
     assert excluded(warehouse) == {OPTED_OUT}
     assert query(warehouse, "select distinct hdh_provider from staging.stg_opt_out") == [("cnam",)]
 

@@ -180,7 +180,8 @@ def _providers(value: Any, fail: Callable[[str], RegistryError]) -> tuple[str, .
         raise fail('"providers" must be a non-empty list of provider ids.')
     invalid = [repr(p) for p in value if not isinstance(p, str) or not is_provider(p)]
     if invalid:
-        raise fail(f'"providers" holds names hdh-delivery/1 does not allow as provider ids: {", ".join(invalid)}.')
+        names = ", ".join(invalid)
+        raise fail(f'"providers" holds names hdh-delivery/1 does not allow as provider ids: {names}.')
     if len(set(value)) != len(value):
         raise fail('"providers" names a provider twice.')
     return tuple(value)
