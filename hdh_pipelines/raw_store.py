@@ -161,16 +161,18 @@ def load_file(
         "temp_directory": str(scratch),
         "enable_external_access": True,
     }
+    fault = None
     try:
         with duckdb.connect(config=config) as connection:
             rows = connection.execute(query).fetchone()[0]
     except duckdb.Error as error:
         line = _DUCKDB_LINE.search(str(error))
-        where = f" near line {line.group(1)}" if line else ""
+        fault = f"{' near line ' + line.group(1) if line else ''} ({type(error).__name__})"
+    if fault is not None:
+        # Raised outside the handler: DuckDB's message quotes the offending value, and an
+        # exception's context is printed with its traceback (logs, the Dagster UI).
         raise DeliveryRejected(
-            Reason.BAD_DATA,
-            f"The file cannot be parsed as declared in the manifest{where} ({type(error).__name__}).",
-            file=entry.name,
-        ) from None
+            Reason.BAD_DATA, f"The file cannot be parsed as declared in the manifest{fault}.", file=entry.name
+        )
     os.chmod(destination, PRIVATE_FILE_MODE)
     return rows
