@@ -22,7 +22,7 @@ from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
 from hdh_pipelines.delivery.keys import HubKeyRing, KeyConfigError
 from hdh_pipelines.delivery.names import MANIFEST_NAME, SIGNATURE_NAME
 from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.delivery.receive import SftpDeliverySource
+from hdh_pipelines.delivery.receive import LocalDeliverySource, SftpDeliverySource
 from hdh_pipelines.delivery.transfer import SftpUnavailable, sftp_session
 from hdh_pipelines.inbox import ScanBudget, scan_inbox
 from hdh_pipelines.ingestion import ingest_delivery
@@ -53,6 +53,17 @@ def test_a_symlink_in_a_delivery_is_refused_never_followed(tmp_path, keys, hub, 
     refusal = rejected(sftp_settings, inbox, hub, "cnam", "link")
     assert refusal.reason == Reason.BAD_NAME and refusal.file == name
     assert raw_rows(hub.storage, "IR_BEN_R") == []
+
+
+def test_a_local_source_refuses_symlinks_too(tmp_path):
+    (tmp_path / "real").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    source = LocalDeliverySource(tmp_path)
+    assert source.size("real") == 1 and source.read_small("real", 10) == b"x"
+    for call in (lambda: source.size("link"), lambda: source.read_small("link", 10)):
+        with pytest.raises(DeliveryRejected) as caught:
+            call()
+        assert caught.value.reason == Reason.BAD_NAME
 
 
 def test_the_sensor_hands_a_symlinked_signature_to_a_run_that_refuses_it(tmp_path, sftp_settings, inbox):
