@@ -3,9 +3,10 @@
 What is new is decided by identity, ``(provider, delivery_id)`` against the set
 of deliveries already known to the hub, never by modification times: a file
 uploaded with an old timestamp must not be skipped. Work per scan is bounded
-(new deliveries returned, server round trips, seconds), and the scan resumes
-after the last folder it looked at, so every folder is reached in turn even
-when the inbox holds thousands.
+(new deliveries returned, server round trips, seconds) and shared round robin
+between providers; each provider's scan resumes after the last folder it
+looked at, so every folder is reached in turn even when the inbox holds
+thousands, and one provider's backlog never holds the others back.
 """
 
 from __future__ import annotations
