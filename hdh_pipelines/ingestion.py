@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
 from hdh_pipelines.delivery.keys import HubKeyRing, ProviderRegistry
-from hdh_pipelines.delivery.names import check_delivery_names
+from hdh_pipelines.delivery.names import MANIFEST_NAME, check_delivery_names
 from hdh_pipelines.delivery.receive import DeliverySource, plaintext_name, read_manifest, receive_file
 from hdh_pipelines.quality import DuckDBSettings
 from hdh_pipelines.quality.gate import validate_delivery
@@ -129,19 +129,27 @@ def ingest_delivery(
     hub: HubContext,
     *,
     run_id: str | None = None,
+    expected_manifest_sha256: str | None = None,
 ) -> IngestionReport:
     """Verify, decrypt and load a delivery; quarantine it whole on any breach of the contract.
 
     Idempotent: a delivery already published from the same manifest is not
     loaded again. Errors that are not the delivery's fault (the server going
     away, a full disk) propagate unchanged, quarantine nothing and can be retried.
+
+    ``expected_manifest_sha256`` pins the run to the manifest its sensor saw:
+    another manifest on the server now is refused (``manifest_changed``). A
+    refusal never touches what an earlier run published: that copy was
+    verified in full against a signed manifest and stays; the quarantine
+    record names its manifest (``published_manifest_sha256``).
     """
     # A bad folder name is refused before it is used in any path.
     check_delivery_names(provider, delivery_id)
     storage = hub.storage.prepare()
     with _delivery_lock(storage, provider, delivery_id):
+        storage.remove_leftovers(provider, delivery_id)
         try:
-            report = _ingest(source, provider, delivery_id, hub)
+            report = _ingest(source, provider, delivery_id, hub, expected_manifest_sha256)
         except DeliveryRejected as rejection:
             record_quarantine(storage, provider, delivery_id, rejection, run_id=run_id)
             raise
@@ -149,7 +157,13 @@ def ingest_delivery(
         return report
 
 
-def _ingest(source: DeliverySource, provider: str, delivery_id: str, hub: HubContext) -> IngestionReport:
+def _ingest(
+    source: DeliverySource,
+    provider: str,
+    delivery_id: str,
+    hub: HubContext,
+    expected_manifest_sha256: str | None,
+) -> IngestionReport:
     storage = hub.storage
     verified = read_manifest(
         source,
@@ -157,7 +171,15 @@ def _ingest(source: DeliverySource, provider: str, delivery_id: str, hub: HubCon
         delivery_id=delivery_id,
         providers=hub.providers,
         dataset_known=lambda name: hub.registry.resolve(name) is not None,
+        dataset_providers=lambda name: hub.registry.resolve(name).providers,
     )
+    if expected_manifest_sha256 is not None and verified.sha256 != expected_manifest_sha256.lower():
+        raise DeliveryRejected(
+            Reason.MANIFEST_CHANGED,
+            "The manifest on the server is not the one this run was launched for: it changed after the "
+            "delivery was announced. Send the new content as a new delivery_id.",
+            file=MANIFEST_NAME,
+        )
     published = storage.published_summary(provider, delivery_id)
     if published is not None and published.get("manifest_sha256") == verified.sha256:
         return IngestionReport.from_json(published, already_loaded=True)
@@ -258,12 +280,15 @@ def record_quarantine(
     run_id: str | None = None,
 ) -> dict:
     """Write (or overwrite, on a re-run) the delivery's quarantine record."""
+    published = storage.published_summary(provider, delivery_id)
     record = {
         "provider": provider,
         "delivery_id": delivery_id,
         **rejection.as_dict(),
         "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_id": run_id,
+        # An earlier run's verified copy stays published; this names it.
+        "published_manifest_sha256": None if published is None else published["manifest_sha256"],
     }
     path = storage.quarantine_file(provider, delivery_id)
     make_private_dir(path.parent)

@@ -17,6 +17,7 @@ from hdh_pipelines.delivery.names import check_delivery_names, is_delivery_id, i
 DELIVERIES = dg.DynamicPartitionsDefinition(name="deliveries")
 _DOT = "%2E"
 _TAG_VALUE_LIMIT = 63
+MANIFEST_DIGEST_TAG = "hdh/manifest-sha256"
 
 
 def delivery_partition_key(provider: str, delivery_id: str) -> str:
@@ -47,5 +48,6 @@ def tag_value(text: str) -> str:
 def delivery_run_tags(provider: str, delivery_id: str, manifest_sha256: str | None) -> dict[str, str]:
     tags = {"hdh/provider": provider, "hdh/delivery": tag_value(delivery_id), "hdh/kind": "ingestion"}
     if manifest_sha256:
-        tags["hdh/manifest-sha256"] = manifest_sha256[:16]
+        # The whole digest: the run refuses any other manifest (a prefix could be matched on purpose).
+        tags[MANIFEST_DIGEST_TAG] = manifest_sha256
     return tags

@@ -75,11 +75,15 @@ def _csv_header(path: Path, entry: FileEntry) -> list[str]:
 def _check_columns(columns: Sequence[str], schema: DatasetSchema, entry: FileEntry) -> None:
     if len(set(columns)) != len(columns):
         raise DeliveryRejected(Reason.BAD_DATA, "The file's header names a column twice.", file=entry.name)
-    unknown = [c for c in columns if c not in schema.column_names]
+    # Positions, never the names: a header that is not one (a file without its header line)
+    # would put a whole data row into the quarantine record and the Dagster UI.
+    unknown = [str(position) for position, c in enumerate(columns, start=1) if c not in schema.column_names]
     if unknown:
         raise DeliveryRejected(
             Reason.UNKNOWN_COLUMN,
-            f"The file has columns that dataset {schema.name} does not declare: {', '.join(unknown)}.",
+            f"The file's header has {len(unknown)} column name(s) that dataset {schema.name} does not "
+            f"declare, at position(s) {', '.join(unknown[:20])}{' …' if len(unknown) > 20 else ''} "
+            "(names are not repeated here: if the file has no header line, add it).",
             file=entry.name,
         )
     missing = [f.name for f in schema.fields if f.required and f.name not in columns]
@@ -157,16 +161,18 @@ def load_file(
         "temp_directory": str(scratch),
         "enable_external_access": True,
     }
+    fault = None
     try:
         with duckdb.connect(config=config) as connection:
             rows = connection.execute(query).fetchone()[0]
     except duckdb.Error as error:
         line = _DUCKDB_LINE.search(str(error))
-        where = f" near line {line.group(1)}" if line else ""
+        fault = f"{' near line ' + line.group(1) if line else ''} ({type(error).__name__})"
+    if fault is not None:
+        # Raised outside the handler: DuckDB's message quotes the offending value, and an
+        # exception's context is printed with its traceback (logs, the Dagster UI).
         raise DeliveryRejected(
-            Reason.BAD_DATA,
-            f"The file cannot be parsed as declared in the manifest{where} ({type(error).__name__}).",
-            file=entry.name,
-        ) from None
+            Reason.BAD_DATA, f"The file cannot be parsed as declared in the manifest{fault}.", file=entry.name
+        )
     os.chmod(destination, PRIVATE_FILE_MODE)
     return rows

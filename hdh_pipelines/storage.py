@@ -6,7 +6,10 @@ Layout under the configured root (folders 0700, files 0600)::
     raw/<provider>/<delivery_id>/<DATASET>/<file>.parquet   raw tables, one folder per delivery
     raw/<provider>/<delivery_id>/_delivery.json     what was loaded, from which manifest
     quarantine/<provider>/<delivery_id>.json        why a delivery was refused
-    staging/                                        work in progress, never read by anyone
+    quality/<provider>/<delivery_id>/<DATASET>-<time>.html  validation reports (examples, owner-only)
+    staging/work/<provider>/<delivery_id>/<run>/    work in progress, never read by anyone
+    staging/locks/<provider>/<delivery_id>          one lock file per delivery
+    staging/replaced/                               older copies on their way out
 
 A delivery becomes visible in ``raw/`` by a single rename of its folder, so a
 reader sees all of it or none of it.
@@ -29,8 +32,18 @@ QUALITY_SUMMARY = "_quality.json"
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` and missing parents owner-only (and tighten an existing one)."""
-    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    """Create ``path`` and missing parents owner-only from the start (and tighten an existing ``path``).
+
+    ``Path.mkdir(parents=True)`` would create the parents with the umask's mode
+    (often 0755): each missing folder is created here with 0700 instead.
+    """
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
     os.chmod(path, PRIVATE_DIR_MODE)
     return path
 
@@ -93,15 +106,28 @@ class HubStorage:
     def quarantine_file(self, provider: str, delivery_id: str) -> Path:
         return self.root / "quarantine" / provider / f"{delivery_id}.json"
 
+    def staging_dir(self, provider: str, delivery_id: str) -> Path:
+        """The delivery's own work folder: its exact name, so no other delivery's folder is ever matched."""
+        return self.root / "staging" / "work" / provider / delivery_id
+
+    def remove_leftovers(self, provider: str, delivery_id: str) -> None:
+        """Remove what killed runs left: this delivery's work folder and copies moved aside.
+
+        Called under the delivery's lock, so no live run of the same delivery
+        is using the folder. Copies in ``replaced/`` are out of every reader's
+        glob already; a live run of another delivery removes its own with
+        ``ignore_errors``, so removing them here too is harmless.
+        """
+        shutil.rmtree(self.staging_dir(provider, delivery_id), ignore_errors=True)
+        for aside in (self.root / "staging" / "replaced").glob("*"):
+            shutil.rmtree(aside, ignore_errors=True)
+
     def new_staging_dir(self, provider: str, delivery_id: str) -> Path:
-        """A fresh work folder; leftovers of killed runs for the same delivery are removed first."""
-        parent = make_private_dir(self.root / "staging" / provider)
-        for leftover in parent.glob(f"{delivery_id}.*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        return make_private_dir(parent / f"{delivery_id}.{uuid.uuid4().hex}")
+        """A fresh work folder inside the delivery's own (see ``staging_dir``)."""
+        return make_private_dir(self.staging_dir(provider, delivery_id) / uuid.uuid4().hex)
 
     def lock_file(self, provider: str, delivery_id: str) -> Path:
-        return make_private_dir(self.root / "staging" / provider) / f"{delivery_id}.lock"
+        return make_private_dir(self.root / "staging" / "locks" / provider) / delivery_id
 
     def raw_glob(self, dataset: str) -> str:
         """The files of one raw table across all published deliveries (a DuckDB glob)."""

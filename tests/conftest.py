@@ -74,7 +74,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
                         "name": "Assurance Maladie",
                         "signing_keys": [{"file": str(cnam.public_key_file)}],
                     },
-                    "cohort-hosp": {
+                    "chu-cohort": {
                         "name": "Hospital cohort",
                         "signing_keys": [{"file": str(cohort.public_key_file)}],
                     },

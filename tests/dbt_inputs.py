@@ -36,15 +36,19 @@ def write_raw(
     dataset: str,
     rows: Sequence[Mapping[str, str | None]],
     *,
-    provider: str = "cnam",
+    provider: str | None = None,
     delivery_id: str = "d1",
     loaded_at: datetime = datetime(2026, 1, 5, 10, 0),
     file_name: str = "part-0",
 ) -> Path:
-    """Write one raw Parquet file of ``dataset`` (a delivered name such as T_MCO25B is resolved)."""
+    """Write one raw Parquet file of ``dataset`` (a delivered name such as T_MCO25B is resolved).
+
+    ``provider`` defaults to the first the registry allows for the dataset (staging reads no other).
+    """
     schema = default_registry().resolve(dataset)
     if schema is None:
         raise ValueError(f"Unknown dataset {dataset}.")
+    provider = provider or schema.providers[0]
     unknown = {name for row in rows for name in row} - set(schema.column_names)
     if unknown:
         raise ValueError(f"{schema.name} has no column {sorted(unknown)}.")
@@ -67,7 +71,6 @@ def write_synthetic_raw(
     *,
     persons: int,
     year: int = 2025,
-    provider: str = "cnam",
     delivery_id: str = "synthetic-1",
     loaded_at: datetime = datetime(2026, 1, 5, 10, 0),
 ) -> dict[str, Path]:
@@ -76,6 +79,7 @@ def write_synthetic_raw(
     with tempfile.TemporaryDirectory() as scratch, duckdb.connect() as connection:
         for delivered, csv_path in generate_snds(Path(scratch), persons=persons, year=year).items():
             schema = default_registry().resolve(delivered)
+            provider = schema.providers[0]  # each dataset from a provider allowed to deliver it
             folder = raw_root / provider / delivery_id / schema.name
             folder.mkdir(parents=True, exist_ok=True)
             written[delivered] = folder / "part-0.parquet"

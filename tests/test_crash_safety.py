@@ -67,7 +67,7 @@ def test_killed_mid_decryption(tmp_path, keys, hub, sftp_settings, inbox):
             str(hub.storage.root),
         ],
     )
-    staging = hub.storage.root / "staging" / "cnam"
+    staging = hub.storage.staging_dir("cnam", "big")
     deadline = time.monotonic() + 60
     partial = []
     while time.monotonic() < deadline and child.poll() is None:
@@ -90,6 +90,4 @@ def test_killed_mid_decryption(tmp_path, keys, hub, sftp_settings, inbox):
     with sftp_session(sftp_settings) as session:
         report = ingest_delivery(SftpDeliverySource(session, f"{inbox}/cnam/big"), "cnam", "big", hub)
     assert report.rows_by_dataset() == {"ER_PRS_F": rows}
-    assert not [p for p in staging.glob("big.*") if p.is_dir()], (
-        "leftovers of the killed run are cleaned by the re-run"
-    )
+    assert list(staging.iterdir()) == [], "leftovers of the killed run are cleaned by the re-run"

@@ -355,6 +355,7 @@ def test_raw_sources_declare_the_registry_columns():
         schema = registry.resolve(table["identifier"])
         assert table["name"] == schema.name.lower()
         assert [c["name"] for c in table["columns"]] == [*schema.column_names, *lineage]
+        assert table["config"]["meta"]["hdh_providers"] == list(schema.providers), table["name"]
 
 
 def test_dataset_without_delivery_is_empty_and_typed(golden):

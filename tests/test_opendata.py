@@ -360,7 +360,8 @@ def test_dagster_indicator_job_and_assets(warehouse, tmp_path):
         metadata = materialisation.event_specific_data.metadata
         assert metadata["suppressed_values"].value > 0
         assert "[suppressed]" in metadata["table"].value
-        assert (tmp_path / "indicators" / "treated-diabetes-2024" / "treated-diabetes-2024.csv").exists()
+        folder = tmp_path / "indicators" / "treated-diabetes-2024" / result.run_id  # one folder per request
+        assert (folder / "treated-diabetes-2024.csv").exists()
 
         bad = json.loads(json.dumps(LAUNCHPAD_EXAMPLE))
         bad["ops"]["compute_indicator"]["config"]["algorithm"] = "alg_unknown"

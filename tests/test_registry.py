@@ -44,6 +44,7 @@ def _write(folder: Path, document: dict) -> None:
 def _minimal(name: str, **extra: object) -> dict:
     return {
         "name": name,
+        "providers": ["cnam"],
         "fields": [{"name": "ID", "type": "string"}, {"name": "DAY", "type": "date"}],
         "primaryKey": ["ID"],
         "hdh": {"family": "TEST", "event_date": "DAY"},

@@ -41,6 +41,7 @@ from hdh_pipelines.workspaces import (
     read_audit_trail,
     scan_registry,
 )
+from hdh_pipelines.workspaces.audit import process_requester
 from hdh_pipelines.workspaces.pseudonyms import key_variable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -661,7 +662,7 @@ def test_dagster_backfill_range_is_one_run_with_audit_and_requester(hub, instanc
     (record,) = read_audit_trail(hub.audit_root)
     assert (record["run_id"], record["requester"], record["outcome"]) == (
         result.run_id,
-        "k.benali",
+        process_requester("k.benali"),  # the OS account, the tag only as a claim
         "materialised",
     )
     materialised = instance.get_materialized_partitions(project_workspace.key)

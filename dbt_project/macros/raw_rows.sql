@@ -7,6 +7,7 @@
     which is the normal state of a dataset nobody has delivered yet, so the
     glob is listed first (DuckDB's glob() at run time) and, when it is empty,
     the relation is an empty one with the source's declared columns and types.
+    Only the rows of the dataset's authoritative providers are kept.
     At parse time nothing is listed: calling source() is what records the
     lineage. -#}
 {% macro raw_rows(table_name) %}
@@ -14,9 +15,39 @@
     {%- if execute and not raw_files_exist(raw) -%}
         {{ empty_raw_relation(table_name) }}
     {%- else -%}
-        read_parquet({{ raw.external }}, union_by_name = true,
-                     filename = 'hdh_source_file', file_row_number = true)
+        (
+            select * from read_parquet({{ raw.external }}, union_by_name = true,
+                                       filename = 'hdh_source_file', file_row_number = true)
+            where hdh_provider in ({{ authoritative_providers(table_name) }})
+        )
     {%- endif -%}
+{% endmacro %}
+
+
+{#- The providers allowed to deliver the dataset, as SQL literals: the source's
+    meta.hdh_providers, which tests/test_dbt_models.py keeps equal to the
+    registry's "providers". Provider ids are [a-z0-9_-] (the registry refuses
+    others), so quoting them is enough. -#}
+{% macro authoritative_providers(table_name) %}
+    {%- if not execute -%}
+        {{ return("''") }}
+    {%- endif -%}
+    {%- set providers = raw_source_node(table_name).config.meta.get('hdh_providers') -%}
+    {%- if not providers -%}
+        {{ exceptions.raise_compiler_error(
+            "Source raw." ~ table_name ~ " has no meta.hdh_providers: copy the registry's providers.") }}
+    {%- endif -%}
+    {%- for provider in providers -%}
+        '{{ provider }}'{{ ", " if not loop.last }}
+    {%- endfor -%}
+{% endmacro %}
+
+
+{% macro raw_source_node(table_name) %}
+    {{ return(graph.sources.values()
+        | selectattr('source_name', 'equalto', 'raw')
+        | selectattr('name', 'equalto', table_name)
+        | first) }}
 {% endmacro %}
 
 
@@ -31,10 +62,7 @@
 
 
 {% macro empty_raw_relation(table_name) %}
-    {%- set node = graph.sources.values()
-        | selectattr('source_name', 'equalto', 'raw')
-        | selectattr('name', 'equalto', table_name)
-        | first -%}
+    {%- set node = raw_source_node(table_name) -%}
     (
         select
         {%- for column in node.columns.values() %}

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from hdh_pipelines.delivery.errors import DeliveryRejected
 from hdh_pipelines.delivery.receive import SftpDeliverySource
 from hdh_pipelines.ingestion import IngestionReport, LoadedFile, ingest_delivery
-from hdh_pipelines.partitions import DELIVERIES, parse_delivery_partition_key
+from hdh_pipelines.partitions import DELIVERIES, MANIFEST_DIGEST_TAG, parse_delivery_partition_key
 from hdh_pipelines.raw_store import LINEAGE_COLUMNS
 from hdh_pipelines.registry import DatasetSchema, default_registry
 from hdh_pipelines.resources import HubResource, SftpResource
@@ -129,7 +129,15 @@ def build_ingest_delivery(registry_schemas: list[DatasetSchema]) -> dg.AssetsDef
         with sftp.session() as session:
             source = SftpDeliverySource(session, sftp.delivery_folder(provider, delivery_id))
             try:
-                report = ingest_delivery(source, provider, delivery_id, hub_context, run_id=context.run_id)
+                report = ingest_delivery(
+                    source,
+                    provider,
+                    delivery_id,
+                    hub_context,
+                    run_id=context.run_id,
+                    # Pinned to the manifest the sensor saw; absent for a run launched by hand.
+                    expected_manifest_sha256=context.run.tags.get(MANIFEST_DIGEST_TAG),
+                )
             except DeliveryRejected as rejection:
                 details = {"provider": provider, "delivery_id": delivery_id, **rejection.as_dict()}
                 # Yielded, not logged: logged events are only flushed at the next yield,
@@ -166,7 +174,16 @@ ingest_delivery_assets = build_ingest_delivery(
 def delivery_quarantine(context: dg.AssetExecutionContext, hub: HubResource) -> dg.MaterializeResult:
     storage = hub.storage().prepare()
     records = list(storage.quarantine_records())
-    fields = ["provider", "delivery_id", "reason", "message", "file", "quarantined_at", "run_id"]
+    fields = [
+        "provider",
+        "delivery_id",
+        "reason",
+        "message",
+        "file",
+        "quarantined_at",
+        "run_id",
+        "published_manifest_sha256",
+    ]
     table = pa.table(
         {name: [r.get(name) for r in records] for name in fields},
         schema=pa.schema([(name, pa.string()) for name in fields]),

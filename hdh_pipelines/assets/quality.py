@@ -7,6 +7,10 @@ that validation on the delivery's partition of each raw asset: it fails with
 severity ERROR (blocking: nothing downstream is materialised from the run, and
 automation waits for a passing check) when an error-severity expectation
 failed, with WARN when only warnings did, and passes otherwise.
+
+Dagster's event log is not private storage: the check's metadata and
+description carry counts, registered column names and expectation names,
+never a delivered value; examples stay in the owner-only HTML report.
 """
 
 import dagster as dg
@@ -26,18 +30,18 @@ def _cell(text: str) -> str:
 
 
 def outcomes_table(outcomes: tuple[ExpectationOutcome, ...]) -> str:
-    """Markdown table of expectation outcomes, failures first (identifiers already masked)."""
+    """Markdown table of expectation outcomes, failures first: counts and columns, never values."""
     ordered = sorted(outcomes, key=lambda o: (not o.failed, o.severity != "error", o.name))
     lines = [
-        "| expectation | category | severity | status | unexpected | allowed | examples |",
+        "| expectation | columns | category | severity | status | unexpected | allowed |",
         "|---|---|---|---|---|---|---|",
     ]
     for o in ordered:
         percent = o.unexpected_percent or 0
         unexpected = "" if o.unexpected_count is None else f"{o.unexpected_count:,} ({percent:.3g} %)"
         lines.append(
-            f"| {_cell(o.name)} | {o.category} | {o.severity} | {_STATUS[o.success]} | {unexpected} "
-            f"| {(1 - o.threshold) * 100:.3g} % | {_cell('; '.join(o.sample_unexpected))} |"
+            f"| {_cell(o.name)} | {_cell(', '.join(o.columns))} | {o.category} | {o.severity} "
+            f"| {_STATUS[o.success]} | {unexpected} | {(1 - o.threshold) * 100:.3g} % |"
         )
     return "\n".join(lines)
 
@@ -62,7 +66,8 @@ def check_result(report: ValidationReport, delivery: str) -> dg.AssetCheckResult
                 "category": outcome.category,
                 "unexpected_count": outcome.unexpected_count,
                 "unexpected_percent": outcome.unexpected_percent,
-                "examples": list(outcome.sample_unexpected),
+                "columns": list(outcome.columns),
+                # Value-free; the examples stay in the owner-only report (data_docs).
                 "explanation": outcome.description,
             }
         )

@@ -25,6 +25,7 @@ from hdh_pipelines.workspaces import (
     materialise_workspace,
     read_audit_trail,
 )
+from hdh_pipelines.workspaces.audit import process_requester
 
 WORKSPACES_GROUP = "workspaces"
 WORKSPACE_OWNERS = ["team:data-governance"]
@@ -134,7 +135,8 @@ def _results_metadata(results: list[WorkspaceResult]) -> dict:
 )
 def project_workspace(context: dg.AssetExecutionContext, workspaces: WorkspaceResource):
     settings = workspaces.settings()
-    requester = context.run.tags.get(REQUESTER_TAG, "unspecified")
+    # The process's OS account, which the hub can vouch for; the run tag is only a claim (docs/security.md).
+    requester = process_requester(context.run.tags.get(REQUESTER_TAG))
     results = []
     for project_id, months in months_by_project(list(context.partition_keys)).items():
         try:
@@ -166,7 +168,8 @@ def project_workspace(context: dg.AssetExecutionContext, workspaces: WorkspaceRe
     kinds={"parquet"},
     tags={"hdh/layer": "workspaces"},
     description="Append-only audit trail: every workspace materialisation, refusal and failure with "
-    "project, run id, requester (run tag hdh/requester), datasets, row counts, approval references and "
+    "project, run id, requester (the run's OS account; a hdh/requester tag only as a claim), datasets, "
+    "row counts, approval references and "
     "the opt-out registry version applied. Records are written by the workspace runs themselves and never "
     "updated or deleted; materialising this asset reports the trail.",
 )

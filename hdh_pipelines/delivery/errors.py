@@ -26,6 +26,10 @@ class Reason(StrEnum):
     MISSING_COLUMN = "missing_column"
     UNKNOWN_COLUMN = "unknown_column"
     BAD_DATA = "bad_data"
+    # The provider is known but the registry does not let it deliver this dataset.
+    PROVIDER_NOT_AUTHORISED = "provider_not_authorised"
+    # The manifest on the server is not the one the sensor announced the run for.
+    MANIFEST_CHANGED = "manifest_changed"
 
 
 class DeliveryRejected(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,8 +81,24 @@ def _store_pair(directory: Path, role: str, private, passphrase: bytes | None) -
     return GeneratedKey(kid, private_file, public_file)
 
 
+def read_owner_only(path: Path) -> bytes:
+    """A private key file's bytes, refused if its group or others have any access to it.
+
+    The mode is read from the open file (no window between check and read);
+    like OpenSSH, a key others could have read is treated as compromised.
+    """
+    with open(path, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyConfigError(
+                f"{path} is accessible to group or others (mode {stat.filemode(mode)}): make it owner-only "
+                "(chmod 600) and replace the key, which may have been read."
+            )
+        return handle.read()
+
+
 def load_private_key(path: Path, passphrase: bytes | None = None):
-    return serialization.load_pem_private_key(Path(path).read_bytes(), password=passphrase)
+    return serialization.load_pem_private_key(read_owner_only(Path(path)), password=passphrase)
 
 
 def load_public_key(pem: bytes):

@@ -166,8 +166,9 @@ def _parse_file(entry: object, dataset_known: Callable[[str], bool]) -> FileEntr
     if media_type not in (CSV, PARQUET):
         raise _bad(f"media_type must be {CSV} or {PARQUET}.", name)
     if set(entry) != expected:
-        missing, extra = sorted(expected - set(entry)), sorted(set(entry) - expected)
-        raise _bad(f"File fields are wrong (missing: {missing}, not allowed: {extra}).", name)
+        # Only the specification's field names are repeated; a field it does not define is counted.
+        missing, extra = sorted(expected - set(entry)), len(set(entry) - expected)
+        raise _bad(f"File fields are wrong (missing: {missing}, {extra} field(s) not allowed).", name)
     dataset = entry["dataset"]
     if not isinstance(dataset, str) or not dataset_known(dataset):
         raise DeliveryRejected(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 
 from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
 
@@ -54,4 +55,15 @@ def check_file_name(name: str) -> None:
             "A file name in the manifest is not allowed by hdh-delivery/1 "
             "(letters, digits, '.', '_' and '-' only, no folders, at most 128 characters).",
             file=name if isinstance(name, str) and is_file_name(name) else None,
+        )
+
+
+def require_regular_file(mode: int, name: str) -> None:
+    """Refuse anything but a regular file (symbolic link, folder, device): it is never followed or read."""
+    if not stat.S_ISREG(mode):
+        raise DeliveryRejected(
+            Reason.BAD_NAME,
+            "A file of the delivery is a symbolic link, a folder or a special file: only regular files "
+            "are read.",
+            file=name if is_file_name(name) or name in (MANIFEST_NAME, SIGNATURE_NAME) else None,
         )

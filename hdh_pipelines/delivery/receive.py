@@ -8,19 +8,21 @@ renamed into place.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from hdh_pipelines.delivery.envelope import DecryptionResult, Readable, decrypt_stream
 from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
 from hdh_pipelines.delivery.keys import HubKeyRing, ProviderRegistry
 from hdh_pipelines.delivery.manifest import FileEntry, Manifest, parse_manifest, verify_signature
-from hdh_pipelines.delivery.names import ENCRYPTED_SUFFIX, MANIFEST_NAME, SIGNATURE_NAME
+from hdh_pipelines.delivery.names import ENCRYPTED_SUFFIX, MANIFEST_NAME, SIGNATURE_NAME, require_regular_file
 from hdh_pipelines.delivery.transfer import SftpSession
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -53,11 +55,15 @@ class LocalDeliverySource:
     folder: Path
 
     def size(self, name: str) -> int | None:
-        path = self.folder / name
-        return path.stat().st_size if path.is_file() else None
+        try:
+            attributes = (self.folder / name).lstat()
+        except FileNotFoundError:
+            return None
+        require_regular_file(attributes.st_mode, name)
+        return attributes.st_size
 
     def read_small(self, name: str, limit: int) -> bytes:
-        with open(self.folder / name, "rb") as handle:
+        with self._open(name) as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:
             raise ValueError(f"{name} is larger than {limit} bytes")
@@ -65,8 +71,24 @@ class LocalDeliverySource:
 
     @contextmanager
     def open_stream(self, name: str, size: int):
-        with open(self.folder / name, "rb", buffering=1 << 20) as handle:
+        with self._open(name) as handle:
             yield handle
+
+    def _open(self, name: str) -> BinaryIO:
+        # O_NOFOLLOW: a symlink swapped in after size() is refused by the kernel, not followed.
+        try:
+            descriptor = os.open(self.folder / name, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                require_regular_file(stat.S_IFLNK, name)
+            raise
+        handle = os.fdopen(descriptor, "rb", buffering=1 << 20)
+        try:
+            require_regular_file(os.fstat(handle.fileno()).st_mode, name)
+        except DeliveryRejected:
+            handle.close()
+            raise
+        return handle
 
 
 @dataclass(frozen=True)
@@ -83,8 +105,14 @@ def read_manifest(
     delivery_id: str,
     providers: ProviderRegistry,
     dataset_known: Callable[[str], bool],
+    dataset_providers: Callable[[str], Sequence[str]],
 ) -> VerifiedManifest:
-    """Check the signature with the provider's live keys, then parse the manifest strictly."""
+    """Check the signature with the provider's live keys, then parse the manifest strictly.
+
+    ``dataset_providers`` gives, for a delivered dataset name, the providers the
+    registry allows to deliver it: a file of any other dataset is refused here,
+    before anything is downloaded or decrypted.
+    """
     known_provider = providers.get(provider)
     if known_provider is None:
         raise DeliveryRejected(
@@ -104,12 +132,36 @@ def read_manifest(
     manifest = parse_manifest(
         manifest_bytes, provider=provider, delivery_id=delivery_id, dataset_known=dataset_known
     )
+    for entry in manifest.files:
+        if provider not in dataset_providers(entry.dataset):
+            raise DeliveryRejected(
+                Reason.PROVIDER_NOT_AUTHORISED,
+                f"Provider {provider} is not registered to deliver dataset {entry.dataset}: the hub's "
+                "dataset registry names the providers allowed for each dataset.",
+                file=entry.name,
+            )
+    check_local_names(manifest)
     return VerifiedManifest(manifest, hashlib.sha256(manifest_bytes).hexdigest(), signer)
 
 
 def plaintext_name(entry: FileEntry) -> str:
     name = entry.name
     return name[: -len(ENCRYPTED_SUFFIX)] if name.endswith(ENCRYPTED_SUFFIX) else name + ".plain"
+
+
+def check_local_names(manifest: Manifest) -> None:
+    """Refuse two files that would be written under the same local name (``x.plain.hdhenc`` and ``x``)."""
+    seen: set[str] = set()
+    for entry in manifest.files:
+        local = plaintext_name(entry)
+        if local in seen:
+            raise DeliveryRejected(
+                Reason.BAD_NAME,
+                "Two files of the manifest would be stored under the same name once decrypted "
+                "(a name ending in .hdhenc and the same name without it plus .plain): rename one.",
+                file=entry.name,
+            )
+        seen.add(local)
 
 
 def receive_file(

@@ -24,7 +24,8 @@ import paramiko
 from paramiko.message import Message
 from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
 
-from hdh_pipelines.delivery.names import PART_SUFFIX
+from hdh_pipelines.delivery.keys import KeyConfigError, read_owner_only
+from hdh_pipelines.delivery.names import PART_SUFFIX, require_regular_file
 
 # GCM ciphers first: they are the fastest paramiko offers (about 20 % over CTR
 # on loopback here); the rest keep interoperability with older servers.
@@ -103,8 +104,11 @@ def _check_host_key(settings: SftpSettings, offered: paramiko.PKey) -> None:
 
 def _load_client_key(path: Path) -> paramiko.PKey:
     try:
+        read_owner_only(path)  # refuses a key others could read, like OpenSSH
         return paramiko.PKey.from_path(str(path))
-    except (OSError, paramiko.SSHException) as error:
+    except KeyConfigError as error:
+        raise SftpUnavailable("client_key_exposed", str(error)) from None
+    except (OSError, ValueError, paramiko.SSHException) as error:
         raise SftpUnavailable("client_key_unreadable", f"cannot load SSH key {path}") from error
 
 
@@ -125,16 +129,28 @@ class SftpSession:
     def subdirectories(self, path: str) -> list[str]:
         return sorted(a.filename for a in self.listdir(path) if stat.S_ISDIR(a.st_mode or 0))
 
-    def size(self, path: str) -> int | None:
-        """The file's size, or None if it does not exist."""
+    def regular_file(self, path: str) -> paramiko.SFTPAttributes | None:
+        """The attributes of ``path`` itself (lstat), None if absent; refused unless a regular file.
+
+        A symbolic link is never followed: on the server it resolves with the
+        hub's rights, so a provider could point it at a file outside its folder.
+        """
         try:
-            attributes = self.client.stat(path)
+            attributes = self.client.lstat(path)
         except FileNotFoundError:
             return None
-        return attributes.st_size
+        require_regular_file(attributes.st_mode or 0, posixpath.basename(path))
+        return attributes
+
+    def size(self, path: str) -> int | None:
+        """The file's size, or None if it does not exist (refused if it is not a regular file)."""
+        attributes = self.regular_file(path)
+        return None if attributes is None else attributes.st_size
 
     def read_small(self, path: str, limit: int) -> bytes:
-        """Read a whole small file (a manifest, a signature), refusing one over ``limit`` bytes."""
+        """Read a whole small regular file (a manifest, a signature), refusing one over ``limit`` bytes."""
+        if self.regular_file(path) is None:
+            raise FileNotFoundError(path)
         with self.client.open(path, "rb") as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:
@@ -146,9 +162,17 @@ class SftpSession:
         """Open ``path`` for one sequential pass over its first ``size`` bytes, with pipelined reads.
 
         ``size`` is the size the caller checked (against the manifest): the
-        stream ends there, or earlier if the file is shorter.
+        stream ends there, or earlier if the file is shorter. The path must be
+        a regular file, and still be one of that size once opened (SFTP has no
+        O_NOFOLLOW; the open file's size is compared with the link-free check).
         """
+        checked = self.regular_file(path)
+        if checked is None:
+            raise FileNotFoundError(path)
         with self.client.open(path, "rb") as handle:
+            opened = handle.stat()
+            if opened.st_size != checked.st_size or not stat.S_ISREG(opened.st_mode or 0):
+                require_regular_file(stat.S_IFLNK, posixpath.basename(path))
             yield _PipelinedDownload(self.client, handle.handle, size)
 
     def upload(self, local: BinaryIO, remote_path: str) -> int:

@@ -60,9 +60,10 @@ BREAKDOWNS = (
 AGE_BANDINGS = {"standard": (0, 18, 40, 65, 80), "broad": (0, 18, 65)}
 DEFAULT_AGE_BANDS = AGE_BANDINGS["standard"]
 SEX_LABELS = {"1": "male", "2": "female"}
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_ATC = re.compile(r"^[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?$")
-_ICD10 = re.compile(r"^[A-Z][0-9]{0,2}[0-9A-Z]{0,2}$")
+# Used with fullmatch: "$" would also match before a final newline ("abc\n").
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_ATC = re.compile(r"[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?")
+_ICD10 = re.compile(r"[A-Z][0-9]{0,2}[0-9A-Z]{0,2}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class IndicatorSpec:
     description: str = ""
 
     def validate(self) -> IndicatorSpec:
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             _refuse("invalid_name", "The name must be 1–63 lower-case letters, digits, '-' or '_'.", "name")
         if self.unit not in UNITS:
             _refuse("invalid_unit", f"What is counted must be one of {', '.join(UNITS)}.", "unit")
@@ -97,13 +98,13 @@ class IndicatorSpec:
             _refuse(
                 "unknown_algorithm", f"Unknown algorithm; available: {', '.join(ALGORITHMS)}.", "algorithm"
             )
-        if any(not _ATC.match(code) for code in self.atc_prefixes):
+        if any(not _ATC.fullmatch(code) for code in self.atc_prefixes):
             _refuse(
                 "invalid_code",
                 "ATC prefixes are upper-case ATC codes or their beginnings (A10, C10AA).",
                 "atc_prefixes",
             )
-        if any(not _ICD10.match(code) for code in self.icd10_prefixes):
+        if any(not _ICD10.fullmatch(code) for code in self.icd10_prefixes):
             _refuse(
                 "invalid_code",
                 "ICD-10 prefixes are upper-case codes without the dot (I21, E11).",

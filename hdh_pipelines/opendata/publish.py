@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ OPEN_LICENCE = {
     "url": "https://www.etalab.gouv.fr/licence-ouverte-open-licence/",
 }
 OPEN_DISPENSATIONS = "dispensations_atc_year_region"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # ATC levels as code lengths: 1 anatomical group (A), 2 therapeutic subgroup (A10), 3 pharmacological
 # subgroup (A10B), 4 chemical subgroup (A10BA), 5 substance (A10BA02).
 ATC_LEVEL_LENGTHS = {1: 1, 2: 3, 3: 4, 4: 5, 5: 7}
@@ -143,7 +145,13 @@ def run_indicator(
     requester: str,
     now: datetime,
 ) -> IndicatorResult:
-    """Compute, protect and publish one indicator (CSV + JSON under ``<root>/<name>/``); log it either way."""
+    """Compute, protect and publish one indicator (CSV + JSON under ``<root>/<name>/<request_id>/``).
+
+    The request is logged either way.
+    """
+    # One folder per request: a request never replaces what another one published.
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise ValueError("request_id must be 1-64 letters, digits, '_' or '-' (a Dagster run id).")
     record = {
         "request_id": request_id,
         "requester": requester,
@@ -169,7 +177,7 @@ def run_indicator(
         "columns": _indicator_columns(spec),
         "region_names": REGION_NAMES,
     }
-    folder = output_root / spec.name
+    folder = output_root / spec.name / request_id
     replace_folder(
         folder, lambda staging: _write_indicator(staging, spec.name, protected, metadata), private=False
     )

@@ -40,6 +40,7 @@ from hdh_pipelines.quality.suites import (
 )
 from hdh_pipelines.raw_store import quote_identifier, quote_literal
 from hdh_pipelines.registry import DatasetSchema, default_registry
+from hdh_pipelines.storage import make_private_dir, write_private_file
 
 BATCH_VIEW = "batch_table"
 RELATED_VIEW_PREFIX = "related_"
@@ -75,8 +76,11 @@ class ExpectationOutcome:
     unexpected_count: int | None
     unexpected_percent: float | None
     threshold: float
+    # Delivered values (identifiers masked) and the query error, which may quote one: for the
+    # owner-only report only. ``description`` is value-free and may be shown anywhere.
     sample_unexpected: tuple[str, ...]
     description: str
+    error: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -290,15 +294,19 @@ def _count(outcome: ExpectationOutcome) -> str:
     return f"{outcome.unexpected_count:,} ({_percent(outcome.unexpected_percent)})"
 
 
-def _describe(outcome: ExpectationOutcome, what: str, error: str | None) -> str:
+def _describe(outcome: ExpectationOutcome, what: str, missing: Sequence[str]) -> str:
+    """What happened, in counts and names only: never an example or the query's error text."""
     if not outcome.evaluated:
-        return f"Not evaluated: {what} {error}"
-    if error is not None:
-        return f"Could not be evaluated ({error}); fix the expectation. {what}"
+        return f"Not evaluated: {what} It needs {', '.join(missing)}, which was not given to this validation."
+    if outcome.error is not None:
+        return (
+            "Could not be evaluated (its query failed; the error is in the owner-only report); "
+            f"fix the expectation. {what}"
+        )
     if outcome.success:
         return f"Holds: {what}"
     allowed = _percent((1 - outcome.threshold) * 100)
-    examples = f" Examples: {'; '.join(outcome.sample_unexpected)}." if outcome.sample_unexpected else ""
+    examples = " Examples are in the owner-only report." if outcome.sample_unexpected else ""
     return (
         f"Failed ({outcome.severity}): {what} Found {outcome.unexpected_count:,} "
         f"({_percent(outcome.unexpected_percent)} of {outcome.element_count:,} rows); "
@@ -341,10 +349,9 @@ def _outcome(
         threshold=float(kwargs.get("mostly", 1.0)),
         sample_unexpected=_sample(values or [], expectation_columns(expectation), identifiers),
         description="",
+        error=error,
     )
-    if result is None:
-        error = f"it needs {', '.join(missing)}, which was not given to this validation."
-    return replace(outcome, description=_describe(outcome, meta["description"], error))
+    return replace(outcome, description=_describe(outcome, meta["description"], missing))
 
 
 def validate_table(
@@ -405,9 +412,10 @@ def write_html(report: ValidationReport, docs_dir: Path) -> Path:
     Not GX Data Docs: those print unexpected values unmasked and load styles and
     scripts from eight outside hosts, which a browser in the secure environment
     would contact. This page shows only what the report holds (masked samples),
-    escaped, with no script and no external resource.
+    escaped, with no script and no external resource. It holds delivered values,
+    so its folder is 0700 and the page 0600 from their first byte.
     """
-    docs_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(docs_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = docs_dir / f"{report.dataset}-{stamp}.html"
     status = {True: "passed", False: "FAILED", None: "not evaluated"}
@@ -424,12 +432,13 @@ def write_html(report: ValidationReport, docs_dir: Path) -> Path:
             else f"{o.unexpected_count:,} ({_percent(o.unexpected_percent)})",
             threshold=f"mostly {o.threshold:g}",
             sample=html.escape("; ".join(o.sample_unexpected)),
-            description=html.escape(o.description),
+            description=html.escape(o.description + (f" Error: {o.error}" if o.error else "")),
         )
         for o in report.outcomes
     )
     verdict = "passed" if report.success else "FAILED: an error-severity expectation failed"
-    path.write_text(
+    write_private_file(
+        path,
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>Quality of {html.escape(report.dataset)}</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -439,7 +448,6 @@ def write_html(report: ValidationReport, docs_dir: Path) -> Path:
         f"<p>{report.rows:,} rows, {len(report.outcomes)} expectations, {len(report.failures)} failed.</p>"
         "<table><tr><th>expectation</th><th>category</th><th>severity</th><th>status</th>"
         "<th>unexpected</th><th>threshold</th><th>examples (identifiers masked)</th><th>description</th></tr>"
-        f"{rows}</table></body></html>",
-        encoding="utf-8",
+        f"{rows}</table></body></html>".encode(),
     )
     return path

@@ -35,12 +35,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from hdh_pipelines.delivery.names import is_provider
 
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
 REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"
@@ -111,6 +113,9 @@ class DatasetSchema:
     event_date: str | None
     raw: Mapping[str, Any]
     person_id: tuple[str, ...] = ()
+    # The providers allowed to deliver this dataset (``providers``): a file of it
+    # from anyone else is refused before decryption, and staging reads only their rows.
+    providers: tuple[str, ...] = ()
 
     def field(self, name: str) -> Field:
         for candidate in self.fields:
@@ -145,6 +150,7 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
     name = document.get("name")
     if name != source.stem:
         raise fail(f"the schema is named {name!r}; the file name says {source.stem!r}.")
+    providers = _providers(document.get("providers"), fail)
     primary_key = _names(document.get("primaryKey", []))
     fields = []
     for spec in document.get("fields", []):
@@ -219,7 +225,26 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
         event_date=event_date,
         raw=MappingProxyType(dict(document)),
         person_id=person_id,
+        providers=providers,
     )
+
+
+def _providers(value: Any, fail: Callable[[str], RegistryError]) -> tuple[str, ...]:
+    """The ``providers`` key: required, a non-empty list of distinct hdh-delivery/1 provider ids."""
+    if value is None:
+        raise fail(
+            '"providers" is missing: list the provider ids allowed to deliver this dataset '
+            '(e.g. "providers": ["cnam"]), right after "name".'
+        )
+    if not isinstance(value, list) or not value:
+        raise fail('"providers" must be a non-empty list of provider ids.')
+    invalid = [repr(p) for p in value if not isinstance(p, str) or not is_provider(p)]
+    if invalid:
+        names = ", ".join(invalid)
+        raise fail(f'"providers" holds names hdh-delivery/1 does not allow as provider ids: {names}.')
+    if len(set(value)) != len(value):
+        raise fail('"providers" names a provider twice.')
+    return tuple(value)
 
 
 def _year_pattern(name: str) -> re.Pattern[str]:

@@ -44,6 +44,8 @@ def evaluate_inbox(
     context: dg.SensorEvaluationContext, sftp: SftpResource, config: InboxSensorConfig
 ) -> dg.SensorResult | dg.SkipReason:
     cursor = json.loads(context.cursor) if context.cursor else {}
+    # Per provider since the scan shares its budget between providers; an older cursor is dropped.
+    resume_after = cursor.get("resume_after")
     known = set(context.instance.get_dynamic_partitions(DELIVERIES.name))
     budget = ScanBudget(config.max_new_per_tick, config.max_probes_per_tick, config.max_seconds_per_tick)
     try:
@@ -53,7 +55,7 @@ def evaluate_inbox(
                 sftp.inbox_root.rstrip("/"),
                 known,
                 key_of=delivery_partition_key,
-                resume_after=cursor.get("resume_after"),
+                resume_after=resume_after if isinstance(resume_after, dict) else None,
                 budget=budget,
             )
     except SftpUnavailable as error:

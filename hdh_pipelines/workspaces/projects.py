@@ -240,7 +240,7 @@ def check_not_expired(project: Project, today: date) -> None:
         )
 
 
-_PROJECT_FILE = re.compile(r"^[^.].*\.ya?ml$")
+_PROJECT_FILE = re.compile(r"[^.].*\.ya?ml")  # fullmatch: "$" would accept a final newline
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def scan_registry(folder: Path) -> RegistryScan:
     """Every project file of ``folder``: the valid projects by id, and each refused file with its reason."""
     scan = RegistryScan()
     for path in sorted(folder.iterdir()):
-        if not (path.is_file() and _PROJECT_FILE.match(path.name)):
+        if not (path.is_file() and _PROJECT_FILE.fullmatch(path.name)):
             continue
         try:
             project = load_project(path)

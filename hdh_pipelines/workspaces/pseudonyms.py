@@ -87,7 +87,17 @@ def _from_secrets_file(project_id: str, secrets_file: Path) -> str | None:
             "make it owner-only (chmod 600) and rotate the keys it holds.",
             project_id=project_id,
         )
-    document = yaml.safe_load(secrets_file.read_text(encoding="utf-8")) or {}
+    fault = None
+    try:
+        document = yaml.safe_load(secrets_file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        # The class and line only: YAML's own message quotes the text around the fault, a key.
+        mark = getattr(error, "problem_mark", None)
+        fault = type(error).__name__ + (f" at line {mark.line + 1}" if mark is not None else "")
+    if fault is not None:  # raised outside the handler, so the YAML error is not even its context
+        raise WorkspaceRefused(
+            "invalid_secrets_file", f"{secrets_file} is not valid YAML ({fault}).", project_id=project_id
+        )
     keys = document.get("projects") if isinstance(document, dict) else None
     if not isinstance(keys, dict):
         raise WorkspaceRefused(
