@@ -82,6 +82,8 @@ class PurgeOutcome:
     rows_removed: int = 0
     row_counts: dict[str, int] = field(default_factory=dict)
     registry_version: dict[str, str] = field(default_factory=dict)
+    # A failure another try may cure (a lock, a full disk), unlike a refusal (a missing key).
+    retryable: bool = False
 
 
 def failed_outcome(copy: str, error: Exception, refusals: tuple[type[Exception], ...]) -> PurgeOutcome:
@@ -89,4 +91,6 @@ def failed_outcome(copy: str, error: Exception, refusals: tuple[type[Exception],
     sentence; any other error only its type: its text may quote data (DuckDB shows values)."""
     if isinstance(error, refusals):
         return PurgeOutcome(copy, "failed", error.reason, error.message)  # type: ignore[attr-defined]
-    return PurgeOutcome(copy, "failed", type(error).__name__, "The purge of this copy failed.")
+    return PurgeOutcome(
+        copy, "failed", type(error).__name__, "The purge of this copy failed.", retryable=True
+    )

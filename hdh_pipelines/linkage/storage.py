@@ -60,12 +60,11 @@ INPUT_QUERIES = {
 }
 # Set aside before linkage: a record under an opted-out person's pseudonym is never compared with
 # anyone (its quasi-identifiers could match another person), and their pseudonyms are not staged.
-# NOT EXISTS, not NOT IN: a record without a pseudonym is kept.
+# Anti joins, not NOT IN: a record without a pseudonym is kept.
 OPT_OUT_FILTERS = {
-    "pseudonyms": f"NOT EXISTS (SELECT 1 FROM ({excluded_persons_sql()}) AS excluded "
-    "WHERE excluded.ben_idt_ano = staged.ben_idt_ano)",
-    "cohort": f"NOT EXISTS (SELECT 1 FROM ({excluded_pseudonyms_sql()}) AS excluded "
-    "WHERE excluded.psa = upper(trim(staged.ben_nir_psa)))",
+    "pseudonyms": f"ANTI JOIN ({excluded_persons_sql()}) AS excluded USING (ben_idt_ano)",
+    "cohort": f"ANTI JOIN ({excluded_pseudonyms_sql()}) AS excluded "
+    "ON excluded.psa = upper(trim(staged.ben_nir_psa))",
 }
 
 
@@ -138,7 +137,7 @@ class LinkageRoot:
     ) -> dict[str, Path]:
         """Copy the inputs (and a truth table, for tests and benchmarks) out of the warehouse as Parquet."""
         queries = {
-            name: f"SELECT * FROM ({query}) WHERE {OPT_OUT_FILTERS[name]}"
+            name: f"SELECT staged.* FROM ({query}) AS staged {OPT_OUT_FILTERS[name]}"
             if name in OPT_OUT_FILTERS
             else query
             for name, query in INPUT_QUERIES.items()
