@@ -661,6 +661,10 @@ def test_dagster_backfill_range_is_one_run_with_audit_and_requester(hub, instanc
     assert result.success
     manifest = json.loads((hub.root / "diabetes-drug-use" / "manifest.json").read_text())
     assert manifest["months"] == MONTHS_2024_H1[:4] and manifest["run_id"] == result.run_id
+    # No person or row count in the event log: it would undo the coarsened count of opt-outs removed.
+    for materialization in result.asset_materializations_for_node("workspaces__project_workspace"):
+        assert not {"population_persons", "rows"} & set(materialization.metadata)
+        assert not [k for k, v in materialization.metadata.items() if isinstance(v.value, int)]
     (record,) = read_audit_trail(hub.audit_root)
     assert (record["run_id"], record["requester"], record["outcome"]) == (
         result.run_id,

@@ -203,8 +203,9 @@ def _purge_into(
             )
         documented = read_dictionary(target)
         make_private_dir(staging / "parquet")
+        # In the dictionary's order, which is the build's (the manifest's keys are sorted).
         datasets = [
-            _rewrite(connection, name, target, staging, documented[name]) for name in manifest["datasets"]
+            _rewrite(connection, name, target, staging, columns) for name, columns in documented.items()
         ]
         if (target / "workspace.duckdb").exists():
             _rewrite_duckdb(connection, target, staging, [doc.name for doc in datasets])
