@@ -71,7 +71,7 @@ class PurgeOutcome:
 
     ``outcome``: ``purged`` (opted-out persons removed), ``clean`` (none was
     in it: nothing rewritten), ``deleted`` (it could not be purged, so it was
-    removed whole, see ``reason``) or ``failed``.
+    removed whole, see ``reason``), ``absent`` (nothing published) or ``failed``.
     """
 
     copy: str

@@ -249,6 +249,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
 
 
+# Two dbt runs and a Spark linkage: a few minutes on a busy two-core machine.
+@pytest.mark.timeout(1200)
 def test_an_opt_out_reaches_every_copy_through_the_sensor(world: World, spark_resource, tmp_path) -> None:
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         # The three copies, made before P05 opts out.
