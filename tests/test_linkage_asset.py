@@ -162,10 +162,12 @@ def _plant_opted_out_record(connection: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# Two linkage runs (the near miss and the asset).
+@pytest.mark.timeout(1200)
 def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookalike(
     spark_resource: PySparkResource, tmp_path: Path
 ) -> None:
-    spec = LinkageTestSpec(persons=3_000, cohort=400, error_rate=0.02, opt_out_rate=0.0, seed=9)
+    spec = LinkageTestSpec(persons=1_500, cohort=200, error_rate=0.02, opt_out_rate=0.0, seed=9)
     warehouse = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(warehouse)) as connection:
         write_linkage_test_data(connection, spec)
