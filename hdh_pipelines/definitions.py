@@ -16,6 +16,7 @@ from hdh_pipelines.assets.open_science import (
     open_dispensations,
     synthetic_snds,
 )
+from hdh_pipelines.assets.opt_out_purge import opt_out_purge_job, workspace_retention_job
 from hdh_pipelines.assets.quality import quality_checks
 from hdh_pipelines.assets.referentials import cip13_mapped_to_atc
 from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
@@ -23,6 +24,7 @@ from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
 from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
 from hdh_pipelines.schedules import nightly_schedule
+from hdh_pipelines.sensors.opt_out import opt_out_purge_sensor
 from hdh_pipelines.sensors.projects import project_registry_sensor
 from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
 
@@ -40,8 +42,8 @@ defs = dg.Definitions(
         synthetic_snds,
     ],
     asset_checks=[*quality_checks, cip13_mapped_to_atc],
-    jobs=[ingest_delivery_job, nightly_job, indicator_job],
-    sensors=[sftp_inbox_sensor, project_registry_sensor],
+    jobs=[ingest_delivery_job, nightly_job, indicator_job, opt_out_purge_job, workspace_retention_job],
+    sensors=[sftp_inbox_sensor, project_registry_sensor, opt_out_purge_sensor],
     schedules=[nightly_schedule],
     resources={
         "catalogue": CatalogueResource(

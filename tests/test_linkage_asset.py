@@ -19,7 +19,9 @@ from hdh_pipelines.assets.linkage import (
     LinkageConfig,
     cohort_linkage,
 )
-from hdh_pipelines.linkage.testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_pipelines.linkage.engine import LinkageInputs, link
+from hdh_pipelines.linkage.storage import INPUT_QUERIES
+from hdh_pipelines.linkage.testdata import PROVIDER, TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
 from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
 
 
@@ -123,3 +125,88 @@ def test_missing_inputs_fail_with_a_reason(spark_resource: PySparkResource, tmp_
     assert failure is not None
     assert failure.user_failure_data.metadata["reason"].value == "missing_input"
     assert not (tmp_path / "linkage" / "outputs").exists()
+
+
+# An opted-out person (not in marts.persons) and a look-alike who did not opt out: same sex, birth
+# year and month, département and commune. The cohort holds a record of the opted-out person only.
+OPTED_OUT = ("OPTEDOUTPSA000001", "OPTED-OUT-PERSON")
+LOOKALIKE = ("LOOKALIKEPSA00001", "LOOKALIKE-PERSON")
+OPTED_OUT_RECORD = "REC-OPTED-OUT"
+
+
+def _plant_opted_out_record(connection: duckdb.DuckDBPyConnection) -> None:
+    for (psa, person), opted_out in ((OPTED_OUT, True), (LOOKALIKE, False)):
+        connection.execute(
+            "INSERT INTO intermediate.int_pseudonym_persons BY NAME "
+            "SELECT ? AS ben_nir_psa, 1 AS ben_rng_gem, ? AS ben_idt_ano, 2 AS ben_sex_cod, "
+            "1961 AS ben_nai_ann, 7 AS ben_nai_moi, '029' AS ben_res_dpt, '232' AS ben_res_com",
+            [psa, person],
+        )
+        if opted_out:
+            connection.execute(
+                "INSERT INTO intermediate.int_opt_out_exclusions VALUES (?, 1, ?)", [psa, person]
+            )
+        else:
+            connection.execute(
+                "INSERT INTO marts.persons BY NAME "
+                "SELECT ? AS ben_idt_ano, 2 AS sex_code, 1961 AS birth_year, 7 AS birth_month, "
+                "'029' AS residence_departement, '232' AS residence_commune",
+                [person],
+            )
+    connection.execute(
+        "INSERT INTO staging.stg_cohort_ext BY NAME "
+        "SELECT ? AS coh_rec_id, ? AS ben_nir_psa, 1961 AS nai_ann, 7 AS nai_moi, 2 AS sex_cod, "
+        "'29' AS res_dpt, '29232' AS res_com, DATE '2025-03-01' AS inc_dte, "
+        "'I210' AS evt_dgn, 1 AS evt_killip, ? AS hdh_provider",
+        [OPTED_OUT_RECORD, OPTED_OUT[0], PROVIDER],
+    )
+
+
+# Two linkage runs (the near miss and the asset).
+@pytest.mark.timeout(1200)
+def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookalike(
+    spark_resource: PySparkResource, tmp_path: Path
+) -> None:
+    spec = LinkageTestSpec(persons=1_500, cohort=200, error_rate=0.02, opt_out_rate=0.0, seed=9)
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as connection:
+        write_linkage_test_data(connection, spec)
+        _plant_opted_out_record(connection)
+        # Near miss: staged without the set-aside, the record would be linked to the look-alike.
+        unfiltered = {}
+        for name, query in INPUT_QUERIES.items():
+            unfiltered[name] = tmp_path / f"unfiltered-{name}.parquet"
+            connection.execute(f"COPY ({query}) TO '{unfiltered[name]}' (FORMAT parquet)")
+    spark = spark_session_from_config(spark_resource.spark_config)
+    control = link(spark, LinkageInputs(**{k: v.as_uri() for k, v in unfiltered.items()}))
+    linked = {
+        (row["coh_rec_id"], row["ben_idt_ano"], row["method"])
+        for row in control.links.where(f"coh_rec_id = '{OPTED_OUT_RECORD}'").collect()
+    }
+    control.release()
+    assert linked == {(OPTED_OUT_RECORD, LOOKALIKE[1], "probabilistic")}
+
+    result = _materialize(spark_resource, tmp_path, None, LinkageConfig())
+    assert result.success
+    root = tmp_path / "linkage"
+    (version,) = [p.name for p in (root / "inputs").iterdir()]
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        staged = connection.execute(
+            f"SELECT count(*) FROM '{root / 'inputs' / version / 'cohort.parquet'}' "
+            "WHERE coh_rec_id = ? OR ben_nir_psa = ?",
+            [OPTED_OUT_RECORD, OPTED_OUT[0]],
+        ).fetchall()
+        staged_pseudonyms = connection.execute(
+            f"SELECT count(*) FROM '{root / 'inputs' / version / 'pseudonyms.parquet'}' "
+            "WHERE ben_idt_ano = ?",
+            [OPTED_OUT[1]],
+        ).fetchall()
+        outputs = connection.execute(
+            "SELECT count(*) FROM (SELECT coh_rec_id, ben_idt_ano, [] AS candidates FROM linkage.links "
+            "UNION ALL SELECT coh_rec_id, NULL, [] FROM linkage.unlinked "
+            "UNION ALL SELECT coh_rec_id, NULL, candidate_ben_idt_anos FROM linkage.ambiguous) "
+            "WHERE coh_rec_id = ? OR ben_idt_ano = ? OR list_contains(candidates, ?)",
+            [OPTED_OUT_RECORD, LOOKALIKE[1], LOOKALIKE[1]],
+        ).fetchall()
+    # Never staged, so never in a candidate pair; in no output; the look-alike linked to nobody.
+    assert staged == staged_pseudonyms == outputs == [(0,)]

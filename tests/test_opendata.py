@@ -154,7 +154,23 @@ def warehouse(tmp_path_factory) -> Path:
             from marts.persons where sex_code = '1'
             """
         )
+    add_empty_opt_out_registry(path)
     return path
+
+
+def add_empty_opt_out_registry(path: Path) -> None:
+    """The opt-out models a challenge export applies (nobody opted out), with dbt's columns."""
+    with duckdb.connect(str(path)) as connection:
+        connection.execute(
+            """
+            create schema if not exists staging; create schema if not exists intermediate;
+            create table staging.stg_opt_out (ben_nir_psa varchar, ben_rng_gem integer, opt_out_dte date,
+                opt_end_dte date, opt_scope varchar, opt_status varchar, hdh_provider varchar,
+                hdh_delivery_id varchar, hdh_loaded_at timestamp);
+            create table intermediate.int_opt_out_exclusions (ben_nir_psa varchar, ben_rng_gem integer,
+                ben_idt_ano varchar);
+            """
+        )
 
 
 def spec(**overrides) -> IndicatorSpec:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from hdh_pipelines.assets.opt_out_purge import workspace_retention_job
 from hdh_pipelines.assets.workspaces import (
     PROJECTS,
     REQUESTER_TAG,
@@ -31,6 +32,7 @@ from hdh_pipelines.assets.workspaces import (
     project_workspace,
     workspace_audit_trail,
 )
+from hdh_pipelines.demo import daemonless
 from hdh_pipelines.sensors.projects import project_registry_sensor
 from hdh_pipelines.workspaces import (
     HUB_IDENTIFIER_COLUMNS,
@@ -43,6 +45,7 @@ from hdh_pipelines.workspaces import (
 )
 from hdh_pipelines.workspaces.audit import process_requester
 from hdh_pipelines.workspaces.pseudonyms import key_variable
+from hdh_pipelines.workspaces.purge import published_workspaces, purge_workspace, retention_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PROJECTS = REPO / "projects"
@@ -659,6 +662,10 @@ def test_dagster_backfill_range_is_one_run_with_audit_and_requester(hub, instanc
     assert result.success
     manifest = json.loads((hub.root / "diabetes-drug-use" / "manifest.json").read_text())
     assert manifest["months"] == MONTHS_2024_H1[:4] and manifest["run_id"] == result.run_id
+    # No person or row count in the event log: it would undo the coarsened count of opt-outs removed.
+    for materialization in result.asset_materializations_for_node("workspaces__project_workspace"):
+        assert not {"population_persons", "rows"} & set(materialization.metadata)
+        assert not [k for k, v in materialization.metadata.items() if isinstance(v.value, int)]
     (record,) = read_audit_trail(hub.audit_root)
     assert (record["run_id"], record["requester"], record["outcome"]) == (
         result.run_id,
@@ -695,3 +702,120 @@ def test_dagster_refusal_fails_the_run_with_its_reason(hub, instance):
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
     assert failure.user_failure_data.metadata["reason"].value == "project_expired"
     assert not (hub.root / "expired-project").exists()
+
+
+# ---------------------------------------------------------------- opt-out purge and retention
+
+
+def _person_pseudonym(key: bytes, person: int) -> str:
+    return hmac.new(key, b"person\x1f" + hub_id(person).encode(), hashlib.sha256).hexdigest()
+
+
+def _duckdb_person_ids(workspace: Path) -> set[str]:
+    with duckdb.connect() as db:
+        db.execute(f"attach '{workspace / 'workspace.duckdb'}' as ws (read_only)")
+        tables = [
+            r[0]
+            for r in db.execute(
+                "select table_name from duckdb_tables() where database_name = 'ws'"
+            ).fetchall()
+        ]
+        return {r[0] for t in tables for r in db.execute(f"select person_id from ws.{t}").fetchall()}
+
+
+def test_purge_removes_a_new_opt_out_from_a_published_workspace_without_a_build(hub):
+    project = "mi-outcomes-linked"
+    built = materialise(hub, project, run_id="lead-build")
+    workspace = hub.root / project
+    person_6 = _person_pseudonym(bytes.fromhex(os.environ[key_variable(project)]), 6)
+    assert person_6 in values_of(workspace, "person_id") and person_6 in _duckdb_person_ids(workspace)
+    dictionary = (workspace / "data_dictionary.csv").read_bytes()
+
+    set_opt_outs(hub.warehouse_path, [1, 6], delivery="oo-2")
+    outcome = purge_workspace(hub, project, run_id="purge-1")
+    assert (outcome.outcome, outcome.persons_removed) == ("purged", 1)
+    # Person 6 had a stay, its diagnoses (DP, DAS) and a dispensation each month, a person row, a cohort row.
+    assert outcome.rows_removed == 6 + 12 + 6 + 1 + 1
+    assert person_6 not in values_of(workspace, "person_id") | _duckdb_person_ids(workspace)
+    assert len(values_of(workspace, "person_id")) == built.record.population_persons - 1
+    manifest = json.loads((workspace / "manifest.json").read_text())
+    assert (
+        manifest["signature"] == built.manifest["signature"]
+        and manifest["months"] == built.manifest["months"]
+    )
+    assert manifest["opt_out_registry_version"]["latest_delivery"] == "cnam/oo-2"
+    assert (
+        manifest["datasets"]["hospital_stays"]["rows"]
+        == built.manifest["datasets"]["hospital_stays"]["rows"] - 6
+    )
+    assert (workspace / "data_dictionary.csv").read_bytes() == dictionary
+    assert "removed 1 time(s)" in (workspace / "README.md").read_text()
+    for path in [workspace, *workspace.rglob("*")]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+
+    # Idempotent: nothing left to remove, nothing rewritten.
+    before = {p: p.read_bytes() for p in every_file(workspace)}
+    assert purge_workspace(hub, project, run_id="purge-2").outcome == "clean"
+    assert {p: p.read_bytes() for p in every_file(workspace)} == before
+    # The purge kept the signature: the lead's next build still carries the other months over.
+    after = materialise(hub, project, ["2024-06"], run_id="lead-build-2")
+    assert after.record.months_carried_over == MONTHS_2024_H1[:5]
+    assert person_6 not in values_of(workspace, "person_id")
+
+
+def test_purge_deletes_a_workspace_whose_key_changed_and_refuses_without_a_key(hub, monkeypatch):
+    project = "mi-outcomes-linked"
+    materialise(hub, project)
+    before = {p: p.read_bytes() for p in every_file(hub.root / project)}
+    monkeypatch.delenv(key_variable(project))
+    with pytest.raises(WorkspaceRefused, match="missing_project_key"):
+        purge_workspace(hub, project, run_id="no-key")
+    assert {p: p.read_bytes() for p in every_file(hub.root / project)} == before
+
+    monkeypatch.setenv(key_variable(project), secrets.token_hex(32))
+    outcome = purge_workspace(hub, project, run_id="rotated")
+    assert (outcome.outcome, outcome.reason) == ("deleted", "key_changed")
+    assert not (hub.root / project).exists()
+    assert not list((hub.root / ".staging").iterdir())
+
+
+def test_expired_and_withdrawn_workspaces_are_deleted_by_the_registry_sensor(hub, instance, monkeypatch):
+    monkeypatch.setenv(key_variable("withdrawn-project"), secrets.token_hex(32))
+    write_project(hub, "withdrawn-project")
+    for project in ("mi-outcomes-linked", "diabetes-drug-use", "withdrawn-project"):
+        materialise(hub, project)
+    write_project(hub, "diabetes-drug-use", expires_on="2026-01-31")
+    (hub.projects_dir / "withdrawn-project.yaml").unlink()
+    # An invalid file changes nothing: its workspace stays (opt-outs are still purged from it).
+    (hub.projects_dir / "mi-outcomes-linked.yaml").write_text("id: [not, valid")
+
+    defs = dg.Definitions(
+        jobs=[workspace_retention_job],
+        sensors=[project_registry_sensor],
+        resources={"workspaces": resource_for(hub)},
+    )
+    tick = daemonless.tick(defs, instance, "project_registry_sensor")
+    (run,) = tick.launched
+    assert run.success
+    assert published_workspaces(hub.root) == ["mi-outcomes-linked"]
+    deleted = {r["project"]: r for r in read_audit_trail(hub.audit_root) if r["outcome"] == "deleted"}
+    assert {p: r["reason"] for p, r in deleted.items()} == {
+        "diabetes-drug-use": "project_expired",
+        "withdrawn-project": "project_withdrawn",
+    }
+    assert all(r["requester"] == "retention" and r["run_id"] == run.run_id for r in deleted.values())
+    assert deleted["diabetes-drug-use"]["row_counts"]["claims"] > 0
+    # Nothing left to delete: the next tick launches nothing.
+    assert not daemonless.tick(defs, instance, "project_registry_sensor", cursor=tick.cursor).launched
+
+
+def test_retention_plan_reads_the_registry_not_the_partitions(hub):
+    write_project(hub, "broken-project", datasets={"persons": ["ben_nir_psa"]})
+    scan = scan_registry(hub.projects_dir)
+    published = ["broken-project", "diabetes-drug-use", "gone-project", "mi-outcomes-linked"]
+    assert retention_plan(scan, published, date(2030, 1, 1)) == {
+        "diabetes-drug-use": "project_expired",
+        "gone-project": "project_withdrawn",
+        "mi-outcomes-linked": "project_expired",
+    }
+    assert retention_plan(scan, published, TODAY) == {"gone-project": "project_withdrawn"}

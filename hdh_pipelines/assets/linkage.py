@@ -17,6 +17,7 @@ from pydantic import Field
 from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import run_linkage
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
+from hdh_pipelines.opt_out import EXCLUSIONS_TABLE
 from hdh_pipelines.resources.spark import LinkageStorageResource
 
 LINKS = dg.AssetKey(["linkage", "links"])
@@ -26,6 +27,8 @@ INPUTS = [
     dg.AssetKey(["intermediate", "int_pseudonym_persons"]),
     dg.AssetKey(["marts", "persons"]),
     dg.AssetKey(["staging", "stg_cohort_ext"]),
+    # Staging sets aside the cohort records of opted-out persons (docs/linkage.md).
+    dg.AssetKey(EXCLUSIONS_TABLE.split(".")),
 ]
 QUALITY_CHECK = "linkage_quality"
 _SPEC: dict[str, Any] = {

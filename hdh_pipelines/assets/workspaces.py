@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from hdh_pipelines.opt_out import EXCLUSIONS_TABLE, OPT_OUT_STAGING_TABLE
 from hdh_pipelines.workspaces import (
     EXTRACTABLE_DATASETS,
     WorkspaceRefused,
@@ -35,6 +36,9 @@ _DEFAULT_DBT_MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "mod
 # Counts of persons who made a decision about their data are shown coarsened below this threshold.
 SMALL_COUNT = 11
 
+# The one model every opt-out purge reads; its materialisations trigger the purge of every copy.
+OPT_OUT_EXCLUSIONS_KEY = dg.AssetKey(EXCLUSIONS_TABLE.split("."))
+
 PROJECTS = dg.DynamicPartitionsDefinition(name="projects")
 WORKSPACE_MONTHS = dg.MonthlyPartitionsDefinition(start_date="2015-01-01")
 WORKSPACE_PARTITIONS = dg.MultiPartitionsDefinition({"project": PROJECTS, "month": WORKSPACE_MONTHS})
@@ -43,8 +47,8 @@ WORKSPACE_INPUTS = [
     *(dg.AssetKey(["marts", name]) for name in EXTRACTABLE_DATASETS if name != "cohort_ext"),
     dg.AssetKey(["linkage", "links"]),
     dg.AssetKey(["staging", "stg_cohort_ext"]),
-    dg.AssetKey(["staging", "stg_opt_out"]),
-    dg.AssetKey(["intermediate", "int_opt_out_exclusions"]),
+    dg.AssetKey(OPT_OUT_STAGING_TABLE.split(".")),
+    OPT_OUT_EXCLUSIONS_KEY,
 ]
 
 
@@ -89,28 +93,35 @@ def months_by_project(partition_keys: list[str]) -> dict[str, list[str]]:
     return {project: sorted(months) for project, months in requested.items()}
 
 
-def _coarse(count: int) -> str:
+def coarse_count(count: int) -> str:
+    """A count of persons who decided about their data, for metadata: exact from 11, else 'fewer than 11'."""
     return str(count) if count == 0 or count >= SMALL_COUNT else f"fewer than {SMALL_COUNT}"
 
 
 def _results_metadata(results: list[WorkspaceResult]) -> dict:
-    """Metadata of a run; a run normally holds one project, a one-month backfill of several may hold more."""
+    """Metadata of a run; a run normally holds one project, a one-month backfill of several may hold more.
+
+    No person or row count: the event log is read by more people than the
+    owner-only audit trail, and an exact population or row count next to the
+    coarsened number of persons removed (or across two runs) would give that
+    number back. Exact counts are in the manifest and the audit trail.
+    """
     records = [result.record for result in results]
     metadata = {
         "projects": ", ".join(result.project.id for result in results),
         "months_extracted": "; ".join(", ".join(r.months_extracted) for r in records),
         "months_carried_over": "; ".join(", ".join(r.months_carried_over) or "none" for r in records),
-        "population_persons": sum(r.population_persons or 0 for r in records),
-        "rows": dg.MetadataValue.md(
-            "| project | dataset | rows | columns |\n|---|---|---|---|\n"
+        "datasets": dg.MetadataValue.md(
+            "| project | dataset | columns | months with rows |\n|---|---|---|---|\n"
             + "\n".join(
-                f"| {result.project.id} | {doc.name} | {doc.rows} | {len(doc.columns)} |"
+                f"| {result.project.id} | {doc.name} | {len(doc.columns)} | "
+                f"{len(doc.months) if doc.months else ('-' if doc.rows else 'none')} |"
                 for result in results
                 for doc in result.datasets
             )
         ),
         "opt_out_registry_version": records[0].opt_out_registry_version.get("digest", "unknown"),
-        "opted_out_persons_removed": _coarse(sum(r.opted_out_persons_removed or 0 for r in records)),
+        "opted_out_persons_removed": coarse_count(sum(r.opted_out_persons_removed or 0 for r in records)),
         "approval": dg.MetadataValue.json({r.project: r.approval_references for r in records}),
     }
     if len(results) == 1:
@@ -184,12 +195,14 @@ def workspace_audit_trail(workspaces: WorkspaceResource) -> dg.MaterializeResult
         metadata={
             "dagster/row_count": len(records),
             "by_outcome": dict(outcomes),
+            # No row counts: two successive records' counts would give back a coarsened removal.
             "latest": dg.MetadataValue.md(
-                "| recorded at | project | run | requester | outcome | reason | rows |\n"
+                "| recorded at | project or copy | run | requester | outcome | reason | opted-out removed |\n"
                 "|---|---|---|---|---|---|---|\n"
                 + "\n".join(
                     f"| {r['recorded_at']} | {r['project']} | {r['run_id'][:8]} | {r['requester']} "
-                    f"| {r['outcome']} | {r['reason'] or ''} | {sum(r['row_counts'].values())} |"
+                    f"| {r['outcome']} | {r['reason'] or ''} "
+                    f"| {coarse_count(r['opted_out_persons_removed'] or 0)} |"
                     for r in latest
                 )
             ),

@@ -211,6 +211,14 @@ SELECT ben_nir_psa, ben_rng_gem, ben_idt_ano, ben_idt_ano AS delivered_ben_idt_a
        dpt_snds AS ben_res_dpt, com_snds AS ben_res_com, day(death_day) AS ben_dcd_dte,
        DATE '2010-01-01' AS ben_dte_ins, DATE '{_REFERENCE_YEAR}-12-31' AS ben_dte_maj
 FROM pseudonyms;
+CREATE OR REPLACE TABLE intermediate.int_opt_out_exclusions AS
+SELECT ben_nir_psa, ben_rng_gem, ben_idt_ano FROM intermediate.int_pseudonym_persons
+WHERE ben_idt_ano IN (SELECT ben_idt_ano FROM person WHERE opted_out);
+CREATE OR REPLACE TABLE staging.stg_opt_out AS
+SELECT ben_nir_psa, ben_rng_gem, DATE '2025-01-01' AS opt_out_dte, CAST(NULL AS DATE) AS opt_end_dte,
+       'ALL' AS opt_scope, 'ACTIVE' AS opt_status, 'cnam' AS hdh_provider, 'opt-out-1' AS hdh_delivery_id,
+       TIMESTAMP '2026-01-05 10:00:00' AS hdh_loaded_at
+FROM intermediate.int_opt_out_exclusions;
 CREATE OR REPLACE TABLE marts.persons AS
 SELECT ben_idt_ano, sex AS sex_code, birth_year, birth_month, day(death_day) AS death_date,
        dpt_snds AS residence_departement, com_snds AS residence_commune,

@@ -33,6 +33,12 @@ from pathlib import Path
 
 import duckdb
 
+from hdh_pipelines.opt_out import (
+    EXCLUSIONS_TABLE,
+    OPT_OUT_STAGING_TABLE,
+    excluded_persons_sql,
+    opt_out_version,
+)
 from hdh_pipelines.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_private_dir, write_private_file
 from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM, ExtractableDataset
@@ -141,7 +147,7 @@ def materialise_workspace(
         project = load_project(project_file(settings.projects_dir, project_id))
         check_not_expired(project, today)
         key = load_project_key(project.id, settings.secrets_file, environ)
-        with _project_lock(settings.root, project.id):
+        with project_lock(settings.root, project.id):
             result = _build(settings, project, key, requested_months, run_id=run_id, requester=requester)
     except WorkspaceRefused as refusal:
         _audit_unbuilt(
@@ -166,7 +172,7 @@ def materialise_workspace(
 
 
 @contextmanager
-def _project_lock(root: Path, project_id: str) -> Iterator[None]:
+def project_lock(root: Path, project_id: str) -> Iterator[None]:
     """One build per project at a time: a second run waits, then builds on the first one's workspace."""
     locks = make_private_dir(make_private_dir(root) / ".locks")
     descriptor = os.open(locks / f"{project_id}.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
@@ -261,14 +267,12 @@ class _Extraction:
     def check_sources(self) -> None:
         """Every approved column exists; the opt-out registry and, if needed, the linkage are built."""
         self.require_table(
-            "intermediate",
-            "int_opt_out_exclusions",
+            *EXCLUSIONS_TABLE.split("."),
             "opt_out_registry_missing",
             "no workspace is built without the opt-out registry applied; build the normalisation first.",
         )
         self.require_table(
-            "staging",
-            "stg_opt_out",
+            *OPT_OUT_STAGING_TABLE.split("."),
             "opt_out_registry_missing",
             "its version must be recorded in the audit trail.",
         )
@@ -332,10 +336,7 @@ class _Extraction:
                 create temp table population as
                 select ben_idt_ano, project_pseudonym('person', ben_idt_ano) as {PERSON_PSEUDONYM}
                 from (select distinct ben_idt_ano from ({selected}) where ben_idt_ano is not null) as selected
-                anti join (
-                    select ben_idt_ano from wh.intermediate.int_opt_out_exclusions
-                    where ben_idt_ano is not null
-                ) as opted_out using (ben_idt_ano)
+                anti join ({excluded_persons_sql("wh")}) as opted_out using (ben_idt_ano)
                 """
             )
         except duckdb.Error as error:
@@ -348,24 +349,6 @@ class _Extraction:
             ) from None
         return self.connection.execute("select count(*) from population").fetchone()[0]
 
-    def opt_out_version(self) -> dict[str, str]:
-        active, latest_loaded, latest_delivery = self.connection.execute(
-            "select count(*) filter (where opt_status = 'ACTIVE'), max(hdh_loaded_at)::varchar, "
-            "arg_max(hdh_provider || '/' || hdh_delivery_id, hdh_loaded_at) from wh.staging.stg_opt_out"
-        ).fetchone()
-        excluded, digest = self.connection.execute(
-            "select count(*), coalesce(substr(sha256(string_agg(ben_nir_psa || ':' || ben_rng_gem, ',' "
-            "order by ben_nir_psa, ben_rng_gem)), 1, 16), 'empty') "
-            "from wh.intermediate.int_opt_out_exclusions"
-        ).fetchone()
-        return {
-            "latest_delivery": latest_delivery or "none",
-            "latest_loaded_at": latest_loaded or "none",
-            "active_opt_outs": str(active),
-            "excluded_pseudonyms": str(excluded),
-            "digest": digest,
-        }
-
     def opted_out_since(self, previous_files: list[str]) -> int:
         """Persons of the previous workspace whom the opt-out registry now excludes."""
         if not previous_files:
@@ -375,8 +358,7 @@ class _Extraction:
             select count(distinct previous.{PERSON_PSEUDONYM})
             from read_parquet([{_sql_list(previous_files)}], union_by_name = true) as previous
             where previous.{PERSON_PSEUDONYM} in (
-                select project_pseudonym('person', ben_idt_ano)
-                from wh.intermediate.int_opt_out_exclusions where ben_idt_ano is not null
+                select project_pseudonym('person', ben_idt_ano) from ({excluded_persons_sql("wh")})
             )
             """
         ).fetchone()[0]
@@ -520,7 +502,7 @@ def _build(
         try:
             extraction.check_sources()
             persons = extraction.create_population()
-            opt_out = extraction.opt_out_version()
+            opt_out = opt_out_version(extraction.connection, "wh")
             removed = extraction.opted_out_since(_previous_files(previous))
             datasets = [
                 extraction.extract(EXTRACTABLE_DATASETS[name], plan, previous, staging)
@@ -538,6 +520,8 @@ def _build(
             "format": WORKSPACE_FORMAT,
             "project": project.id,
             "title": project.title,
+            "lead": project.lead,
+            "purpose": project.purpose,
             "generated_at": generated_at,
             "run_id": run_id,
             "requester": requester,
@@ -575,9 +559,9 @@ def _build(
         }
         write_private_file(staging / "manifest.json", manifest_json(manifest))
         write_private_file(staging / "data_dictionary.csv", dictionary_csv(datasets).encode())
-        write_private_file(staging / "README.md", readme_markdown(project, datasets, manifest).encode())
-        _make_owner_only(staging)
-        _swap_in(staging, target)
+        write_private_file(staging / "README.md", readme_markdown(datasets, manifest).encode())
+        make_owner_only(staging)
+        swap_in(staging, target)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
@@ -601,7 +585,7 @@ def _build(
     return WorkspaceResult(project, target, manifest, datasets, record)
 
 
-def _make_owner_only(folder: Path) -> None:
+def make_owner_only(folder: Path) -> None:
     """DuckDB creates files with the process umask: tighten them before anyone can reach the folder."""
     for directory, _, files in os.walk(folder):
         os.chmod(directory, PRIVATE_DIR_MODE)
@@ -627,7 +611,7 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(first))
 
 
-def _swap_in(staged: Path, target: Path) -> None:
+def swap_in(staged: Path, target: Path) -> None:
     """Publish ``staged`` as ``target``; readers see the old workspace or the new one, never a mix.
 
     After the exchange ``staged`` holds the old workspace, which the caller

@@ -16,7 +16,6 @@ from pathlib import Path
 import yaml
 
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM
-from hdh_pipelines.workspaces.projects import Project
 
 PSEUDONYM_DESCRIPTIONS = {
     PERSON_PSEUDONYM: "The person, as a pseudonym proper to this project (HMAC-SHA-256 with the "
@@ -53,27 +52,37 @@ def dictionary_csv(datasets: list[DatasetDoc]) -> str:
     return out.getvalue()
 
 
-def readme_markdown(project: Project, datasets: list[DatasetDoc], manifest: dict) -> str:
-    period = project.study_period
+def readme_markdown(datasets: list[DatasetDoc], manifest: dict) -> str:
+    """The README, from the manifest alone: a purge rewrites it without needing the project file."""
+    period = manifest["study_period"]
+    approvals = manifest["approval_references"]
     months = manifest["months"]
+    purges = manifest.get("opt_out_purges", [])
     lines = [
-        f"# Workspace of project {project.id}: {project.title}",
+        f"# Workspace of project {manifest['project']}: {manifest['title']}",
         "",
-        f"Lead: {project.lead}. Purpose: {project.purpose}",
+        f"Lead: {manifest['lead']}. Purpose: {manifest['purpose']}",
         "",
-        f"Authorised by CESREES opinion {project.authorisations.cesrees.number} "
-        f"({project.authorisations.cesrees.date}) and CNIL decision {project.authorisations.cnil.number} "
-        f"({project.authorisations.cnil.date}); legal basis: {project.legal_basis}. "
-        f"This workspace may be used until {project.expires_on}.",
+        f"Authorised by CESREES opinion {approvals['cesrees_opinion']} and CNIL decision "
+        f"{approvals['cnil_decision']}; legal basis: {approvals['legal_basis']}. "
+        f"This workspace may be used until {manifest['expires_on']}.",
         "",
-        f"Generated {manifest['generated_at']} by run {manifest['run_id']}. Study period {period.start} to "
-        f"{period.end}; months present: {months[0] + ' to ' + months[-1] if months else 'none'} "
-        f"({len(months)}).",
+        f"Generated {manifest['generated_at']} by run {manifest['run_id']}. "
+        f"Study period {period['start']} to {period['end']}; "
+        f"months present: {months[0] + ' to ' + months[-1] if months else 'none'} ({len(months)}).",
         "",
         "Persons who opted out of the reuse of their data are absent, as of the opt-out registry version "
         f"{manifest['opt_out_registry_version'].get('digest', 'unknown')}. Identifiers are pseudonyms proper "
         "to this project: they cannot be joined with any other project's extract.",
         "",
+    ]
+    if purges:
+        lines += [
+            f"Since it was generated, persons who opted out were removed {len(purges)} time(s), last on "
+            f"{purges[-1]['purged_at']}: rows of theirs you copied elsewhere must be deleted too.",
+            "",
+        ]
+    lines += [
         "## Contents",
         "",
         "| dataset | rows | columns | files |",
@@ -86,7 +95,7 @@ def readme_markdown(project: Project, datasets: list[DatasetDoc], manifest: dict
             else f"parquet/{dataset.name}.parquet"
         )
         lines.append(f"| {dataset.name} | {dataset.rows} | {len(dataset.columns)} | `{files}` |")
-    if "duckdb" in project.output_formats:
+    if "duckdb" in manifest["output_formats"]:
         lines += ["", "`workspace.duckdb` holds the same data, one table per dataset."]
     lines += [
         "",
@@ -122,3 +131,14 @@ def dbt_column_descriptions(models_dir: Path) -> dict[str, dict[str, str]]:
                 for column in model.get("columns") or []
             }
     return descriptions
+
+
+def read_dictionary(workspace: Path) -> dict[str, list[ColumnDoc]]:
+    """Dataset -> its columns, as ``data_dictionary.csv`` of a published workspace describes them."""
+    columns: dict[str, list[ColumnDoc]] = {}
+    with (workspace / "data_dictionary.csv").open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            columns.setdefault(row["dataset"], []).append(
+                ColumnDoc(row["column"], row["type"], row["description"])
+            )
+    return columns
