@@ -8,11 +8,12 @@
     glob is listed first (DuckDB's glob() at run time) and, when it is empty,
     the relation is an empty one with the source's declared columns and types.
     At parse time nothing is listed: calling source() is what records the
-    lineage. -#}
-{% macro raw_rows(table_name) %}
-    {%- set raw = source('raw', table_name) -%}
+    lineage. The rights requests' oppositions (source `rights`) are read the
+    same way, with source_name='rights'. -#}
+{% macro raw_rows(table_name, source_name='raw') %}
+    {%- set raw = source(source_name, table_name) -%}
     {%- if execute and not raw_files_exist(raw) -%}
-        {{ empty_raw_relation(table_name) }}
+        {{ empty_raw_relation(table_name, source_name) }}
     {%- else -%}
         read_parquet({{ raw.external }}, union_by_name = true,
                      filename = 'hdh_source_file', file_row_number = true)
@@ -30,9 +31,9 @@
 {% endmacro %}
 
 
-{% macro empty_raw_relation(table_name) %}
+{% macro empty_raw_relation(table_name, source_name='raw') %}
     {%- set node = graph.sources.values()
-        | selectattr('source_name', 'equalto', 'raw')
+        | selectattr('source_name', 'equalto', source_name)
         | selectattr('name', 'equalto', table_name)
         | first -%}
     (
