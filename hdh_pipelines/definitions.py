@@ -21,6 +21,12 @@ from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
 from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
+from hdh_pipelines.rights.assets import (
+    RightsResource,
+    rights_assets,
+    rights_request_job,
+    rights_request_sensor,
+)
 from hdh_pipelines.schedules import nightly_schedule
 from hdh_pipelines.sensors.projects import project_registry_sensor
 from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
@@ -37,10 +43,11 @@ defs = dg.Definitions(
         open_dispensations,
         data_challenge,
         synthetic_snds,
+        *rights_assets,
     ],
     asset_checks=quality_checks,
-    jobs=[ingest_delivery_job, nightly_job, indicator_job],
-    sensors=[sftp_inbox_sensor, project_registry_sensor],
+    jobs=[ingest_delivery_job, nightly_job, indicator_job, rights_request_job],
+    sensors=[sftp_inbox_sensor, project_registry_sensor, rights_request_sensor],
     schedules=[nightly_schedule],
     resources={
         "catalogue": CatalogueResource(
@@ -79,6 +86,11 @@ defs = dg.Definitions(
             warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"),
             projects_dir=dg.EnvVar("HDH_PROJECTS_DIR"),
             audit_root=dg.EnvVar("HDH_WORKSPACE_AUDIT_ROOT"),
+        ),
+        "rights": RightsResource(
+            intake_dir=dg.EnvVar("HDH_RIGHTS_INTAKE"),
+            forms_registry_file=dg.EnvVar("HDH_RIGHTS_FORMS"),
+            open_data_dir=dg.EnvVar("HDH_OPEN_DATA_DIR"),
         ),
         "hub": HubResource(
             private_root=dg.EnvVar("HDH_PRIVATE_ROOT"),
