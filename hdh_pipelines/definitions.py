@@ -90,7 +90,6 @@ defs = dg.Definitions(
         "rights": RightsResource(
             intake_dir=dg.EnvVar("HDH_RIGHTS_INTAKE"),
             forms_registry_file=dg.EnvVar("HDH_RIGHTS_FORMS"),
-            open_data_dir=dg.EnvVar("HDH_OPEN_DATA_DIR"),
         ),
         "hub": HubResource(
             private_root=dg.EnvVar("HDH_PRIVATE_ROOT"),

@@ -12,11 +12,12 @@ import dagster as dg
 import pytest
 import yaml
 
+from hdh_pipelines.assets.catalogue import CatalogueResource
 from hdh_pipelines.assets.workspaces import WorkspaceResource
 from hdh_pipelines.catalogue import AccessLevel, CatalogueInputs, build_catalogue, validate
 from hdh_pipelines.catalogue.opendata import open_data_descriptions, open_data_statistics
 from hdh_pipelines.catalogue.records import HubIdentity, dataset_record
-from hdh_pipelines.rights.assets import RightsResource, project_directory
+from hdh_pipelines.rights.assets import project_directory
 from hdh_pipelines.rights.directory import DIRECTORY_CSV, DIRECTORY_JSON, DIRECTORY_NAME, publish_directory
 from hdh_pipelines.workspaces import WorkspaceRefused, load_project, scan_registry
 from hdh_pipelines.workspaces.documents import REGULATORY_DOCUMENTS, write_regulatory_documents
@@ -114,10 +115,8 @@ def test_directory_asset_publishes_with_counts_only(registry, tmp_path):
             [project_directory],
             instance=instance,
             resources={
-                "rights": RightsResource(
-                    intake_dir=str(tmp_path / "intake"),
-                    forms_registry_file=str(tmp_path / "forms.yaml"),
-                    open_data_dir=str(tmp_path / "open"),
+                "catalogue": CatalogueResource(
+                    output_dir=str(tmp_path / "catalogue"), open_data_dir=str(tmp_path / "open")
                 ),
                 "workspaces": WorkspaceResource(
                     root=str(tmp_path / "ws"),

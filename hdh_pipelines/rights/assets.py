@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from hdh_pipelines.assets.catalogue import CatalogueResource
 from hdh_pipelines.assets.workspaces import WorkspaceResource
 from hdh_pipelines.delivery.keys import ProviderRegistry
 from hdh_pipelines.resources import HubResource
@@ -33,13 +34,12 @@ OPEN_REQUESTS_PAGE = "open_requests.html"
 
 
 class RightsResource(dg.ConfigurableResource):
-    """Where the rights form drops requests, which form keys the hub trusts, where the directory goes."""
+    """Where the rights form drops requests, and which form keys the hub trusts."""
 
     intake_dir: str = Field(description="Folder where the website's form writes signed requests.")
     forms_registry_file: str = Field(
         description="Provider-style YAML of the forms' Ed25519 public keys (docs/rights.md)."
     )
-    open_data_dir: str = Field(description="Public open-data folder ($HDH_OPEN_DATA_DIR) for the directory.")
 
 
 def _store(hub: HubResource) -> RightsStore:
@@ -155,9 +155,16 @@ def open_requests(context: dg.AssetExecutionContext, config: OpenRequestsConfig,
     description="Public directory of the projects using the hub's data (open data, and the catalogue's "
     "projects.html): controller, purpose, datasets, regulatory route and references, dates, status, results.",
 )
-def project_directory(rights: RightsResource, workspaces: WorkspaceResource) -> dg.MaterializeResult:
+def project_directory(catalogue: CatalogueResource, workspaces: WorkspaceResource) -> dg.MaterializeResult:
+    if not catalogue.open_data_dir:
+        raise dg.Failure(
+            description="No open-data folder is configured (CatalogueResource.open_data_dir, "
+            "$HDH_OPEN_DATA_DIR): the directory of projects has nowhere to be published.",
+            metadata={"reason": "open_data_dir_missing"},
+            allow_retries=False,
+        )
     scan = scan_registry(Path(workspaces.projects_dir))
-    folder = publish_directory(scan.projects.values(), Path(rights.open_data_dir), datetime.now(UTC))
+    folder = publish_directory(scan.projects.values(), Path(catalogue.open_data_dir), datetime.now(UTC))
     statuses = Counter(project_status(project, date.today()) for project in scan.projects.values())
     return dg.MaterializeResult(
         metadata={
