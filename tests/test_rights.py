@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from dagster_dbt import DbtCliResource
 from dbt_inputs import ben, claim, opt_out, psa, query, run_dbt, write_raw
 
+from hdh_pipelines.assets.catalogue import CatalogueResource
 from hdh_pipelines.assets.normalisation import dbt_project, normalisation_assets
 from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace
 from hdh_pipelines.delivery.keys import public_pem
@@ -96,6 +97,9 @@ class Hub:
         )
         self.resources = {
             "rights": RightsResource(intake_dir=str(self.intake), forms_registry_file=str(self.forms)),
+            "catalogue": CatalogueResource(
+                output_dir=str(folder / "catalogue"), open_data_dir=str(folder / "open")
+            ),
             "hub": HubResource(
                 private_root=str(self.private),
                 keyring_file=str(folder / "unused-keyring.yaml"),
