@@ -153,7 +153,8 @@ def verify_request(
             Reason.UNKNOWN_FORM,
             "The request names no form the hub's form registry knows: it was not sent by the hub's website.",
         )
-    public_key = form.signing_keys.get(parsed.get("key_id"))
+    named_key = parsed.get("key_id")
+    public_key = form.signing_keys.get(named_key) if isinstance(named_key, str) else None
     if public_key is None:
         raise RequestRefused(
             Reason.UNKNOWN_KEY,
@@ -162,7 +163,7 @@ def verify_request(
         )
     try:
         verify_signature(
-            document, signature, Provider(form.provider_id, form.name, {parsed["key_id"]: public_key})
+            document, signature, Provider(form.provider_id, form.name, {named_key: public_key})
         )
     except DeliveryRejected:
         raise RequestRefused(
