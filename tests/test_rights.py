@@ -143,8 +143,7 @@ class Hub:
     ) -> dg.ExecuteInProcessResult:
         """One sensor tick and its run: the whole job if ``opt_outs`` (it runs dbt), else its first asset."""
         context = dg.build_sensor_context(instance=instance, resources={"rights": self.resources["rights"]})
-        request = rights_request_sensor(context)
-        assert isinstance(request, dg.RunRequest), request
+        (request,) = rights_request_sensor(context).run_requests
         if opt_outs:
             result = self.defs.resolve_job_def("rights_request_job").execute_in_process(
                 instance=instance, tags=request.tags, raise_on_error=False

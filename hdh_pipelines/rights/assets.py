@@ -216,7 +216,9 @@ def rights_request_sensor(context: dg.SensorEvaluationContext, rights: RightsRes
     except FileNotFoundError:
         return dg.SkipReason("The intake changed while it was read (a run is processing it).")
     context.log.info(f"{len(pending)} request(s) waiting in the intake.")
-    return dg.RunRequest(run_key=f"rights-{digest}", tags={"hdh/kind": "rights"})
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"rights-{digest}", tags={"hdh/kind": "rights"})]
+    )
 
 
 rights_assets = [rights_requests, open_requests, project_directory]
