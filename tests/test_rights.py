@@ -246,7 +246,7 @@ def _exclusions(hub: Hub) -> dict[str, str]:
     return {pseudonym.rstrip("0"): source for pseudonym, source in rows}
 
 
-def test_opposition_leaves_marts_and_workspace_and_its_withdrawal_brings_the_person_back(hub, instance):
+def test_an_opposition_leaves_the_marts_and_a_rebuilt_workspace_at_once(hub, instance):
     assert hub.workspace_has("a") and hub.workspace_has("z")
     # The data user's regulatory documents sit in the workspace, owner-only.
     documents = sorted((hub.folder / "workspaces" / PROJECT / "regulatory").iterdir())
@@ -266,6 +266,10 @@ def test_opposition_leaves_marts_and_workspace_and_its_withdrawal_brings_the_per
     assert not hub.workspace_has("a") and hub.workspace_has("z")
     assert read_audit_trail(Path(hub.workspaces.audit_root), PROJECT)[-1]["opted_out_persons_removed"] == 1
 
+
+def test_a_withdrawal_ends_the_persons_own_opposition_only(hub, instance):
+    # Follows the opposition above (same module population): a opposed through the form, n is national.
+    assert _exclusions(hub) == {"a": "rights_request", "n": "national_registry"}
     hub.submit("withdrawal", "a")
     hub.submit("withdrawal", "n")
     result = hub.tick_and_run(instance, opt_outs=True)
