@@ -23,6 +23,12 @@ from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
 from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
+from hdh_pipelines.rights.assets import (
+    RightsResource,
+    rights_assets,
+    rights_request_job,
+    rights_request_sensor,
+)
 from hdh_pipelines.schedules import nightly_schedule
 from hdh_pipelines.sensors.opt_out import opt_out_purge_sensor
 from hdh_pipelines.sensors.projects import project_registry_sensor
@@ -40,10 +46,18 @@ defs = dg.Definitions(
         open_dispensations,
         data_challenge,
         synthetic_snds,
+        *rights_assets,
     ],
     asset_checks=[*quality_checks, cip13_mapped_to_atc],
-    jobs=[ingest_delivery_job, nightly_job, indicator_job, opt_out_purge_job, workspace_retention_job],
-    sensors=[sftp_inbox_sensor, project_registry_sensor, opt_out_purge_sensor],
+    jobs=[
+        ingest_delivery_job,
+        nightly_job,
+        indicator_job,
+        opt_out_purge_job,
+        workspace_retention_job,
+        rights_request_job,
+    ],
+    sensors=[sftp_inbox_sensor, project_registry_sensor, opt_out_purge_sensor, rights_request_sensor],
     schedules=[nightly_schedule],
     resources={
         "catalogue": CatalogueResource(
@@ -82,6 +96,10 @@ defs = dg.Definitions(
             warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"),
             projects_dir=dg.EnvVar("HDH_PROJECTS_DIR"),
             audit_root=dg.EnvVar("HDH_WORKSPACE_AUDIT_ROOT"),
+        ),
+        "rights": RightsResource(
+            intake_dir=dg.EnvVar("HDH_RIGHTS_INTAKE"),
+            forms_registry_file=dg.EnvVar("HDH_RIGHTS_FORMS"),
         ),
         "hub": HubResource(
             private_root=dg.EnvVar("HDH_PRIVATE_ROOT"),

@@ -7,6 +7,7 @@ from hdh_pipelines.assets.normalisation import MONTHS
 from hdh_pipelines.assets.open_science import data_challenge, synthetic_snds
 from hdh_pipelines.assets.workspaces import project_workspace
 from hdh_pipelines.partitions import DELIVERIES
+from hdh_pipelines.rights.assets import REQUESTS_KEY
 
 ingest_delivery_job = dg.define_asset_job(
     "ingest_delivery_job",
@@ -25,7 +26,9 @@ nightly_job = dg.define_asset_job(
     - dg.AssetSelection.assets(ingest_delivery_assets)
     - dg.AssetSelection.assets(project_workspace)
     # A challenge export is prepared when a challenge is opened, not every night.
-    - dg.AssetSelection.assets(data_challenge, synthetic_snds),
+    - dg.AssetSelection.assets(data_challenge, synthetic_snds)
+    # Requests are processed when they arrive (rights_request_sensor); their deadlines are checked nightly.
+    - dg.AssetSelection.assets(REQUESTS_KEY),
     partitions_def=MONTHS,
     description="Nightly refresh of everything built from the raw tables (normalisation, catalogue…); "
     "monthly models over the last HDH_NIGHTLY_LOOKBACK_MONTHS months.",

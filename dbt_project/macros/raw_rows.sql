@@ -9,17 +9,22 @@
     the relation is an empty one with the source's declared columns and types.
     Only the rows of the dataset's authoritative providers are kept.
     At parse time nothing is listed: calling source() is what records the
-    lineage. -#}
-{% macro raw_rows(table_name) %}
-    {%- set raw = source('raw', table_name) -%}
+    lineage. The rights requests' oppositions (source `rights`) are read the
+    same way, with source_name='rights'; the hub writes them itself, so they
+    have no provider to filter on. -#}
+{% macro raw_rows(table_name, source_name='raw') %}
+    {%- set raw = source(source_name, table_name) -%}
     {%- if execute and not raw_files_exist(raw) -%}
-        {{ empty_raw_relation(table_name) }}
-    {%- else -%}
+        {{ empty_raw_relation(table_name, source_name) }}
+    {%- elif source_name == 'raw' -%}
         (
             select * from read_parquet({{ raw.external }}, union_by_name = true,
                                        filename = 'hdh_source_file', file_row_number = true)
             where hdh_provider in ({{ authoritative_providers(table_name) }})
         )
+    {%- else -%}
+        read_parquet({{ raw.external }}, union_by_name = true,
+                     filename = 'hdh_source_file', file_row_number = true)
     {%- endif -%}
 {% endmacro %}
 
@@ -32,7 +37,7 @@
     {%- if not execute -%}
         {{ return("''") }}
     {%- endif -%}
-    {%- set providers = raw_source_node(table_name).config.meta.get('hdh_providers') -%}
+    {%- set providers = source_node(table_name).config.meta.get('hdh_providers') -%}
     {%- if not providers -%}
         {{ exceptions.raise_compiler_error(
             "Source raw." ~ table_name ~ " has no meta.hdh_providers: copy the registry's providers.") }}
@@ -43,9 +48,9 @@
 {% endmacro %}
 
 
-{% macro raw_source_node(table_name) %}
+{% macro source_node(table_name, source_name='raw') %}
     {{ return(graph.sources.values()
-        | selectattr('source_name', 'equalto', 'raw')
+        | selectattr('source_name', 'equalto', source_name)
         | selectattr('name', 'equalto', table_name)
         | first) }}
 {% endmacro %}
@@ -61,8 +66,8 @@
 {% endmacro %}
 
 
-{% macro empty_raw_relation(table_name) %}
-    {%- set node = raw_source_node(table_name) -%}
+{% macro empty_raw_relation(table_name, source_name='raw') %}
+    {%- set node = source_node(table_name, source_name) -%}
     (
         select
         {%- for column in node.columns.values() %}

@@ -19,6 +19,7 @@ from hdh_pipelines.registry import default_registry
 from hdh_pipelines.resources import HubResource, WarehouseResource
 
 OPEN_DISPENSATIONS_KEY = dg.AssetKey(["open_science", "open_dispensations"])
+PROJECT_DIRECTORY_KEY = dg.AssetKey(["rights", "project_directory"])
 
 
 class CatalogueResource(dg.ConfigurableResource):
@@ -38,7 +39,10 @@ class CatalogueResource(dg.ConfigurableResource):
 def _described_keys() -> list[dg.AssetKey]:
     identifiers = [d.identifier for d in raw_descriptions(default_registry()) + warehouse_descriptions()]
     # The open datasets are found in their folder at run time; the asset that publishes them is known.
-    return [dg.AssetKey(identifier.split("/")) for identifier in identifiers] + [OPEN_DISPENSATIONS_KEY]
+    return [dg.AssetKey(identifier.split("/")) for identifier in identifiers] + [
+        OPEN_DISPENSATIONS_KEY,
+        PROJECT_DIRECTORY_KEY,
+    ]
 
 
 @dg.asset(

@@ -94,8 +94,11 @@ class HubDbtTranslator(DagsterDbtTranslator):
     """Asset keys ``<schema>/<model>``, raw sources as ``raw/<dataset>``, groups by lifecycle stage."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        if dbt_resource_props["resource_type"] == "source":
+        if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["source_name"] == "raw":
             return dg.AssetKey(["raw", dbt_resource_props["identifier"].lower()])
+        if dbt_resource_props["resource_type"] == "source":
+            # Other sources name their asset in their meta (the rights requests: rights/requests).
+            return super().get_asset_key(dbt_resource_props)
         return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:

@@ -38,6 +38,7 @@ from hdh_pipelines.catalogue.statistics import (
     warehouse_statistics,
 )
 from hdh_pipelines.registry import DatasetRegistry, default_registry
+from hdh_pipelines.rights.directory import read_directory
 from hdh_pipelines.storage import QUALITY_SUMMARY
 
 
@@ -210,7 +211,8 @@ def build_catalogue(inputs: CatalogueInputs, output: Path, *, today: date) -> Ca
             ),
             encoding="utf-8",
         )
-        write_site(staging, [e for e, _g in records], _validation_sentence(results))
+        directory = read_directory(inputs.open_data_dir) if inputs.open_data_dir is not None else None
+        write_site(staging, [e for e, _g in records], _validation_sentence(results), directory)
         _publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

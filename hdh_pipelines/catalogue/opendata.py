@@ -85,7 +85,9 @@ def _description(folder: Path) -> DatasetDescription:
         primary_key=tuple(c for c in ("atc_class", "year", "region") if c in metadata["columns"]),
         derived_from=tuple(sorted(table.replace(".", "/", 1) for table in inputs)),
         access=AccessLevel.PUBLIC,
-        keywords=("open data", name, "aggregate statistics", "disclosure control"),
+        keywords=tuple(
+            metadata.get("keywords") or ("open data", name, "aggregate statistics", "disclosure control")
+        ),
         licence=OpenLicence(licence["identifier"], licence["title"], licence["url"]),
         files=files,
     )

@@ -81,6 +81,7 @@ def _page(title: str, body: str, *, root: str = "") -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f'<nav><a href="{root}index.html">Catalogue</a><a href="{root}dictionary.html">Dictionary</a>'
+        f'<a href="{root}projects.html">Projects</a>'
         f'<a href="{root}catalogue.ttl">Turtle</a><a href="{root}catalogue.jsonld">JSON-LD</a></nav>'
         f"<h1>{escape(title)}</h1>{body}</body></html>\n"
     )
@@ -291,7 +292,33 @@ def map_svg(descriptions: Sequence[DatasetDescription]) -> str:
     return "\n".join(parts)
 
 
-def write_site(folder: Path, entries: Sequence[SiteEntry], validation: str) -> None:
+def directory_page(projects: Sequence[Mapping[str, object]]) -> str:
+    """The public directory of projects (rows of hdh_pipelines.rights.directory), one table row each."""
+    rows = "".join(
+        f'<tr data-project="{escape(str(p["project"]))}"><td>{escape(str(p["title"]))}</td>'
+        f"<td>{escape(str(p['controller']))}<br><small>{escape(str(p['dpo']))}</small></td>"
+        f"<td>{escape(str(p['purpose']))}</td><td>{escape(str(p['datasets']))}</td>"
+        f"<td>{escape(str(p['route']))}<br><small>{escape(str(p['references']))}</small></td>"
+        f"<td>{escape(str(p['study_start']))} to {escape(str(p['study_end']))}; until "
+        f"{escape(str(p['expires_on']))}</td><td>{escape(str(p['status']))}</td>"
+        f"<td>{escape(str(p['results'])) or '—'}</td></tr>"
+        for p in projects
+    )
+    body = (
+        "<p>Every project using the hub's data, from the project registry. Also as open data: "
+        '<a href="datasets/open_data__project_directory.html">dataset page</a>.</p>'
+        "<table><tr><th>Project</th><th>Controller</th><th>Purpose</th><th>Datasets</th><th>Route</th>"
+        f"<th>Dates</th><th>Status</th><th>Results</th></tr>{rows}</table>"
+    )
+    return _page("Directory of projects", body)
+
+
+def write_site(
+    folder: Path,
+    entries: Sequence[SiteEntry],
+    validation: str,
+    directory: Sequence[Mapping[str, object]] | None = None,
+) -> None:
     """Write the site's pages into ``folder`` (which the caller publishes atomically)."""
     known = {e.description.identifier: e.description for e in entries}
     (folder / "datasets").mkdir(parents=True, exist_ok=True)
@@ -307,3 +334,5 @@ def write_site(folder: Path, entries: Sequence[SiteEntry], validation: str) -> N
     (folder / "index.html").write_text(_index_page(entries, validation), encoding="utf-8")
     (folder / "dictionary.html").write_text(_dictionary_page(entries), encoding="utf-8")
     (folder / "map.svg").write_text(map_svg([e.description for e in entries]), encoding="utf-8")
+    if directory is not None:
+        (folder / "projects.html").write_text(directory_page(directory), encoding="utf-8")

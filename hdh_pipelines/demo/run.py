@@ -97,6 +97,50 @@ def _setup_keys(work: Path) -> tuple[Path, dict[str, Path]]:
     return keys, {name: key.private_key_file for name, key in signing.items()}
 
 
+def _submit_rights_requests(work: Path, keys: Path, ir_ben_r: Path) -> dict[str, str]:
+    """One request of each type from the hub's form (docs/rights.md), for persons of the population."""
+    from datetime import UTC, datetime
+
+    from hdh_pipelines.delivery.keys import load_private_key
+    from hdh_pipelines.rights.requests import REQUEST_TYPES, signed_request
+
+    form = generate_provider_key(keys / "rights-form")
+    (keys / "rights-forms.yaml").write_text(
+        yaml.safe_dump({"providers": {"website": {"signing_keys": [{"file": str(form.public_key_file)}]}}})
+    )
+    persons = duckdb.sql(
+        f"select BEN_NIR_PSA, BEN_RNG_GEM from read_csv({quote_literal(str(ir_ben_r))}, delim = ';', "
+        "header = true, all_varchar = true) order by BEN_NIR_PSA limit 3"
+    ).fetchall()
+    people = {
+        "opposition": persons[0],
+        "withdrawal": persons[1],
+        "access": persons[2],
+        "question": persons[2],
+    }
+    intake = work / "rights-intake"
+    intake.mkdir(exist_ok=True)
+    submitted = {}
+    for number, kind in enumerate(REQUEST_TYPES, 1):
+        request_id = f"demo-{number:03d}-{kind}"
+        document, signature = signed_request(
+            form="website",
+            signing_key=load_private_key(form.private_key_file),
+            request_id=request_id,
+            nonce=secrets.token_hex(16),
+            created_at=datetime.now(UTC),
+            request_type=kind,
+            ben_nir_psa=people[kind][0],
+            ben_rng_gem=int(people[kind][1]),
+            reply_reference=f"demo-account-{number:03d}",
+            question="Mes données servent-elles à des études ?" if kind == "question" else None,
+        )
+        (intake / f"{request_id}.json").write_bytes(document)
+        (intake / f"{request_id}.json.sig").write_bytes(signature)
+        submitted[kind] = request_id
+    return submitted
+
+
 def _with_duplicate_key(csv_path: Path, target: Path) -> Path:
     """A copy of a CSV delivery whose first data row appears twice: a duplicate primary key."""
     lines = csv_path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -130,6 +174,8 @@ def _hub_environment(work: Path, server: SftpServer, keys: Path, year: int) -> d
         "HDH_OPEN_DATA_DIR": str(work / "public" / "open-data"),
         "HDH_CHALLENGE_ROOT": str(work / "private" / "challenges"),
         "HDH_CHALLENGE_KEY": secrets.token_hex(32),
+        "HDH_RIGHTS_INTAKE": str(work / "rights-intake"),
+        "HDH_RIGHTS_FORMS": str(keys / "rights-forms.yaml"),
         # One secret per project, made for this demo: project pseudonyms cannot be joined across projects.
         **{key_variable(p.stem): secrets.token_hex(32) for p in sorted((REPO / "projects").glob("*.yaml"))},
     }
@@ -315,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise_on_error=False,
                 )
                 _say(f"  run {built.run_id[:8]}: {'succeeded' if built.success else 'refused (see the UI)'}")
+            submitted = _submit_rights_requests(work, keys, files["IR_BEN_R"])
+            _say(f"rights requests from the hub's form: {', '.join(submitted)} (one of each type)")
+            for result in tick(defs, instance, "rights_request_sensor", run_config=QUIET).launched:
+                _say(f"  run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED (see the UI)'}")
             _say(f"on-demand indicator: treated diabetes in {args.year} by sex and age band")
             indicator = defs.resolve_job_def("indicator_job").execute_in_process(
                 instance=instance,
@@ -357,6 +407,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {table:<34} {count:>8}")
         print("indicator: treated diabetes by sex and age band (cells under 11 suppressed, and complements):")
         print(indicator_table)
+        from hdh_pipelines.rights.store import RightsStore
+
+        rights = RightsStore.under(private)
+        print("rights requests (register, owner-only):")
+        for kind, request_id in submitted.items():
+            entry = rights.entry(request_id) or {"status": "not processed", "outcome": None, "due_on": "-"}
+            print(
+                f"  {kind:<11} {entry['status']:<6} {entry['outcome'] or 'awaiting the staff'} "
+                f"(due {entry['due_on']})"
+            )
+        print(f"  access letter  {rights.letter_file(submitted['access'])}")
+        print(
+            f"directory of projects  {work / 'public' / 'catalogue' / 'projects.html'} (open data: "
+            f"{work / 'public' / 'open-data' / 'project_directory'})"
+        )
+        print(f"regulatory documents   {private / 'workspaces' / 'diabetes-drug-use' / 'regulatory'}/*.html")
         print("outputs:")
         print(f"  raw tables     {private / 'raw'}/<provider>/<delivery>/<DATASET>/*.parquet")
         print(f"  quarantine     {private / 'quarantine'}")

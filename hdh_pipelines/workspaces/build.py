@@ -44,15 +44,23 @@ from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM, ExtractableDataset
 from hdh_pipelines.workspaces.documents import (
     PSEUDONYM_DESCRIPTIONS,
+    REGULATORY_DIR,
     ColumnDoc,
     DatasetDoc,
     dictionary_csv,
     manifest_json,
     read_manifest,
     readme_markdown,
+    write_regulatory_documents,
 )
 from hdh_pipelines.workspaces.errors import WorkspaceRefused
-from hdh_pipelines.workspaces.projects import Project, check_not_expired, load_project, project_file
+from hdh_pipelines.workspaces.projects import (
+    Project,
+    check_not_expired,
+    check_regulatory_file,
+    load_project,
+    project_file,
+)
 from hdh_pipelines.workspaces.pseudonyms import install_project_key, key_fingerprint, load_project_key
 
 WORKSPACE_FORMAT = "hdh-workspace/1"
@@ -146,9 +154,12 @@ def materialise_workspace(
     try:
         project = load_project(project_file(settings.projects_dir, project_id))
         check_not_expired(project, today)
+        check_regulatory_file(project)
         key = load_project_key(project.id, settings.secrets_file, environ)
         with project_lock(settings.root, project.id):
-            result = _build(settings, project, key, requested_months, run_id=run_id, requester=requester)
+            result = _build(
+                settings, project, key, requested_months, run_id=run_id, requester=requester, today=today
+            )
     except WorkspaceRefused as refusal:
         _audit_unbuilt(
             settings, project, project_id, run_id, requester, "refused", refusal.reason, refusal.message
@@ -478,6 +489,7 @@ def _build(
     *,
     run_id: str,
     requester: str,
+    today: date,
 ) -> WorkspaceResult:
     root = make_private_dir(settings.root)
     target = root / project.id
@@ -527,6 +539,8 @@ def _build(
             "requester": requester,
             "signature": signature,
             "approval_references": project.approval_references(),
+            "controller": project.regulatory.controller,
+            "retention_until": str(project.regulatory.retention.until),
             "study_period": {"start": str(project.study_period.start), "end": str(project.study_period.end)},
             "expires_on": str(project.expires_on),
             "linkage_approved": project.linkage_approved,
@@ -560,6 +574,7 @@ def _build(
         write_private_file(staging / "manifest.json", manifest_json(manifest))
         write_private_file(staging / "data_dictionary.csv", dictionary_csv(datasets).encode())
         write_private_file(staging / "README.md", readme_markdown(datasets, manifest).encode())
+        write_regulatory_documents(make_private_dir(staging / REGULATORY_DIR), project, today)
         make_owner_only(staging)
         swap_in(staging, target)
     finally:

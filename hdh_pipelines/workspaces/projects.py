@@ -54,9 +54,113 @@ class Authorisation(_Strict):
     date: date
 
 
-class Authorisations(_Strict):
-    cesrees: Authorisation = Field(description="Opinion of the CESREES (ethics and scientific committee).")
-    cnil: Authorisation = Field(description="Decision of the CNIL authorising the processing.")
+# The CNIL's reference methodologies ("méthodologies de référence"): a commitment of conformity replaces
+# an individual authorisation for the processings they cover.
+REFERENCE_METHODOLOGIES = tuple(f"MR-00{number}" for number in range(1, 9))
+RegulatoryRoute = Literal["reference_methodology", "cnil_authorisation", "other_legal_basis"]
+# A role address, never a person's name: the DPO is published as a function and a mailbox.
+RoleAddress = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
+
+
+class DataProtectionOfficer(_Strict):
+    role: Text = "Délégué à la protection des données"
+    contact: RoleAddress
+
+
+class Retention(_Strict):
+    until: date = Field(description="Date by which the data user destroys the extract and its copies.")
+    justification: Text
+
+
+class OtherLegalBasis(_Strict):
+    description: Text = Field(description="The legal text allowing the processing without a CNIL decision.")
+    reference: Text
+    date: date
+
+
+# What each route requires, with the sentence the data user's checklist shows while it is missing.
+ROUTE_REQUIREMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "reference_methodology": (
+        ("reference_methodology", "indiquer la méthodologie de référence suivie (MR-001 à MR-008)"),
+        (
+            "commitment",
+            "joindre le récépissé de l'engagement de conformité à la méthodologie de référence "
+            "(numéro et date)",
+        ),
+    ),
+    "cnil_authorisation": (
+        ("cesrees_opinion", "obtenir l'avis du CESREES (numéro et date)"),
+        ("cnil_authorisation", "obtenir l'autorisation de la CNIL après l'avis du CESREES (numéro et date)"),
+    ),
+    "other_legal_basis": (
+        ("other_basis", "décrire la base légale qui dispense d'autorisation (texte, référence, date)"),
+    ),
+}
+
+
+class Regulatory(_Strict):
+    """The project's regulatory file: its route to the data, its references, DPO and retention.
+
+    The route says which references are required (``missing``); a route's
+    reference that is absent is not a malformed file but an unfinished one:
+    the file is accepted (its documents and checklist can be generated) and
+    no workspace is built until it is complete (``check_regulatory_file``).
+    """
+
+    controller: Text = Field(description="The data controller, an organisation (never a natural person).")
+    route: RegulatoryRoute
+    legal_basis: Text = Field(description="GDPR bases of the processing (art. 6 and 9).")
+    reference_methodology: Literal[REFERENCE_METHODOLOGIES] | None = None
+    commitment: Authorisation | None = Field(
+        default=None, description="Receipt of the commitment of conformity to the reference methodology."
+    )
+    cesrees_opinion: Authorisation | None = None
+    cnil_authorisation: Authorisation | None = None
+    other_basis: OtherLegalBasis | None = None
+    dpo: DataProtectionOfficer
+    retention: Retention
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Regulatory:
+        for route, requirements in ROUTE_REQUIREMENTS.items():
+            for name, _ in requirements:
+                if route != self.route and getattr(self, name) is not None:
+                    raise ValueError(f"'{name}' belongs to the route {route}, not to {self.route}")
+        opinion, authorisation = self.cesrees_opinion, self.cnil_authorisation
+        if opinion and authorisation and authorisation.date < opinion.date:
+            raise ValueError("the CNIL authorisation is dated before the CESREES opinion it follows")
+        return self
+
+    def missing(self) -> list[tuple[str, str]]:
+        """What the route still requires: (field, sentence in French for the checklist), in order."""
+        requirements = ROUTE_REQUIREMENTS[self.route]
+        return [(name, sentence) for name, sentence in requirements if getattr(self, name) is None]
+
+    def references(self) -> dict[str, str]:
+        """The references the route relies on, as 'number (date)' texts, for manifests and the audit trail."""
+        references = {}
+        if self.reference_methodology:
+            references["reference_methodology"] = self.reference_methodology
+        # Audit records name the CNIL's decision cnil_decision since before the regulatory section.
+        for name, key in (
+            ("commitment", "commitment"),
+            ("cesrees_opinion", "cesrees_opinion"),
+            ("cnil_authorisation", "cnil_decision"),
+        ):
+            reference = getattr(self, name)
+            if reference is not None:
+                references[key] = f"{reference.number} ({reference.date})"
+        if self.other_basis is not None:
+            references["other_basis"] = f"{self.other_basis.reference} ({self.other_basis.date})"
+        references["legal_basis"] = self.legal_basis
+        return references
+
+
+class Result(_Strict):
+    """A result of the project (article, report, code), once declared: published in the directory."""
+
+    title: Text
+    url: Annotated[str, StringConstraints(pattern=r"^https://\S+$")]
 
 
 class Population(_Strict):
@@ -95,9 +199,8 @@ class Project(_Strict):
     id: ProjectId
     title: Text
     lead: Text
-    authorisations: Authorisations
-    legal_basis: Text
     purpose: Text
+    regulatory: Regulatory
     # Before datasets: the datasets validator reads it.
     linkage_approved: bool
     datasets: dict[str, list[SqlName]] = Field(min_length=1)
@@ -105,6 +208,7 @@ class Project(_Strict):
     study_period: StudyPeriod
     expires_on: date
     output_formats: list[Literal["parquet", "duckdb"]] = Field(min_length=1)
+    results: list[Result] = Field(default_factory=list)
 
     @field_validator("datasets")
     @classmethod
@@ -143,11 +247,7 @@ class Project(_Strict):
         return formats
 
     def approval_references(self) -> dict[str, str]:
-        return {
-            "cesrees_opinion": f"{self.authorisations.cesrees.number} ({self.authorisations.cesrees.date})",
-            "cnil_decision": f"{self.authorisations.cnil.number} ({self.authorisations.cnil.date})",
-            "legal_basis": self.legal_basis,
-        }
+        return {"route": self.regulatory.route, **self.regulatory.references()}
 
     def content_digest(self) -> str:
         """Digest of everything that decides a workspace's content (not the wording of title or purpose)."""
@@ -237,6 +337,21 @@ def check_not_expired(project: Project, today: date) -> None:
             "extract. Renew the approval and update expires_on in its project file.",
             project_id=project.id,
             field="expires_on",
+        )
+
+
+def check_regulatory_file(project: Project) -> None:
+    """Refuse a workspace while the project's route lacks a reference it requires."""
+    missing = project.regulatory.missing()
+    if missing:
+        fields = ", ".join(name for name, _ in missing)
+        raise WorkspaceRefused(
+            "regulatory_file_incomplete",
+            f"Project {project.id} follows the route {project.regulatory.route} but its regulatory file "
+            f"lacks {fields}: no data can be extracted before the route's references are recorded in its "
+            "project file (regulatory section).",
+            project_id=project.id,
+            field=f"regulatory.{missing[0][0]}",
         )
 
 

@@ -40,6 +40,7 @@ from hdh_pipelines.workspaces.build import (
 )
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM
 from hdh_pipelines.workspaces.documents import (
+    REGULATORY_DIR,
     DatasetDoc,
     dictionary_csv,
     manifest_json,
@@ -217,6 +218,9 @@ def _purge_into(
     write_private_file(staging / "manifest.json", manifest_json(purged))
     write_private_file(staging / "data_dictionary.csv", dictionary_csv(datasets).encode())
     write_private_file(staging / "README.md", readme_markdown(datasets, purged).encode())
+    # The regulatory documents name no person: the purged version keeps them as they are.
+    if (target / REGULATORY_DIR).is_dir():
+        shutil.copytree(target / REGULATORY_DIR, staging / REGULATORY_DIR)
     make_owner_only(staging)
     swap_in(staging, target)
     return PurgeOutcome(
