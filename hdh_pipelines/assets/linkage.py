@@ -17,6 +17,7 @@ from pydantic import Field
 from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import run_linkage
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
+from hdh_pipelines.opendata.disclosure import coarse_count
 from hdh_pipelines.opt_out import EXCLUSIONS_TABLE
 from hdh_pipelines.resources.spark import LinkageStorageResource
 
@@ -37,7 +38,6 @@ _SPEC: dict[str, Any] = {
     "owners": ["team:data-engineering"],
     "kinds": {"spark", "parquet", "duckdb"},
 }
-SMALL_COUNT = 11
 
 
 class LinkageConfig(dg.Config):
@@ -63,10 +63,6 @@ class LinkageConfig(dg.Config):
     )
 
 
-def _count(value: int) -> Any:
-    """A count for metadata: small non-zero counts are not shown (statistical disclosure control)."""
-    return f"<{SMALL_COUNT}" if 0 < value < SMALL_COUNT else value
-
 
 def _metadata(run) -> dict[str, Any]:
     stats = run.stats
@@ -74,14 +70,14 @@ def _metadata(run) -> dict[str, Any]:
         "linkage_rate": dg.MetadataValue.float(round(stats["linkage_rate"], 5)),
         "ambiguous_share": dg.MetadataValue.float(round(stats["ambiguous_share"], 5)),
         "uncertain_share": dg.MetadataValue.float(round(stats["uncertain_share"], 5)),
-        "cohort_records": _count(stats["cohort_records"]),
-        "deterministic_links": _count(stats["deterministic_links"]),
-        "probabilistic_links": _count(stats["probabilistic_links"]),
-        "deterministic_links_flagged": _count(stats["deterministic_links_flagged"]),
-        "id_rejected_records": _count(stats["id_rejected_records"]),
-        "unlinked_records": _count(stats["unlinked_records"]),
-        "ambiguous_records": _count(stats["ambiguous_records"]),
-        "blocked_pairs": _count(stats["blocked_pairs"]),
+        "cohort_records": coarse_count(stats["cohort_records"]),
+        "deterministic_links": coarse_count(stats["deterministic_links"]),
+        "probabilistic_links": coarse_count(stats["probabilistic_links"]),
+        "deterministic_links_flagged": coarse_count(stats["deterministic_links_flagged"]),
+        "id_rejected_records": coarse_count(stats["id_rejected_records"]),
+        "unlinked_records": coarse_count(stats["unlinked_records"]),
+        "ambiguous_records": coarse_count(stats["ambiguous_records"]),
+        "blocked_pairs": coarse_count(stats["blocked_pairs"]),
         "linkage_version": run.version,
         **{name: dg.MetadataValue.float(round(seconds, 2)) for name, seconds in run.durations.items()},
     }
@@ -159,21 +155,21 @@ def cohort_linkage(
         asset_key=LINKS,
         metadata=_metadata(run)
         | {
-            "dagster/row_count": _count(stats["deterministic_links"] + stats["probabilistic_links"]),
+            "dagster/row_count": coarse_count(stats["deterministic_links"] + stats["probabilistic_links"]),
             "warehouse_view": "linkage.links",
         },
     )
     yield dg.MaterializeResult(
         asset_key=UNLINKED,
         metadata={
-            "dagster/row_count": _count(stats["unlinked_records"]),
+            "dagster/row_count": coarse_count(stats["unlinked_records"]),
             "warehouse_view": "linkage.unlinked",
         },
     )
     yield dg.MaterializeResult(
         asset_key=AMBIGUOUS,
         metadata={
-            "dagster/row_count": _count(stats["ambiguous_records"]),
+            "dagster/row_count": coarse_count(stats["ambiguous_records"]),
             "warehouse_view": "linkage.ambiguous",
         },
     )

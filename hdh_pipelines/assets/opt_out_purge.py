@@ -23,11 +23,11 @@ from hdh_pipelines.assets.workspaces import (
     AUDIT_TRAIL_KEY,
     REQUESTER_TAG,
     WorkspaceResource,
-    coarse_count,
 )
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
 from hdh_pipelines.opendata import OpenDataRefused, load_challenge_key
 from hdh_pipelines.opendata.challenge import challenge_exports, purge_challenge_export
+from hdh_pipelines.opendata.disclosure import coarse_count
 from hdh_pipelines.opt_out import PurgeOutcome, failed_outcome
 from hdh_pipelines.resources.spark import LinkageStorageResource
 from hdh_pipelines.workspaces import WorkspaceRefused, scan_registry

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from hdh_pipelines.opendata.disclosure import coarse_count
 from hdh_pipelines.opt_out import EXCLUSIONS_TABLE, OPT_OUT_STAGING_TABLE
 from hdh_pipelines.workspaces import (
     EXTRACTABLE_DATASETS,
@@ -33,8 +34,6 @@ WORKSPACE_OWNERS = ["team:data-governance"]
 REQUESTER_TAG = "hdh/requester"
 AUDIT_TRAIL_KEY = dg.AssetKey(["workspaces", "audit_trail"])
 _DEFAULT_DBT_MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "models"
-# Counts of persons who made a decision about their data are shown coarsened below this threshold.
-SMALL_COUNT = 11
 
 # The one model every opt-out purge reads; its materialisations trigger the purge of every copy.
 OPT_OUT_EXCLUSIONS_KEY = dg.AssetKey(EXCLUSIONS_TABLE.split("."))
@@ -92,10 +91,6 @@ def months_by_project(partition_keys: list[str]) -> dict[str, list[str]]:
         requested[dimensions["project"]].append(dimensions["month"][:7])
     return {project: sorted(months) for project, months in requested.items()}
 
-
-def coarse_count(count: int) -> str:
-    """A count of persons who decided about their data, for metadata: exact from 11, else 'fewer than 11'."""
-    return str(count) if count == 0 or count >= SMALL_COUNT else f"fewer than {SMALL_COUNT}"
 
 
 def _results_metadata(results: list[WorkspaceResult]) -> dict:

@@ -52,6 +52,12 @@ THRESHOLD = 11
 # Every hidden value's feasible interval is at least this wide: as wide as the range of small counts
 # (1 to THRESHOLD - 1), so a reader cannot even tell whether a hidden value is small.
 PROTECTION_WIDTH = THRESHOLD - 1
+
+
+def coarse_count(count: int) -> int | str:
+    """A count of persons for metadata or a page that is not audited as a table: exact when it is 0 or
+    at least THRESHOLD, else only ``<THRESHOLD``."""
+    return count if count == 0 or count >= THRESHOLD else f"<{THRESHOLD}"
 # (n, k) dominance rule for event and magnitude measures: the n largest contributions of distinct
 # persons above k of the value make it sensitive (one child with most of a cell's stays).
 DOMINANCE_CONTRIBUTORS = 2
