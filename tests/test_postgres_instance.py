@@ -196,14 +196,14 @@ def test_deliveries_to_dbt_with_two_runs_at_once(tmp_path, keys, sftp_settings, 
     selections = [["staging/stg_ir_ben_r"], ["staging/stg_opt_out"]]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _RUN_BUILD, *keys],
+            [sys.executable, "-c", _RUN_BUILD, *selection],
             env=dict(os.environ),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for keys in selections
+        for selection in selections
     ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     for process, output in zip(processes, outputs, strict=True):
@@ -220,7 +220,7 @@ def test_deliveries_to_dbt_with_two_runs_at_once(tmp_path, keys, sftp_settings, 
         assert sorted(m for (m,) in months.fetchall()) == list(DELIVERED_MONTHS)
 
 
-def test_instance_script_starts_and_stops_the_stack(tmp_path):
+def test_instance_script_starts_and_stops_the_stack():
     """`scripts/instance.sh start|stop` with its private PostgreSQL: daemon and webserver up, then gone."""
     state = _below_tmp()
     environment = {
