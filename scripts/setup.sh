@@ -9,6 +9,10 @@ missing=()
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing+=(openssh-server)
 command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+# The production instance's private PostgreSQL (scripts/instance.sh, its tests): Debian keeps
+# initdb and postgres under /usr/lib/postgresql/<major>/bin, off PATH.
+command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing OS packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
