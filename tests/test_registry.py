@@ -15,7 +15,10 @@ from hdh_pipelines.registry import (
 )
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/snds"
-EXPECTED = {"IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "OPT_OUT", "COHORT_EXT"}
+EXPECTED = {
+    "IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "OPT_OUT", "COHORT_EXT",
+    "FINESS_PMSI_DOUBLONS", "IR_IMB_R",
+}  # fmt: skip
 DUCKDB_TYPES = {"VARCHAR", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN", "INTEGER"}
 DCIR_KEYS = (
     "DCT_ORD_NUM",
@@ -159,7 +162,9 @@ def test_snds_columns_agree_with_the_reference(registry: DatasetRegistry) -> Non
     if not REFERENCE.is_dir():
         pytest.skip(f"SNDS reference schemas not found at {REFERENCE}; cannot compare with schema-snds.")
     snds = [registry.resolve(name) for name in registry.names() if registry.resolve(name).family == "SNDS"]
-    assert {s.name for s in snds} == {"IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD"}
+    assert {s.name for s in snds} == {
+        "IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "IR_IMB_R",
+    }  # fmt: skip
     for schema in snds:
         source = REFERENCE / "schema-snds" / schema.raw["hdh"]["source"]["path"]
         reference = json.loads(source.read_text(encoding="utf-8"))
