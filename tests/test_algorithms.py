@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ from dbt_inputs import (
     write_raw,
 )
 
+from hdh_pipelines.catalogue.site import write_site
+from hdh_pipelines.catalogue.sources import algorithm_fiches
 from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, Drug
 
 METFORMIN, ATORVASTATIN = SYNTHETIC_DRUGS[3], SYNTHETIC_DRUGS[6]
@@ -413,3 +416,13 @@ def test_algorithms_are_versioned_and_documented(warehouse):
         assert meta["inputs"]
         assert set(meta["fiche"]) == {"definition", "data", "codes", "source", "limits"}
         assert node["description"].strip()
+
+
+def test_catalogue_site_renders_every_fiche(tmp_path):
+    write_site(tmp_path, [], "No validation.")
+    page = (tmp_path / "algorithms.html").read_text(encoding="utf-8")
+    for fiche in algorithm_fiches():
+        assert f'<section id="{fiche.name}">' in page
+        assert fiche.version == "2.0.0" and f"version {fiche.version}" in page
+        assert all(fiche.parts.values()), fiche.name
+        assert escape(fiche.parts["limits"]) in page
