@@ -138,6 +138,7 @@ def claim(number, flow, tag, rank, care, *, paid="30.00", nature="1111", end=Non
         "EXE_SOI_DTD": care,
         "EXE_SOI_DTF": end or care,
         "PRS_NAT_REF": nature,
+        "BSE_PRS_NAT": nature,
         "PRS_ACT_QTE": "1",
         "PRS_PAI_MNT": paid,
         "BSE_REM_BSE": paid,

@@ -16,8 +16,8 @@ from hdh_pipelines.registry import (
 
 EXPECTED = {
     "IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCOaaB", "T_MCOaaC", "T_MCOaaD", "OPT_OUT", "COHORT_EXT",
-    "IR_PHA_R", "IR_CIM_V",
-}
+    "IR_PHA_R", "IR_CIM_V", "FINESS_PMSI_DOUBLONS", "IR_IMB_R",
+}  # fmt: skip
 DUCKDB_TYPES = {"VARCHAR", "BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "BOOLEAN", "INTEGER"}
 DCIR_KEYS = (
     "DCT_ORD_NUM",

@@ -15,8 +15,8 @@ from hdh_pipelines.registry import DatasetSchema, Field, default_registry
 
 DATASETS = [
     "IR_BEN_R", "ER_PRS_F", "ER_PHA_F", "T_MCO25B", "T_MCO25C", "T_MCO25D", "OPT_OUT", "COHORT_EXT",
-    "IR_PHA_R", "IR_CIM_V",
-]
+    "IR_PHA_R", "IR_CIM_V", "FINESS_PMSI_DOUBLONS",
+]  # fmt: skip
 # The 9 keys joining claims to their pharmacy detail, as the registry declares them.
 DCIR_KEYS = default_registry().resolve("ER_PRS_F").primary_key
 # Uniqueness the reference declares but real data breaks, and so does the generator on purpose:

@@ -28,6 +28,9 @@ violations as (
     select 'drug_dispensations', count(*)
     from {{ ref('drug_dispensations') }} inner join opted_out using (ben_nir_psa, ben_rng_gem)
     union all
+    select 'long_term_illnesses', count(*)
+    from {{ ref('long_term_illnesses') }} inner join opted_out using (ben_nir_psa, ben_rng_gem)
+    union all
     select 'hospital_stays', count(*)
     from {{ ref('hospital_stays') }} as stays
     where stays.nir_ano_17 in (select ben_nir_psa from opted_out)

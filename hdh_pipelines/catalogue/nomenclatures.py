@@ -51,6 +51,7 @@ SNDS_NOMENCLATURES: Mapping[tuple[str, str], str] = MappingProxyType(
         ("ER_PRS_F", "EXE_SOI_DTD"): "IR_DTE_V",
         ("ER_PRS_F", "EXE_SOI_DTF"): "IR_DTE_V",
         ("ER_PRS_F", "PRS_NAT_REF"): "IR_NAT_V",
+        ("ER_PRS_F", "BSE_PRS_NAT"): "IR_NAT_V",
         ("ER_PRS_F", "DPN_QLF"): "IR_DEP_V",
         ("ER_PRS_F", "PSE_SPE_COD"): "IR_SPE_V",
         ("ER_PHA_F", "FLX_DIS_DTD"): "IR_DTE_V",
@@ -68,11 +69,18 @@ SNDS_NOMENCLATURES: Mapping[tuple[str, str], str] = MappingProxyType(
         ("T_MCOaaB", "SOR_DES"): "MS_PRV_V",
         ("T_MCOaaB", "SOR_MOD"): "MS_SOR_V",
         ("T_MCOaaD", "ASS_DGN"): "MS_CIM_V",
+        ("IR_IMB_R", "BEN_RNG_GEM"): "IR_BER_V",
+        ("IR_IMB_R", "IMB_ALD_NUM"): "IR_ALD_V",
+        ("IR_IMB_R", "IMB_ALD_DTD"): "IR_DTE_V",
+        ("IR_IMB_R", "IMB_ALD_DTF"): "IR_DTE_V",
+        ("IR_IMB_R", "IMB_ETM_NAT"): "IR_ETM_V",
+        ("IR_IMB_R", "MED_MTF_COD"): "IR_CIM_V",
+        ("IR_IMB_R", "MED_NCL_IDT"): "IR_NMD_V",
     }
 )
 
 # Nomenclatures that are (national versions of) a coding system.
-_NOMENCLATURE_CODING_SYSTEMS = {"MS_CIM_V": "ICD-10"}
+_NOMENCLATURE_CODING_SYSTEMS = {"MS_CIM_V": "ICD-10", "IR_CIM_V": "ICD-10"}
 
 # Warehouse and non-SNDS columns: exact column name -> (nomenclature label, coding system).
 _COLUMN_CODES: Mapping[str, tuple[str, str | None]] = MappingProxyType(

@@ -2,7 +2,8 @@
 
 Pages: ``index.html`` (datasets, search across datasets and variables, the map),
 ``datasets/<slug>.html`` (one per dataset), ``dictionary.html`` (every variable
-and every join link) and ``map.svg`` (tables and their join keys). The search
+and every join link), ``algorithms.html`` (the targeting algorithms' fiches)
+and ``map.svg`` (tables and their join keys). The search
 index is embedded in ``index.html`` as JSON; ``index.html?q=WORD`` opens with
 that search done, so a link (or a headless browser) can ask for a result.
 """
@@ -23,6 +24,7 @@ from hdh_pipelines.catalogue.model import (
     QualitySummary,
 )
 from hdh_pipelines.catalogue.nomenclatures import CODING_SYSTEMS
+from hdh_pipelines.catalogue.sources import FICHE_PARTS, AlgorithmFiche, algorithm_fiches
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1d2733}
@@ -81,6 +83,7 @@ def _page(title: str, body: str, *, root: str = "") -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f'<nav><a href="{root}index.html">Catalogue</a><a href="{root}dictionary.html">Dictionary</a>'
+        f'<a href="{root}algorithms.html">Algorithms</a>'
         f'<a href="{root}projects.html">Projects</a>'
         f'<a href="{root}catalogue.ttl">Turtle</a><a href="{root}catalogue.jsonld">JSON-LD</a></nav>'
         f"<h1>{escape(title)}</h1>{body}</body></html>\n"
@@ -240,6 +243,25 @@ def _dictionary_page(entries: Sequence[SiteEntry]) -> str:
     return _page("Data dictionary", body)
 
 
+def _algorithms_page(fiches: Sequence[AlgorithmFiche]) -> str:
+    """One section per targeting algorithm: its fiche (definition, data and codes, source, limits)."""
+    sections = "".join(
+        f'<section id="{escape(fiche.name)}"><h2>{escape(fiche.name)} <small>version {escape(fiche.version)}'
+        f"</small></h2><p>{escape(fiche.description)}</p><table>"
+        + "".join(
+            f"<tr><th>{escape(part)}</th><td>{escape(fiche.parts[part])}</td></tr>" for part in FICHE_PARTS
+        )
+        + f"<tr><th>reference</th><td>{escape(fiche.reference)}</td></tr></table></section>"
+        for fiche in fiches
+    )
+    body = (
+        "<p>Cohort-targeting algorithms (warehouse schema <code>algorithms</code>): one row per person and "
+        "year. Each follows its published definition; the fiche says which and what it leaves out.</p>"
+        + sections
+    )
+    return _page("Targeting algorithms", body)
+
+
 def map_svg(descriptions: Sequence[DatasetDescription]) -> str:
     """Tables as boxes in one column per layer, join links as lines labelled with their keys."""
     columns = [layer for layer in Layer if any(d.layer is layer for d in descriptions)]
@@ -333,6 +355,7 @@ def write_site(
         )
     (folder / "index.html").write_text(_index_page(entries, validation), encoding="utf-8")
     (folder / "dictionary.html").write_text(_dictionary_page(entries), encoding="utf-8")
+    (folder / "algorithms.html").write_text(_algorithms_page(algorithm_fiches()), encoding="utf-8")
     (folder / "map.svg").write_text(map_svg([e.description for e in entries]), encoding="utf-8")
     if directory is not None:
         (folder / "projects.html").write_text(directory_page(directory), encoding="utf-8")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,9 @@ _RAW = re.compile(r"""\b(?:raw_rows\(\s*|source\(\s*['"]raw['"]\s*,\s*)['"](\w+)
 _ALIAS = re.compile(r"""\balias\s*=\s*['"](\w+)['"]""")
 _PERSON_COLUMNS = ("ben_idt_ano", "person_id")
 _BIRTH_OR_AGE = re.compile(r"(NAI_ANN|AGE_ANN|birth_year|year_of_birth|age_years)$", re.IGNORECASE)
+_ALGORITHM_VERSION = re.compile(r"""set\s+algorithm_version\s*=\s*['"]([^'"]+)['"]""")
+# The parts of an algorithm's fiche (meta.fiche of models/algorithms/_algorithms__models.yml), in page order.
+FICHE_PARTS = ("definition", "data", "codes", "source", "limits")
 
 
 class CatalogueSourceError(ValueError):
@@ -204,3 +208,35 @@ def warehouse_descriptions(project_dir: Path = DBT_PROJECT_DIR) -> list[DatasetD
 def age_column(description: DatasetDescription) -> str | None:
     """The column giving a birth year or an age, by the naming conventions of the SNDS and the marts."""
     return next((v.name for v in description.variables if _BIRTH_OR_AGE.search(v.name)), None)
+
+
+@dataclass(frozen=True)
+class AlgorithmFiche:
+    """A targeting algorithm as its fiche documents it (dbt model of the algorithms schema)."""
+
+    name: str
+    description: str
+    version: str
+    reference: str
+    parts: Mapping[str, str]
+
+
+def algorithm_fiches(project_dir: Path = DBT_PROJECT_DIR) -> list[AlgorithmFiche]:
+    """The fiche of every targeting algorithm: its YAML meta, and the version its SQL sets."""
+    sql_of = _model_sql(project_dir)
+    fiches = []
+    for name, (schema, entry) in sorted(_model_yaml(project_dir).items()):
+        if schema != "algorithms":
+            continue
+        meta = entry.get("config", {}).get("meta", {})
+        version = _ALGORITHM_VERSION.search(sql_of.get(name, ""))
+        fiches.append(
+            AlgorithmFiche(
+                name=name,
+                description=" ".join(str(entry.get("description", "")).split()),
+                version=version.group(1) if version else "",
+                reference=str(meta.get("reference", "")),
+                parts={part: str(meta.get("fiche", {}).get(part, "")) for part in FICHE_PARTS},
+            )
+        )
+    return fiches

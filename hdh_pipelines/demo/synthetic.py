@@ -31,6 +31,9 @@ from hdh_pipelines.registry import DatasetRegistry, DatasetSchema, Field, defaul
 
 # SNDS stores an unknown date as this day rather than leaving it empty.
 MISSING_DATE = "1600-01-01"
+# The FINESS the PMSI carries twice (AP-HP, AP-HM, HCL), as published by the SNDS collaborative
+# documentation (fiche "Dépenses des établissements de santé publics", valid up to 2017 inclusive).
+FINESS_PMSI_DOUBLONS = Path(__file__).with_name("finess_pmsi_doublons.csv")
 _DEFAULT_FORMATS = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%dT%H:%M:%SZ"}
 
 
@@ -301,6 +304,8 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
                substr(dpt, 2, 2) AS BDI_DEP, postal AS BDI_COD, aged.dp AS DGN_PAL,
                CASE WHEN aged.dp = 'Z511' THEN 'C341' END AS DGN_REL,
                CASE WHEN u('error', rsa_num) < 0.01 THEN '90Z00Z' ELSE dx.ghm END AS GRG_GHM,
+               -- No inter-hospital service (SEJ_TYP B): every stay is its hospital's own.
+               'A' AS SEJ_TYP,
                CASE WHEN u('error', rsa_num) >= 0.01 THEN dx.ghs END AS GHS_NUM,
                CASE WHEN u('transfer_in', rsa_num) < 0.05 THEN '7' ELSE '8' END AS ENT_MOD,
                CASE WHEN is_acs OR u('emergency', rsa_num) < 0.3 THEN '5' END AS ENT_PRV,
@@ -401,6 +406,7 @@ def _build_sql(persons: int, year: int, seed: int) -> list[str]:
                CASE WHEN kind IN ('GP', 'SPE') THEN care_date ELSE DATE '{MISSING_DATE}' END AS EXE_SOI_DTF,
                CASE kind WHEN 'GP' THEN 1111 WHEN 'SPE' THEN 1112 WHEN 'ALD' THEN 3311 ELSE 3313 END
                    AS PRS_NAT_REF,
+               PRS_NAT_REF AS BSE_PRS_NAT,
                coalesce(boxes, 1) AS PRS_ACT_QTE, paid AS PRS_PAI_MNT, base AS BSE_REM_BSE,
                CASE kind WHEN 'ALD' THEN base ELSE base * CASE kind WHEN 'PHA' THEN 0.65 ELSE 0.70 END
                    END::DECIMAL(12, 2) AS BSE_REM_MNT,
@@ -558,10 +564,10 @@ def generate_snds(
     """Write one ``<dataset>.csv`` per dataset into ``out_dir``; return dataset name -> path.
 
     Datasets: IR_BEN_R, ER_PRS_F, ER_PHA_F, T_MCO{yy}B/C/D (``yy`` from ``year``), OPT_OUT,
-    COHORT_EXT and the two referentials IR_PHA_R (the drugs the pharmacy dispenses) and IR_CIM_V
-    (the ICD-10 codes of the stays). Files are ``;``-separated UTF-8 with a header row of exactly the
-    registry's
-    columns, and byte-identical for the same arguments. ``registry`` defaults to the packaged one.
+    COHORT_EXT, the two referentials IR_PHA_R (the drugs the pharmacy dispenses) and IR_CIM_V
+    (the ICD-10 codes of the stays), and the referential FINESS_PMSI_DOUBLONS (the published list,
+    not drawn). Files are ``;``-separated UTF-8 with a header row of exactly the registry's columns,
+    and byte-identical for the same arguments. ``registry`` defaults to the packaged one.
     """
     if persons < 1:
         raise ValueError("persons must be at least 1.")
@@ -580,6 +586,7 @@ def generate_snds(
         "COHORT_EXT": "cohort_ext",
         "IR_PHA_R": "ir_pha_r",
         "IR_CIM_V": "ir_cim_v",
+        "FINESS_PMSI_DOUBLONS": "finess_pmsi_doublons",
     }
     schemas = {}
     for dataset in outputs:
@@ -593,6 +600,12 @@ def generate_snds(
         connection.execute("SET enable_progress_bar = false")
         for statement in [*_referentials_sql(registry), *_build_sql(persons, year, seed)]:
             connection.execute(statement)
+        # Not drawn: the published list of FINESS transmitted twice, delivered as it is.
+        connection.execute(
+            "CREATE TABLE finess_pmsi_doublons AS "
+            "SELECT * FROM read_csv(?, delim = ';', header = true, all_varchar = true)",
+            [str(FINESS_PMSI_DOUBLONS)],
+        )
         for dataset, table in outputs.items():
             paths[dataset] = out_dir / f"{dataset}.csv"
             _export(connection, table, schemas[dataset], paths[dataset])

@@ -1,19 +1,17 @@
 -- Hospitalisation for acute coronary syndrome (CNAM cartographie des
 -- pathologies, "syndrome coronaire aigu"): an MCO stay of the PMSI year whose
--- principal diagnosis is I21 to I24. The year is the PMSI year (the stay's
--- discharge year); stays GENRSA could not group (GHM 90…) do not count, and
--- neither do stays that reach no single person (twins share the PMSI
--- pseudonym: such stays are not guessed). Reference and inputs:
--- models/algorithms/_algorithms__models.yml.
-{%- set algorithm_version = '1.0.0' %}
+-- principal diagnosis is I21 to I24, reaching exactly one person (twins share
+-- the PMSI pseudonym: such stays are not guessed). The stays are those the
+-- SNDS rules retain (hospital_stays: no duplicate FINESS, no error GHM; a stay
+-- without GHM counts). Fiche: models/algorithms/_algorithms__models.yml.
+{%- set algorithm_version = '2.0.0' %}
 {{ config(meta={'algorithm_version': algorithm_version}) }}
 
 with coronary_stays as (
     select ben_idt_ano, pmsi_year, stay_start_date
     from {{ ref('hospital_stays') }}
     where person_link_status = 'linked'
-        and not is_error_stay
-        and left(principal_diagnosis, 3) in ('I21', 'I22', 'I23', 'I24')
+        and {{ has_code_prefix('principal_diagnosis', ['I21', 'I22', 'I23', 'I24']) }}
 )
 
 select

@@ -37,6 +37,7 @@ select
     claims.prs_nat_ref,
     claims.dpn_qlf,
     claims.pse_spe_cod,
+    claims.line_status,
     atc_classes.atc_code
 from pharmacy_lines
 left join claims using (

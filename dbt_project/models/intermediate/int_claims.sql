@@ -1,5 +1,6 @@
 -- DCIR claims with the person they belong to, found through their pseudonym
--- and twin rank (NULL when the referential does not hold the pair).
+-- and twin rank (NULL when the referential does not hold the pair), and whether
+-- the line is care to count (dcir_line_status: information only, no base act…).
 {{ config(
     materialized='incremental',
     incremental_strategy='replace_range',
@@ -21,6 +22,7 @@ pseudonyms as (
 
 select
     claims.*,
-    pseudonyms.ben_idt_ano
+    pseudonyms.ben_idt_ano,
+    {{ dcir_line_status('claims.dpn_qlf', 'claims.bse_prs_nat', 'claims.cpl_maj_top') }} as line_status
 from claims
 left join pseudonyms using (ben_nir_psa, ben_rng_gem)

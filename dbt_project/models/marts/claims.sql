@@ -1,6 +1,7 @@
 -- Analysis-ready DCIR claims: one row per claim with its person, except the
 -- claims of persons who opted out. Lines for information only (DPN_QLF = 71)
--- are kept and flagged: counting consumption must leave them out.
+-- are kept and flagged: counting consumption must keep line_status = 'countable'
+-- only (macro dcir_line_status).
 {{ config(
     materialized='incremental',
     incremental_strategy='replace_range',
@@ -38,6 +39,7 @@ select
     bse_rem_bse as reimbursement_base,
     bse_rem_mnt as amount_reimbursed,
     dpn_qlf as expense_qualifier,
-    coalesce(dpn_qlf = 71, false) as is_for_information_only
+    coalesce(dpn_qlf = 71, false) as is_for_information_only,
+    line_status
 from claims
 where not {{ is_opted_out('claims.ben_nir_psa', 'claims.ben_rng_gem') }}

@@ -1,5 +1,7 @@
--- Analysis-ready PMSI MCO stays: one row per stay with its dates, GHM,
--- principal and related diagnoses and, when the pseudonym names exactly one
+-- Analysis-ready PMSI MCO stays: one row per stay the SNDS rules retain
+-- (int_hospital_stays: no duplicate FINESS, no inter-hospital duplicate, no
+-- error GHM) with its dates, GHM and its status (a missing GHM is kept and
+-- says so), principal and related diagnoses and, when the pseudonym names exactly one
 -- person, that person. Stays of persons who opted out are left out, and so is
 -- any stay whose pseudonym an opted-out person shares (twins): without the
 -- twin rank it could be theirs.
@@ -41,6 +43,9 @@ select
     dgn_rel as related_diagnosis,
     nbr_dgn as associated_diagnosis_count,
     grg_ghm as ghm_code,
+    ghm_status,
+    is_session_stay,
+    sej_typ as stay_type,
     ghs_num as ghs_number,
     ent_mod as admission_mode,
     ent_prv as admission_origin,

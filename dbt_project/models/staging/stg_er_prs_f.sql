@@ -26,6 +26,7 @@ typed as (
         {{ as_date('EXE_SOI_DTD') }} as exe_soi_dtd,
         {{ as_date('EXE_SOI_DTF') }} as exe_soi_dtf,
         {{ as_integer('PRS_NAT_REF') }} as prs_nat_ref,
+        {{ as_integer('BSE_PRS_NAT') }} as bse_prs_nat,
         {{ as_number('PRS_ACT_QTE') }} as prs_act_qte,
         {{ as_number('PRS_PAI_MNT') }} as prs_pai_mnt,
         {{ as_number('BSE_REM_BSE') }} as bse_rem_bse,

@@ -18,6 +18,7 @@ typed as (
         {{ as_string('DGN_PAL') }} as dgn_pal,
         {{ as_string('DGN_REL') }} as dgn_rel,
         {{ as_string('GRG_GHM') }} as grg_ghm,
+        {{ as_string('SEJ_TYP') }} as sej_typ,
         {{ as_integer('GHS_NUM') }} as ghs_num,
         {{ as_string('ENT_MOD') }} as ent_mod,
         {{ as_string('ENT_PRV') }} as ent_prv,

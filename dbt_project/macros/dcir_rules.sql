@@ -1,0 +1,173 @@
+{#- The SNDS rules the community applies to the DCIR before counting care
+    (docs/normalisation.md#snds-rules). Each is defined here once. -#}
+
+{#- Whether a DCIR line (ER_PRS_F, with its detail lines) is care to count:
+
+    - information_only: DPN_QLF = 71, activity of public hospitals sent for
+      information, not care reimbursed in the DCIR (Documentation-SNDS, FAQ
+      DCIR and fiche "Requête type dans la table prestations du DCIR";
+      SCALPEL-Extraction DcirFilters.filterInformationFlux);
+    - no_base_act: BSE_PRS_NAT = 0, "nature de prestation sans objet"
+      (SCALPEL-Extraction DcirSource.sanitize);
+    - supplement: CPL_MAJ_TOP >= 2, a majoration or a participation line, not
+      an act of its own (fiche "Requête type dans la table prestations du
+      DCIR": CPL_MAJ_TOP < 2; sndsTools extract_drug_dispenses);
+    - missing_flag: one of the three is not delivered, so the line cannot be
+      shown to be care (the community filters drop such lines too: a Spark or
+      SQL comparison with NULL is not true);
+    - countable otherwise.
+
+    Never NULL: every line gets exactly one status. -#}
+{% macro dcir_line_status(dpn_qlf, bse_prs_nat, cpl_maj_top) -%}
+    case
+        when {{ dpn_qlf }} is null or {{ bse_prs_nat }} is null or {{ cpl_maj_top }} is null then 'missing_flag'
+        when {{ dpn_qlf }} = 71 then 'information_only'
+        when {{ bse_prs_nat }} = 0 then 'no_base_act'
+        when {{ cpl_maj_top }} >= 2 then 'supplement'
+        else 'countable'
+    end
+{%- endmacro %}
+
+
+{#- The statuses dcir_line_status() gives, for accepted_values tests. -#}
+{% macro dcir_line_statuses() -%}
+    {{ return(['countable', 'information_only', 'no_base_act', 'supplement', 'missing_flag']) }}
+{%- endmacro %}
+
+
+{#- A dispensing is identified by the person's pseudonym and twin rank, the
+    day of dispensing (EXE_SOI_DTD) and the presentation (CIP13). -#}
+{% macro dispensing_key() -%}
+    ben_nir_psa, ben_rng_gem, exe_soi_dtd, pha_prs_c13
+{%- endmacro %}
+
+
+{#- Regularisations netted (Documentation-SNDS, fiche "Requête type dans la
+    table prestations du DCIR", "Prise en compte des régularisations"): a
+    cancelled dispensing comes back, in a later monthly flow and so under
+    another claim key, as a line identical but for its negative quantity;
+    the quantities (and amounts) of a dispensing's countable lines are summed
+    and the dispensing exists only where the sum is strictly positive.
+
+    One row per dispensing (dispensing_key()), carrying the claim key and
+    line number of its first positive line (earliest flow), the net boxes and
+    the net reimbursement base (boxes x unit price, fiche "Tables affinées"),
+    and how many lines were netted. Only countable lines (dcir_line_status)
+    with their claim take part.
+
+    first_line_in_partition: true for the dispensings whose first line falls
+    in the run's months (the partitioned mart's own rows), false for those of
+    other months that a line of the run's months changes (see
+    delete_renetted_dispensings). Only the lines of dispensings touched by the
+    run's months are read, so a monthly run does not net the whole history. -#}
+{% macro netted_dispensings(first_line_in_partition=true) %}
+with dispensing_lines as (
+    select lines.*
+    from {{ countable_pharmacy_lines() }} as lines
+    semi join ({{ touched_dispensings() }}) as touched using ({{ dispensing_key() }})
+),
+
+netted as (
+    select
+        *,
+        sum(pha_act_qsn) over dispensing as net_boxes,
+        sum(pha_act_qsn * pha_act_pru) over dispensing as net_reimbursement_base,
+        count(*) over dispensing as netted_line_count
+    from dispensing_lines
+    window dispensing as (partition by {{ dispensing_key() }})
+    qualify row_number() over (
+        partition by {{ dispensing_key() }}
+        order by
+            pha_act_qsn > 0 desc, flx_dis_dtd, flx_trt_dtd, dct_ord_num, flx_emt_num, flx_emt_ord,
+            flx_emt_typ, org_cle_num, prs_ord_num, rem_typ_aff, pha_ord_num
+    ) = 1
+)
+
+select *
+from netted
+where net_boxes > 0
+    and {% if not first_line_in_partition %}not {% endif %}{{ in_partition('flx_dis_dtd') }}
+{% endmacro %}
+
+
+{#- The pharmacy lines that take part in dispensings: countable
+    (dcir_line_status) and with their claim. -#}
+{% macro countable_pharmacy_lines() -%}
+    (select * from {{ ref('int_claim_pharmacy_lines') }} where has_claim and line_status = 'countable')
+{%- endmacro %}
+
+
+{#- The dispensings a line of the run's months belongs to (all of them in a
+    whole build). -#}
+{% macro touched_dispensings() -%}
+    select distinct {{ dispensing_key() }}
+    from {{ countable_pharmacy_lines() }} as lines
+    where {{ in_partition('lines.flx_dis_dtd') }}
+{%- endmacro %}
+
+
+{#- Post-hooks of the partitioned drug_dispensations mart. A regularisation
+    arrives in a later monthly flow than the dispensing it cancels, so a run
+    of its month must also correct the dispensing's row in an earlier month:
+    the rows of other months whose dispensing a line of the run's months
+    touches are deleted, then inserted again netted (not at all when the
+    dispensing is cancelled). Rendered empty in whole builds, which net
+    everything at once. -#}
+{% macro delete_renetted_dispensings() -%}
+    {%- if is_partitioned_run() -%}
+        delete from {{ this }} as kept
+        where not {{ in_partition('kept.flx_dis_dtd') }}
+            and exists (
+                select 1
+                from ({{ touched_dispensings() }}) as touched
+                where touched.ben_nir_psa = kept.ben_nir_psa
+                    and touched.ben_rng_gem = kept.ben_rng_gem
+                    and touched.exe_soi_dtd = kept.dispensing_date
+                    and touched.pha_prs_c13 = cast(kept.cip13 as bigint)
+            )
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro insert_renetted_dispensings() -%}
+    {%- if is_partitioned_run() -%}
+        insert into {{ this }} by name
+        {{ drug_dispensation_rows(first_line_in_partition=false) }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The rows of the drug_dispensations mart (one per netted dispensing),
+    shared by the model and its post-hook so that both write the same columns. -#}
+{% macro drug_dispensation_rows(first_line_in_partition=true) %}
+with dispensings as (
+    {{ netted_dispensings(first_line_in_partition) }}
+)
+
+select
+    dct_ord_num,
+    flx_dis_dtd,
+    flx_emt_num,
+    flx_emt_ord,
+    flx_emt_typ,
+    flx_trt_dtd,
+    org_cle_num,
+    prs_ord_num,
+    rem_typ_aff,
+    pha_ord_num,
+    ben_idt_ano,
+    ben_nir_psa,
+    ben_rng_gem,
+    exe_soi_dtd as dispensing_date,
+    lpad(cast(pha_prs_c13 as varchar), 13, '0') as cip13,
+    atc_code,
+    net_boxes as boxes,
+    pha_act_pru as unit_price,
+    net_reimbursement_base as reimbursement_base,
+    netted_line_count,
+    prs_nat_ref as benefit_nature_code,
+    -- Lines for information only never reach a dispensing (dcir_line_status):
+    -- the column stays for the readers that filter on it.
+    false as is_for_information_only
+from dispensings
+where not {{ is_opted_out('dispensings.ben_nir_psa', 'dispensings.ben_rng_gem') }}
+{% endmacro %}
