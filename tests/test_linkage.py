@@ -173,7 +173,12 @@ def test_five_percent_errors_meet_the_targets(spark: SparkSession, tmp_path: Pat
             connection.execute(f"SELECT count(*) FROM linkage.{t}").fetchall()[0][0]
             for t in ("links", "unlinked", "ambiguous")
         )
-        assert outputs == 2_000  # every record in exactly one of the three tables
+        # Records under an opted-out person's pseudonym are set aside before linkage.
+        set_aside = connection.execute(
+            "SELECT count(*) FROM staging.stg_cohort_ext WHERE upper(trim(ben_nir_psa)) IN "
+            "(SELECT upper(trim(ben_nir_psa)) FROM intermediate.int_opt_out_exclusions)"
+        ).fetchall()[0][0]
+        assert outputs + set_aside == 2_000  # every other record in exactly one of the three tables
     version_dir = root.outputs_dir(run.version)
     assert stat.S_IMODE(version_dir.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in version_dir.rglob("*") if p.is_file())
@@ -219,6 +224,18 @@ def test_missing_inputs_fail_clearly_and_publish_nothing(tmp_path: Path) -> None
     warehouse = str(tmp_path / "empty.duckdb")
     duckdb.connect(warehouse).close()
     root = LinkageRoot.from_uri(str(tmp_path / "linkage"))
+    with pytest.raises(LinkageStorageError) as raised:
+        root.stage_inputs(warehouse, "v1")
+    # The opt-out registry is read first: nothing is staged before opted-out persons can be set aside.
+    assert raised.value.reason == "opt_out_registry_missing"
+    with duckdb.connect(warehouse) as connection:
+        connection.execute(
+            "create schema intermediate; create schema staging; "
+            "create table intermediate.int_opt_out_exclusions "
+            "(ben_nir_psa varchar, ben_rng_gem varchar, ben_idt_ano varchar); "
+            "create table staging.stg_opt_out (ben_nir_psa varchar, ben_rng_gem varchar, "
+            "opt_out_dte date, hdh_delivery_id varchar, hdh_loaded_at timestamp)"
+        )
     with pytest.raises(LinkageStorageError) as raised:
         root.stage_inputs(warehouse, "v1")
     assert raised.value.reason == "missing_input"
