@@ -723,7 +723,7 @@ def test_nothing_delivered_still_builds_empty_typed_tables(builds):
         "select schema_name || '.' || table_name from duckdb_tables() "
         "where schema_name in ('staging', 'intermediate', 'marts', 'omop')"
     )
-    assert len(tables) == 33
+    assert len(tables) == 39
     # Every table is empty but the one row of counts checking the delivered BEN_IDT_ANO, all zero.
     counts = "intermediate.int_ben_idt_ano_conformity"
     assert {table: empty.rows(f"select count(*) from {table}")[0][0] for (table,) in tables} == {
@@ -791,7 +791,7 @@ def test_every_model_and_column_is_documented(docs):
     models = {
         uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] in ("model", "seed")
     }
-    assert len(models) == 37
+    assert len(models) == 42
     for uid, node in models.items():
         assert node["description"].strip(), f"{uid} has no description"
         documented = {name.lower(): column["description"] for name, column in node["columns"].items()}
