@@ -260,13 +260,16 @@ def _publish(warehouse: Path, root: Path, spec: IndicatorSpec):
 def _published_tables(root: Path) -> list[tuple[IndicatorSpec, pd.DataFrame]]:
     """What the attacker downloaded: every published CSV, with the definition in its JSON."""
     found = []
-    for folder in sorted((root / "indicators").iterdir()):
-        document = json.loads((folder / f"{folder.name}.json").read_text())
+    # One folder per request: <root>/indicators/<name>/<request_id>/<name>.json and .csv.
+    for folder in sorted(p for p in (root / "indicators").glob("*/*") if p.is_dir()):
+        name = folder.parent.name
+        document = json.loads((folder / f"{name}.json").read_text())
         definition = document["metadata"]["definition"]
         spec = IndicatorSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in definition.items()})
-        frame = pd.read_csv(folder / f"{folder.name}.csv", dtype=str, keep_default_na=False)
+        frame = pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False)
         frame["count"] = pd.to_numeric(frame["count"].replace("", None)).astype("Int64")
         found.append((spec, frame))
+    assert found, "the attacker found no published table: the attack would pass vacuously"
     return found
 
 
