@@ -40,11 +40,15 @@ PROJECT = {
     "id": "bench-project",
     "title": "Benchmark",
     "lead": "Benchmark",
-    "authorisations": {
-        "cesrees": {"number": "CESREES-0", "date": "2026-01-01"},
-        "cnil": {"number": "DR-0", "date": "2026-01-01"},
+    "regulatory": {
+        "controller": "Benchmark organisation",
+        "route": "cnil_authorisation",
+        "legal_basis": "benchmark",
+        "cesrees_opinion": {"number": "CESREES-0", "date": "2026-01-01"},
+        "cnil_authorisation": {"number": "DR-0", "date": "2026-01-01"},
+        "dpo": {"role": "Data protection officer", "contact": "dpo@bench.example"},
+        "retention": {"until": "2099-12-31", "justification": "Benchmark."},
     },
-    "legal_basis": "benchmark",
     "purpose": "benchmark",
     "linkage_approved": False,
     "datasets": {

@@ -123,7 +123,8 @@ def test_missing_inputs_fail_with_a_reason(spark_resource: PySparkResource, tmp_
     assert not result.success
     failure = result.failure_data_for_node("cohort_linkage")
     assert failure is not None
-    assert failure.user_failure_data.metadata["reason"].value == "missing_input"
+    # An empty warehouse: the opt-out registry is the first input read, before anything is staged.
+    assert failure.user_failure_data.metadata["reason"].value == "opt_out_registry_missing"
     assert not (tmp_path / "linkage" / "outputs").exists()
 
 

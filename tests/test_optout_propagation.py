@@ -91,7 +91,7 @@ def write_population(raw: Path) -> None:
             }
             for tag in COHORT
         ],
-        provider="chu-a",
+        provider="chu-cohort",
         delivery_id="c1",
     )
     # A first registry delivery naming someone else: the registry exists before P05 opts out.
@@ -104,11 +104,15 @@ def write_project(projects: Path) -> None:
         "id": PROJECT,
         "title": "Opt-out propagation test project",
         "lead": "Test lead",
-        "authorisations": {
-            "cesrees": {"number": "CESREES-TEST-1", "date": "2026-01-02"},
-            "cnil": {"number": "DR-TEST-1", "date": "2026-02-03"},
+        "regulatory": {
+            "controller": "Test research organisation",
+            "route": "cnil_authorisation",
+            "legal_basis": "GDPR art. 6.1.e and 9.2.j",
+            "cesrees_opinion": {"number": "CESREES-TEST-1", "date": "2026-01-02"},
+            "cnil_authorisation": {"number": "DR-TEST-1", "date": "2026-02-03"},
+            "dpo": {"role": "Data protection officer", "contact": "dpo@test.example"},
+            "retention": {"until": "2099-12-31", "justification": "Test retention."},
         },
-        "legal_basis": "GDPR art. 6.1.e and 9.2.j",
         "purpose": "Check that opt-outs reach every copy.",
         "linkage_approved": True,
         "datasets": {

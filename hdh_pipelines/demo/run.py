@@ -108,10 +108,12 @@ def _submit_rights_requests(work: Path, keys: Path, ir_ben_r: Path) -> dict[str,
     (keys / "rights-forms.yaml").write_text(
         yaml.safe_dump({"providers": {"website": {"signing_keys": [{"file": str(form.public_key_file)}]}}})
     )
-    persons = duckdb.sql(
-        f"select BEN_NIR_PSA, BEN_RNG_GEM from read_csv({quote_literal(str(ir_ben_r))}, delim = ';', "
-        "header = true, all_varchar = true) order by BEN_NIR_PSA limit 3"
-    ).fetchall()
+    # Its own connection: the module-level default one may hold another caller's pending result.
+    with duckdb.connect() as connection:
+        persons = connection.execute(
+            f"select BEN_NIR_PSA, BEN_RNG_GEM from read_csv({quote_literal(str(ir_ben_r))}, delim = ';', "
+            "header = true, all_varchar = true) order by BEN_NIR_PSA limit 3"
+        ).fetchall()
     people = {
         "opposition": persons[0],
         "withdrawal": persons[1],
