@@ -1,22 +1,21 @@
 -- OMOP CDM 5.4 DEATH: one row per person of the OMOP person table known to
--- have died. Two sources: the beneficiary referential (IR_BEN_R.BEN_DCD_DTE,
--- through the persons mart: a death known under any of the person's
--- pseudonyms) and the PMSI, a stay whose discharge mode is death
--- (T_MCOaaB.SOR_MOD = 9, nomenclature MS_SOR_V; the rule SCALPEL-Extraction
--- applies) dated by its discharge day, for stays reaching exactly one person.
--- The earliest date wins; on a tie the referential does.
+-- have died. The persons mart keeps both sources side by side: the
+-- beneficiary referential (IR_BEN_R.BEN_DCD_DTE under any of the person's
+-- pseudonyms, referential_death_date) and the PMSI, a stay whose discharge
+-- mode is death (T_MCOaaB.SOR_MOD = 9, nomenclature MS_SOR_V, the rule
+-- SCALPEL-Extraction applies; hospital_death_date, int_hospital_deaths).
+-- The earliest date wins; on a tie the referential does, and its date's
+-- source gives the death type.
 {{ config(alias='death') }}
 
 with deaths as (
-    select ben_idt_ano, death_date, 32879 as death_type_concept_id, 1 as source_rank -- Registry
-    from {{ ref('persons') }}
-    where death_date is not null
+    select ben_idt_ano, referential_death_date as death_date, 32879 as death_type_concept_id, 1 as source_rank
+    from {{ ref('persons') }} -- 32879: Registry
+    where referential_death_date is not null
     union all
-    select ben_idt_ano, coalesce(stay_end_date, stay_start_date), 32810, 2 -- Claim
-    from {{ ref('hospital_stays') }}
-    where person_link_status = 'linked'
-        and discharge_mode = '9'
-        and coalesce(stay_end_date, stay_start_date) is not null
+    select ben_idt_ano, hospital_death_date, 32810, 2 -- Claim
+    from {{ ref('persons') }}
+    where hospital_death_date is not null
 )
 
 select
