@@ -65,7 +65,7 @@ def _report(
                     "copy": outcome.copy,
                     "outcome": outcome.outcome,
                     "reason": outcome.reason,
-                    "opted_out_persons_removed": coarse_count(outcome.persons_removed),
+                    "opted_out_persons_removed": str(coarse_count(outcome.persons_removed)),
                     "opt_out_registry_version": outcome.registry_version.get("digest", "unknown"),
                 },
             )

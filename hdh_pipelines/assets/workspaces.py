@@ -116,7 +116,9 @@ def _results_metadata(results: list[WorkspaceResult]) -> dict:
             )
         ),
         "opt_out_registry_version": records[0].opt_out_registry_version.get("digest", "unknown"),
-        "opted_out_persons_removed": coarse_count(sum(r.opted_out_persons_removed or 0 for r in records)),
+        "opted_out_persons_removed": str(
+            coarse_count(sum(r.opted_out_persons_removed or 0 for r in records))
+        ),
         "approval": dg.MetadataValue.json({r.project: r.approval_references for r in records}),
     }
     if len(results) == 1:
