@@ -24,6 +24,7 @@ from dbt_inputs import run_dbt, write_synthetic_raw
 from ui_support import DagsterDev, chromium_page, dagster_dev, free_port
 
 from hdh_pipelines.workspaces import read_audit_trail
+from hdh_pipelines.workspaces.audit import process_requester
 from hdh_pipelines.workspaces.pseudonyms import key_variable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,7 +192,10 @@ def test_a_lead_backfills_three_months_of_a_workspace_in_one_run(hub: Hub):
     assert workspace.is_dir() and workspace.stat().st_mode & 0o077 == 0  # owner-only
     assert list(workspace.rglob("*.parquet"))
     audited = [r for r in read_audit_trail(hub.audit_root, PROJECT) if r["run_id"] == run["runId"]]
-    assert [(r["outcome"], r["requester"]) for r in audited] == [("materialised", REQUESTER)]
+    # The audit records the authenticated identity (the run's OS account) and the lead's claim beside it.
+    assert [(r["outcome"], r["requester"]) for r in audited] == [
+        ("materialised", process_requester(REQUESTER))
+    ]
 
 
 # Groups of the assets the code location defines; a dependency it does not define (a stub, neither
