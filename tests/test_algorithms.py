@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from html import escape
 from pathlib import Path
 
+import duckdb
 import pytest
 from dbt_inputs import (
     at,
@@ -37,6 +38,8 @@ from dbt_inputs import (
 from hdh_pipelines.catalogue.site import write_site
 from hdh_pipelines.catalogue.sources import algorithm_fiches
 from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, Drug
+from hdh_pipelines.opendata.disclosure import PERSONS, TOTAL
+from hdh_pipelines.opendata.indicators import IndicatorSpec, compute_indicator
 
 METFORMIN, ATORVASTATIN = SYNTHETIC_DRUGS[3], SYNTHETIC_DRUGS[6]
 # Two large packs (PHA_CND_TOP = 'GC' in the drug referential the test delivers).
@@ -250,6 +253,10 @@ def warehouse(planted: Path) -> Path:
         "+path:models/algorithms",
         "persons",
         "int_ben_idt_ano_conformity",
+        # The OMOP tables the hand counts check.
+        "+omop_drug_exposure",
+        "+omop_visit_occurrence",
+        "+omop_death",
         # Only the data tests whose every model is built.
         "--indirect-selection",
         "cautious",
@@ -434,3 +441,70 @@ def test_catalogue_site_renders_every_fiche(tmp_path):
         assert fiche.version == "2.0.0" and f"version {fiche.version}" in page
         assert all(fiche.parts.values()), fiche.name
         assert escape(fiche.parts["limits"]) in page
+
+
+def indicator(warehouse: Path, **request) -> dict[tuple[str, ...], tuple[int, int]]:
+    """The raw (unprotected) grid of an indicator request as {labels: (count, persons)}."""
+    spec = IndicatorSpec(year_from=2024, year_to=2025, **request)
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        grid = compute_indicator(connection, spec)
+    return {
+        tuple(row[name] for name in spec.breakdown): (row["count"], row[PERSONS])
+        for row in grid.to_dict("records")
+    }
+
+
+# By hand from the planted tables: the persons and stays each request must count, per year.
+DIABETES = {"2024": {"DR"}, "2025": {"DA", "DB", "DK", "DN", "DQ", "DR"}}
+CORONARY = {"2024": {"AA", "AI"}, "2025": {"AA", "AB", "AH", "AJ"}}
+# A10 dispensed, netted positive and countable: DG opted out; DE in both years.
+ANTIDIABETICS = {"2024": {"DE"}, "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK"}}
+# I21* as principal diagnosis in the mart (error, duplicate, inter-hospital and opted-out stays are out),
+# whether or not the stay's person is known (AE ambiguous twins, AK and AL unusable return codes).
+ACS_STAYS = {
+    "2024": [("AA", 2000000001), ("AI", 2000000010)],
+    "2025": [("AA", 1000000001), ("AB", 1000000002), ("AE", 1000000006), ("AH", 1000000009),
+             ("AJ", 1000000012), ("AK", 1000000013), ("AL", 1000000014)],
+}  # fmt: skip
+UNKNOWN_PERSONS = {"AE", "AK", "AL"}
+
+
+def test_patient_indicators_equal_the_hand_count(warehouse):
+    for request, truth in [
+        ({"algorithm": "alg_treated_diabetes"}, DIABETES),
+        ({"algorithm": "alg_acute_coronary_syndrome"}, CORONARY),
+        ({"atc_prefixes": ("A10",)}, ANTIDIABETICS),
+        ({"atc_prefixes": ("C10",)}, {"2024": set(), "2025": {"LA", "LB", "LC", "LD"}}),
+    ]:
+        grid = indicator(warehouse, name="planted", unit="patients", breakdown=("year", "sex"), **request)
+        # Every planted person is a man (sex code 1): women are explicit zeros.
+        for year, persons in truth.items():
+            assert grid[(year, "male")] == (len(persons), len(persons)), (request, year)
+            assert grid[(year, "female")] == (0, 0), (request, year)
+        total = sum(len(persons) for persons in truth.values())
+        distinct = len(set().union(*truth.values()))
+        assert grid[(TOTAL, TOTAL)] == (total, distinct), request
+
+
+def test_stay_indicators_equal_the_hand_count(warehouse):
+    grid = indicator(warehouse, name="planted", unit="stays", breakdown=("year",), icd10_prefixes=("I21",))
+    for year, stays in ACS_STAYS.items():
+        known = {tag for tag, _ in stays} - UNKNOWN_PERSONS
+        assert grid[(year,)] == (len(stays), len(known)), year
+    # Stays of the persons the coronary algorithm selects in that year, whatever their diagnosis.
+    by_algorithm = indicator(
+        warehouse, name="planted", unit="stays", breakdown=("year",), algorithm="alg_acute_coronary_syndrome"
+    )
+    assert by_algorithm[("2024",)] == (2, 2)
+    assert by_algorithm[("2025",)] == (5, 4)  # AB's two stays (I210, I249), AA, AH, AJ
+
+
+def test_omop_counts_equal_the_hand_count(warehouse):
+    dispensings = query(warehouse, "select count(*) from marts.drug_dispensations")[0][0]
+    assert dispensings == 35  # the 15 persons' netted dispensings counted in the test above
+    assert query(warehouse, "select count(*) from omop.drug_exposure") == [(dispensings,)]
+    # Every visit is a stay of the mart whose person is known (AE, AK and AL have none).
+    known_stays = query(warehouse, "select count(*) from marts.hospital_stays where ben_idt_ano is not null")
+    assert known_stays == [(len(STAYS) - 6 - len(UNKNOWN_PERSONS),)]
+    assert query(warehouse, "select count(*) from omop.visit_occurrence") == known_stays
+    assert query(warehouse, "select count(*) from omop.death") == [(1,)]
