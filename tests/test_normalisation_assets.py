@@ -84,7 +84,12 @@ def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(ware
         months = instance.get_materialized_partitions(dg.AssetKey(["marts", "claims"]))
         assert months == {"2025-01-01", "2025-02-01", "2025-03-01"}
         materialization = instance.get_latest_materialization_event(dg.AssetKey(["marts", "claims"]))
-        assert materialization.asset_materialization.metadata["dagster/row_count"].value > 0
+        metadata = materialization.asset_materialization.metadata
+        assert metadata["dagster/row_count"].value > 0
+        # Column lineage from dagster-dbt, out of the columns dbt logged while it ran.
+        care_start = metadata["dagster/column_lineage"].value.deps_by_column["care_start_date"]
+        assert care_start == [dg.TableColumnDep(dg.AssetKey(["intermediate", "int_claims"]), "exe_soi_dtd")]
+        assert "care_start_date" in {c.name for c in metadata["dagster/column_schema"].value.columns}
     with duckdb.connect(str(warehouse_env), read_only=True) as connection:
         ranged = connection.execute(
             "select * from marts.claims where flx_dis_dtd < date '2025-04-01' order by all"

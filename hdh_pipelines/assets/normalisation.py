@@ -36,8 +36,8 @@ PARTITIONED_TAG = "hdh_partitioned"
 # Tests that read tables of several steps run in the last one only.
 CROSS_LAYER_TAG = "hdh_cross_layer"
 OWNERS = ["team:data-engineering"]
-# The row count in the JSON line macros/dagster_metadata.sql logs for each model it builds.
-ROW_COUNT_KEY = "hdh_row_count"
+# How the row count starts in the log line macros/dagster_metadata.sql writes for each model it builds.
+ROW_COUNT_PREFIX = "hdh_row_count="
 # Months of event data, from HDH_FIRST_MONTH (earlier months have no partition)
 # to the current month included (end_offset=1: this month's data arrive daily).
 MONTHS = dg.MonthlyPartitionsDefinition(
@@ -98,8 +98,8 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, extra: list[s
     """Run ``dbt build``, yielding each model's materialization and each test's result as dbt finishes it.
 
     Column schema and column lineage come from dagster-dbt, out of the JSON line
-    the post-hook ``log_dagster_metadata`` logs for each model; that line also
-    carries the row count, added here. Everything is read by dbt's own
+    the post-hook ``log_dagster_metadata`` logs for each model; the row count,
+    from the plain line it logs next, is added here. Everything is read by dbt's own
     connection while it holds the DuckDB file: no second connection waits for
     the single writer's lock.
     """
@@ -122,14 +122,9 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, extra: list[s
 
 
 def _logged_row_count(unique_id: str, message: str) -> dict[str, int]:
-    """``{unique_id: rows}`` from a model's ``log_dagster_metadata`` line; ``{}`` from any other log line."""
-    try:
-        logged = json.loads(message)
-    except ValueError:
-        return {}
-    if isinstance(logged, dict) and isinstance(logged.get(ROW_COUNT_KEY), int):
-        return {unique_id: logged[ROW_COUNT_KEY]}
-    return {}
+    """``{unique_id: rows}`` from a model's ``hdh_row_count=<n>`` line; ``{}`` from any other log line."""
+    count = message.removeprefix(ROW_COUNT_PREFIX)
+    return {unique_id: int(count)} if count != message and count.isdigit() else {}
 
 
 def _whole_models(
