@@ -30,3 +30,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$wanted" > "$stamp"
 fi
+# The dbt manifest the Dagster definitions and the catalogue read (dagster-dbt's
+# deploy-time preparation; `dagster dev` re-parses by itself at every load).
+DBT_SEND_ANONYMOUS_USAGE_STATS=false .venv/bin/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project

@@ -3,6 +3,7 @@ warehouse writers that queue instead of failing on DuckDB's lock (real dbt, Duck
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,12 @@ import duckdb
 import pytest
 from dbt_inputs import write_synthetic_raw
 
-from hdh_pipelines.assets.normalisation import MONTHS, normalisation_monthly, normalisation_upstream
+from hdh_pipelines.assets.normalisation import (
+    MANIFEST_PATH,
+    MONTHS,
+    normalisation_monthly,
+    normalisation_upstream,
+)
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.schedules import night_of, nightly_range
 
@@ -78,7 +84,12 @@ def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(ware
         months = instance.get_materialized_partitions(dg.AssetKey(["marts", "claims"]))
         assert months == {"2025-01-01", "2025-02-01", "2025-03-01"}
         materialization = instance.get_latest_materialization_event(dg.AssetKey(["marts", "claims"]))
-        assert materialization.asset_materialization.metadata["dagster/row_count"].value > 0
+        metadata = materialization.asset_materialization.metadata
+        assert metadata["dagster/row_count"].value > 0
+        # Column lineage from dagster-dbt, out of the columns dbt logged while it ran.
+        care_start = metadata["dagster/column_lineage"].value.deps_by_column["care_start_date"]
+        assert care_start == [dg.TableColumnDep(dg.AssetKey(["intermediate", "int_claims"]), "exe_soi_dtd")]
+        assert "care_start_date" in {c.name for c in metadata["dagster/column_schema"].value.columns}
     with duckdb.connect(str(warehouse_env), read_only=True) as connection:
         ranged = connection.execute(
             "select * from marts.claims where flx_dis_dtd < date '2025-04-01' order by all"
@@ -140,3 +151,25 @@ def test_two_warehouse_runs_launched_together_both_succeed(warehouse_env, tmp_pa
 def test_the_night_rebuilds_its_recent_months_once():
     assert nightly_range(datetime(2025, 3, 10), 3) == ("2025-01-01", "2025-03-01")
     assert night_of(datetime(2025, 3, 11, 0, 30), 23) == "2025-03-10"
+
+
+def test_every_exposure_lists_what_its_dagster_asset_reads():
+    """The dbt exposures (models/_exposures.yml) and the Dagster assets that read the warehouse agree."""
+    manifest = json.loads(MANIFEST_PATH.read_text())
+    graph = defs.resolve_asset_graph()
+    model_keys = {
+        unique_id: dg.AssetKey([node["schema"], node["name"]])
+        for unique_id, node in manifest["nodes"].items()
+        if node["resource_type"] == "model"
+    }
+    checked = []
+    for exposure in manifest["exposures"].values():
+        key = exposure["meta"].get("dagster_asset_key")
+        if key is None:
+            continue
+        read = graph.get(dg.AssetKey.from_user_string(key)).parent_keys & set(model_keys.values())
+        assert {model_keys[u] for u in exposure["depends_on"]["nodes"]} == read, exposure["name"]
+        checked.append(exposure["name"])
+    assert sorted(checked) == [
+        "data_challenge", "healthdcat_catalogue", "open_dispensations", "project_workspaces"
+    ]

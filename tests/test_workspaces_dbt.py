@@ -18,10 +18,10 @@ import duckdb
 import pytest
 from dbt_inputs import run_dbt, write_synthetic_raw
 
+from hdh_pipelines.normalisation.manifest import read_manifest
 from hdh_pipelines.workspaces import (
     HUB_IDENTIFIER_COLUMNS,
     WorkspaceSettings,
-    dbt_column_descriptions,
     materialise_workspace,
 )
 from hdh_pipelines.workspaces.pseudonyms import key_variable
@@ -61,7 +61,7 @@ def test_sample_projects_materialise_on_the_dbt_warehouse(warehouse, tmp_path, m
         warehouse_path=warehouse,
         projects_dir=REPO / "projects",
         audit_root=tmp_path / "audit",
-        column_descriptions=dbt_column_descriptions(REPO / "dbt_project" / "models"),
+        column_descriptions=read_manifest().column_descriptions(),
     )
     months = [f"{year}-{month:02d}" for year in (2024, 2025) for month in range(1, 13)]
     for project in SAMPLES:
@@ -75,5 +75,5 @@ def test_sample_projects_materialise_on_the_dbt_warehouse(warehouse, tmp_path, m
         assert result.record.opt_out_registry_version["latest_delivery"] == "cnam/synthetic-1"
         for doc in result.datasets:
             assert not {column.name for column in doc.columns} & HUB_IDENTIFIER_COLUMNS
-            # The dictionary's descriptions come from the dbt models' YAML.
+            # The dictionary's descriptions come from the dbt manifest.
             assert all(column.description for column in doc.columns), doc.name

@@ -18,29 +18,26 @@ failing on DuckDB's lock.
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
-    DbtProject,
     dbt_assets,
 )
 
-from hdh_pipelines.resources import WarehouseResource
+from hdh_pipelines.normalisation.manifest import dbt_project, prepared_manifest_path
 
 WAREHOUSE_POOL = "duckdb_warehouse"
 PARTITIONED_TAG = "hdh_partitioned"
 # Tests that read tables of several steps run in the last one only.
 CROSS_LAYER_TAG = "hdh_cross_layer"
 OWNERS = ["team:data-engineering"]
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+# How the row count starts in the log line macros/dagster_metadata.sql writes for each model it builds.
+ROW_COUNT_PREFIX = "hdh_row_count="
 # Months of event data, from HDH_FIRST_MONTH (earlier months have no partition)
 # to the current month included (end_offset=1: this month's data arrive daily).
 MONTHS = dg.MonthlyPartitionsDefinition(
@@ -54,40 +51,10 @@ _GROUPS = {
     "algorithms": "algorithms",
 }
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
-
-def _project_files(project_dir: Path) -> Iterator[Path]:
-    for folder in ("models", "macros", "seeds", "tests"):
-        yield from (project_dir / folder).rglob("*")
-    yield project_dir / "dbt_project.yml"
-
-
-def ensure_manifest(project: DbtProject) -> Path:
-    """``dbt parse`` when the manifest is missing or older than a project file; return its path.
-
-    The manifest is what ``@dbt_assets`` are built from at import time. In
-    production it is made at deploy time; here, so that a fresh checkout just
-    works, it is remade whenever the project changed.
-    """
-    manifest = project.manifest_path
-    newest = max(p.stat().st_mtime for p in _project_files(project.project_dir) if p.is_file())
-    if manifest.exists() and manifest.stat().st_mtime >= newest:
-        return manifest
-    environment = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    # Parsing reads no data: a placeholder root lets it run where HDH_RAW_ROOT is unset.
-    environment.setdefault("HDH_RAW_ROOT", str(project.project_dir / "target" / "no-raw-root"))
-    completed = subprocess.run(
-        ["dbt", "parse", "--quiet", "--project-dir", str(project.project_dir), "--profiles-dir",
-         str(project.profiles_dir)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"dbt parse failed:\n{completed.stdout}\n{completed.stderr}")
-    return manifest
+# `dagster dev` re-parses the project at every load, so an edited model shows at once; a deployment
+# (and scripts/setup.sh) makes the manifest beforehand with `dbt parse`.
+MANIFEST_PATH = prepared_manifest_path()
 
 
 class HubDbtTranslator(DagsterDbtTranslator):
@@ -119,9 +86,6 @@ class HubDbtTranslator(DagsterDbtTranslator):
         return None
 
 
-# Checked (and parsed if stale) once per code-location load, shared by every dbt asset below.
-MANIFEST_PATH = ensure_manifest(dbt_project)
-
 translator = HubDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
 
 
@@ -130,39 +94,37 @@ def partition_vars(start: str, end: str) -> dict[str, str]:
     return {"hdh_partition_start": start, "hdh_partition_end": end}
 
 
-def _table_metadata(connection: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]:
-    schema, table = key.path[-2], key.path[-1]
-    columns = connection.execute(
-        "select column_name, data_type from information_schema.columns "
-        "where table_schema = ? and table_name = ? order by ordinal_position",
-        [schema, table],
-    ).fetchall()
-    if not columns:
-        return {}
-    rows = connection.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
-    return {
-        "dagster/row_count": rows,
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns]),
-        "dagster/table_name": f"warehouse.{schema}.{table}",
-    }
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, extra: list[str]) -> Iterator[Any]:
+    """Run ``dbt build``, yielding each model's materialization and each test's result as dbt finishes it.
 
-
-def _build(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, extra: list[str]
-) -> Iterator[Any]:
-    """Run ``dbt build``; then add row counts and column schemas, read once dbt has let go of the file.
-
-    Not dagster-dbt's ``fetch_row_counts``: it queries through an adapter
-    connection that stays open in the run's process, and the DuckDB lock it
-    holds makes the next dbt step of the run fail.
+    Column schema and column lineage come from dagster-dbt, out of the JSON line
+    the post-hook ``log_dagster_metadata`` logs for each model; the row count,
+    from the plain line it logs next, is added here. Everything is read by dbt's own
+    connection while it holds the DuckDB file: no second connection waits for
+    the single writer's lock.
     """
-    events = list(dbt.cli(["build", *extra], context=context).stream())
-    with warehouse.read_only() as connection:
-        for event in events:
-            if isinstance(event, dg.Output):
-                key = context.asset_key_for_output(event.output_name)
-                event = event.with_metadata({**event.metadata, **_table_metadata(connection, key)})
+    invocation = dbt.cli(["build", *extra], context=context)
+    row_counts: dict[str, int] = {}
+    for raw_event in invocation.stream_raw_events():
+        unique_id = raw_event.raw_event["data"].get("node_info", {}).get("unique_id")
+        if unique_id and raw_event.raw_event["info"]["name"] == "JinjaLogInfo":
+            row_counts.update(_logged_row_count(unique_id, raw_event.raw_event["info"]["msg"]))
+        for event in raw_event.to_default_asset_events(
+            manifest=invocation.manifest,
+            dagster_dbt_translator=invocation.dagster_dbt_translator,
+            context=context,
+            target_path=invocation.target_path,
+            project=invocation.project,
+        ):
+            if isinstance(event, dg.Output) and unique_id in row_counts:
+                event = event.with_metadata({**event.metadata, "dagster/row_count": row_counts[unique_id]})
             yield event
+
+
+def _logged_row_count(unique_id: str, message: str) -> dict[str, int]:
+    """``{unique_id: rows}`` from a model's ``hdh_row_count=<n>`` line; ``{}`` from any other log line."""
+    count = message.removeprefix(ROW_COUNT_PREFIX)
+    return {unique_id: int(count)} if count != message and count.isdigit() else {}
 
 
 def _whole_models(
@@ -178,8 +140,8 @@ def _whole_models(
         pool=WAREHOUSE_POOL,
         op_tags={"hdh/kind": "normalisation"},
     )
-    def whole_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
-        yield from _build(context, dbt, warehouse, list(extra))
+    def whole_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from _build(context, dbt, list(extra))
 
     whole_models.__doc__ = description
     return whole_models
@@ -235,14 +197,12 @@ normalisation_upstream = _whole_models(
     pool=WAREHOUSE_POOL,
     op_tags={"hdh/kind": "normalisation"},
 )
-def normalisation_monthly(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
-):
+def normalisation_monthly(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """Build the month range of the run (one dbt invocation, however many months)."""
     window = context.partition_time_window
     dbt_vars = partition_vars(window.start.date().isoformat(), window.end.date().isoformat())
     context.log.info(f"Building months {dbt_vars['hdh_partition_start']} to {dbt_vars['hdh_partition_end']}.")
-    yield from _build(context, dbt, warehouse, ["--vars", json.dumps(dbt_vars)])
+    yield from _build(context, dbt, ["--vars", json.dumps(dbt_vars)])
 
 
 normalisation_downstream = _whole_models(

@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from hdh_pipelines.demo.synthetic import generate_snds
+from hdh_pipelines.normalisation.manifest import read_manifest
 from hdh_pipelines.opendata import (
     THRESHOLD,
     IndicatorSpec,
@@ -28,12 +29,10 @@ from hdh_pipelines.opendata import (
 )
 from hdh_pipelines.opendata.indicators import AGE_BANDINGS, DEFAULT_AGE_BANDS
 from hdh_pipelines.resources.warehouse import WarehouseResource
-from hdh_pipelines.workspaces import dbt_column_descriptions
 
 OPEN_SCIENCE_GROUP = "open_science"
 OPEN_SCIENCE_OWNERS = ["team:open-science"]
 REQUESTER_TAG = "hdh/requester"
-_DBT_MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "models"
 
 
 class OpenScienceResource(dg.ConfigurableResource):
@@ -202,7 +201,7 @@ class DataChallengeConfig(dg.Config):
 def data_challenge(
     config: DataChallengeConfig, warehouse: WarehouseResource, open_science: OpenScienceResource
 ) -> dg.MaterializeResult:
-    descriptions = dbt_column_descriptions(_DBT_MODELS) if _DBT_MODELS.is_dir() else {}
+    descriptions = read_manifest().column_descriptions()
     try:
         export = export_challenge(
             Path(warehouse.path),

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from hdh_pipelines.normalisation.manifest import read_manifest
 from hdh_pipelines.opendata.disclosure import coarse_count
 from hdh_pipelines.opt_out import EXCLUSIONS_TABLE, OPT_OUT_STAGING_TABLE
 from hdh_pipelines.workspaces import (
@@ -23,7 +24,6 @@ from hdh_pipelines.workspaces import (
     WorkspaceResult,
     WorkspaceSettings,
     audit_glob,
-    dbt_column_descriptions,
     materialise_workspace,
     read_audit_trail,
 )
@@ -33,7 +33,6 @@ WORKSPACES_GROUP = "workspaces"
 WORKSPACE_OWNERS = ["team:data-governance"]
 REQUESTER_TAG = "hdh/requester"
 AUDIT_TRAIL_KEY = dg.AssetKey(["workspaces", "audit_trail"])
-_DEFAULT_DBT_MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "models"
 
 # The one model every opt-out purge reads; its materialisations trigger the purge of every copy.
 OPT_OUT_EXCLUSIONS_KEY = dg.AssetKey(EXCLUSIONS_TABLE.split("."))
@@ -62,22 +61,23 @@ class WorkspaceResource(dg.ConfigurableResource):
         default=None,
         description="Owner-only YAML 'projects: {<id>: <hex key>}'; HDH_WORKSPACE_KEY_<ID> variables win.",
     )
-    dbt_models_dir: str | None = Field(
+    dbt_manifest: str | None = Field(
         default=None,
-        description="dbt models folder whose YAML documents the columns; the repository's if unset.",
+        description="dbt manifest.json documenting the columns; the repository project's if unset.",
     )
     memory_limit: str = Field(default="1GB", description="DuckDB memory cap for one workspace build.")
     threads: int = Field(default=2, description="DuckDB threads for one workspace build.")
 
     def settings(self) -> WorkspaceSettings:
-        models = Path(self.dbt_models_dir) if self.dbt_models_dir else _DEFAULT_DBT_MODELS
         return WorkspaceSettings(
             root=Path(self.root),
             warehouse_path=Path(self.warehouse_path),
             projects_dir=Path(self.projects_dir),
             audit_root=Path(self.audit_root),
             secrets_file=Path(self.secrets_file) if self.secrets_file else None,
-            column_descriptions=dbt_column_descriptions(models) if models.is_dir() else {},
+            column_descriptions=read_manifest(
+                Path(self.dbt_manifest) if self.dbt_manifest else None
+            ).column_descriptions(),
             memory_limit=self.memory_limit,
             threads=self.threads,
         )

@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -30,13 +30,13 @@ from hdh_pipelines.catalogue.opendata import open_data_descriptions, open_data_s
 from hdh_pipelines.catalogue.records import HubIdentity, bind_prefixes, catalogue_graph, dataset_record
 from hdh_pipelines.catalogue.shacl import AccessLevel, ShaclResult, validate
 from hdh_pipelines.catalogue.site import SiteEntry, write_site
-from hdh_pipelines.catalogue.sources import DBT_PROJECT_DIR, raw_descriptions, warehouse_descriptions
+from hdh_pipelines.catalogue.sources import raw_descriptions, warehouse_descriptions
 from hdh_pipelines.catalogue.statistics import (
     raw_statistics,
     raw_table_files,
-    warehouse_column_types,
     warehouse_statistics,
 )
+from hdh_pipelines.normalisation.manifest import read_manifest
 from hdh_pipelines.registry import DatasetRegistry, default_registry
 from hdh_pipelines.rights.directory import read_directory
 from hdh_pipelines.storage import QUALITY_SUMMARY
@@ -52,7 +52,8 @@ class CatalogueInvalid(RuntimeError):
 class CatalogueInputs:
     raw_root: Path | None
     warehouse: Path | None
-    dbt_project_dir: Path = DBT_PROJECT_DIR
+    # The dbt manifest describing the marts and OMOP tables; the repository project's when None.
+    dbt_manifest: Path | None = None
     registry: DatasetRegistry = field(default_factory=default_registry)
     hub: HubIdentity = field(default_factory=HubIdentity)
     site_url: str = "https://catalogue.health-data-hub.example/site/"
@@ -109,12 +110,10 @@ def _measure(inputs: CatalogueInputs, reference: date) -> list[SiteEntry]:
             stats = raw_statistics(description, files[description.name], inputs.registry, reference=reference)
             quality = _latest_quality(inputs.raw_root, inputs.registry, description, stats)
         entries.append(SiteEntry(description, stats, quality))
-    for description in warehouse_descriptions(inputs.dbt_project_dir):
+    for description in warehouse_descriptions(read_manifest(inputs.dbt_manifest)):
         stats = None
         if inputs.warehouse is not None and inputs.warehouse.exists():
             stats = warehouse_statistics(description, inputs.warehouse, reference=reference)
-            types = warehouse_column_types(inputs.warehouse, description.relation)
-            description = _with_types(description, types)
         entries.append(SiteEntry(description, stats or EMPTY_STATISTICS, None))
     if inputs.open_data_dir is not None and inputs.open_data_dir.is_dir():
         for description in open_data_descriptions(inputs.open_data_dir):
@@ -122,11 +121,6 @@ def _measure(inputs: CatalogueInputs, reference: date) -> list[SiteEntry]:
                 SiteEntry(description, open_data_statistics(inputs.open_data_dir, description), None)
             )
     return entries
-
-
-def _with_types(description: DatasetDescription, types: Mapping[str, str]) -> DatasetDescription:
-    variables = tuple(replace(v, type=types.get(v.name, v.type).lower()) for v in description.variables)
-    return replace(description, variables=variables)
 
 
 def _write_graph(graph: Graph, stem: Path) -> None:

@@ -1,10 +1,11 @@
 """Dataset descriptions from the registry (raw tables) and from the dbt project (marts, OMOP).
 
 Raw tables: the registry's Table Schema gives title, description, columns,
-keys and foreign keys (the join links). Warehouse tables: the dbt models' YAML
-gives descriptions and columns, its ``relationships`` tests the join links, and
-the models' SQL (``ref``, ``raw_rows``/``source``) the lineage back to the raw
-tables, through staging and intermediate models that are not catalogued.
+keys and foreign keys (the join links). Warehouse tables: the dbt manifest
+(``hdh_pipelines/normalisation/manifest.py``) gives descriptions, columns and
+their types, relations, the join links of its ``relationships`` tests, and the
+lineage back to the raw tables, through staging and intermediate models that
+are not catalogued.
 """
 
 from __future__ import annotations
@@ -12,23 +13,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from hdh_pipelines.catalogue.model import DatasetDescription, JoinLink, Layer, Variable
 from hdh_pipelines.catalogue.nomenclatures import codes_of
+from hdh_pipelines.normalisation.manifest import DbtManifest, DbtModel, read_manifest
 from hdh_pipelines.registry import DatasetRegistry, DatasetSchema
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 # dbt schemas whose models the catalogue describes, with their layer.
 CATALOGUED_SCHEMAS = {"marts": Layer.MARTS, "omop": Layer.OMOP}
-_REF = re.compile(r"""\bref\(\s*['"](\w+)['"]\s*\)""")
-_RAW = re.compile(r"""\b(?:raw_rows\(\s*|source\(\s*['"]raw['"]\s*,\s*)['"](\w+)['"]""")
-_ALIAS = re.compile(r"""\balias\s*=\s*['"](\w+)['"]""")
 _PERSON_COLUMNS = ("ben_idt_ano", "person_id")
 _BIRTH_OR_AGE = re.compile(r"(NAI_ANN|AGE_ANN|birth_year|year_of_birth|age_years)$", re.IGNORECASE)
-_ALGORITHM_VERSION = re.compile(r"""set\s+algorithm_version\s*=\s*['"]([^'"]+)['"]""")
 # The parts of an algorithm's fiche (meta.fiche of models/algorithms/_algorithms__models.yml), in page order.
 FICHE_PARTS = ("definition", "data", "codes", "source", "limits")
 
@@ -75,44 +69,14 @@ def raw_descriptions(registry: DatasetRegistry) -> list[DatasetDescription]:
     return [_raw_description(registry.resolve(name), registry) for name in registry.names()]
 
 
-def _model_yaml(project_dir: Path) -> dict[str, tuple[str, dict]]:
-    """Model name -> (dbt schema, YAML entry) for the catalogued schemas."""
-    models = {}
-    for path in sorted((project_dir / "models").rglob("_*.yml")):
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise CatalogueSourceError(f"{path}: not readable YAML ({error}).") from error
-        folder = path.parent.relative_to(project_dir / "models").parts
-        schema = folder[-1] if folder else ""
-        for entry in document.get("models", []):
-            models[entry["name"]] = (schema, entry)
-    return models
-
-
-def _model_sql(project_dir: Path) -> dict[str, str]:
-    return {path.stem: path.read_text(encoding="utf-8") for path in (project_dir / "models").rglob("*.sql")}
-
-
-def _dependencies(sql_of: Mapping[str, str]) -> dict[str, tuple[set[str], set[str]]]:
-    """Model name -> (models it refs, raw sources it reads)."""
-    return {
-        model: (set(_REF.findall(sql)), {name.lower() for name in _RAW.findall(sql)})
-        for model, sql in sql_of.items()
-    }
-
-
-def _upstream(
-    model: str, graph: Mapping[str, tuple[set[str], set[str]]], catalogued: Mapping[str, str]
-) -> set[str]:
+def _upstream(model: DbtModel, manifest: DbtManifest, catalogued: Mapping[str, str]) -> set[str]:
     """Identifiers of the nearest catalogued ancestors of ``model``: raw tables and marts/OMOP models.
 
     Staging and intermediate models are walked through, not listed.
     """
-    found: set[str] = set()
+    found = {raw_identifier(name) for name in model.raw_sources}
     seen: set[str] = set()
-    pending = list(graph.get(model, (set(), set()))[0])
-    found |= {f"raw/{name}" for name in graph.get(model, (set(), set()))[1]}
+    pending = list(model.parents)
     while pending:
         parent = pending.pop()
         if parent in seen:
@@ -121,33 +85,9 @@ def _upstream(
         if parent in catalogued:
             found.add(catalogued[parent])
             continue
-        refs, raws = graph.get(parent, (set(), set()))
-        found |= {f"raw/{name}" for name in raws}
-        pending.extend(refs)
+        found |= {raw_identifier(name) for name in manifest.models[parent].raw_sources}
+        pending.extend(manifest.models[parent].parents)
     return found
-
-
-def _relationship_links(identifier: str, entry: Mapping, identifiers: Mapping[str, str]) -> list[JoinLink]:
-    links = []
-    for column in entry.get("columns", []):
-        for test in column.get("data_tests", []) or []:
-            if isinstance(test, dict) and "relationships" in test:
-                arguments = test["relationships"].get("arguments", test["relationships"])
-                target = _REF.search(arguments.get("to", ""))
-                if target and target.group(1) in identifiers:
-                    links.append(
-                        JoinLink(
-                            identifier, identifiers[target.group(1)], (column["name"],), (arguments["field"],)
-                        )
-                    )
-    for test in entry.get("data_tests", []) or []:
-        if isinstance(test, dict) and "composite_relationship" in test:
-            arguments = test["composite_relationship"].get("arguments", {})
-            target = _REF.search(arguments.get("to", ""))
-            if target and target.group(1) in identifiers:
-                columns = tuple(arguments["columns"])
-                links.append(JoinLink(identifier, identifiers[target.group(1)], columns, columns))
-    return links
 
 
 def _event_date(columns: Iterable[str]) -> str | None:
@@ -157,49 +97,42 @@ def _event_date(columns: Iterable[str]) -> str | None:
     return (starts or others or [None])[0]
 
 
-def warehouse_descriptions(project_dir: Path = DBT_PROJECT_DIR) -> list[DatasetDescription]:
-    """One description per documented model of the marts and omop schemas."""
-    models = {
-        name: (schema, entry)
-        for name, (schema, entry) in _model_yaml(project_dir).items()
-        if schema in CATALOGUED_SCHEMAS
-    }
-    identifiers = {name: f"{schema}/{name}" for name, (schema, _entry) in models.items()}
-    sql_of = _model_sql(project_dir)
-    graph = _dependencies(sql_of)
+def warehouse_descriptions(manifest: DbtManifest | None = None) -> list[DatasetDescription]:
+    """One description per model of the marts and omop schemas (the repository's manifest by default)."""
+    manifest = manifest or read_manifest()
+    models = manifest.in_schemas(*CATALOGUED_SCHEMAS)
+    identifiers = {m.name: f"{m.schema}/{m.name}" for m in models}
     descriptions = []
-    for name, (schema, entry) in sorted(models.items()):
-        identifier = identifiers[name]
-        columns = [c["name"] for c in entry.get("columns", [])]
-        variables = []
-        for column in entry.get("columns", []):
-            nomenclature, coding_system = codes_of(name, column["name"])
-            variables.append(
-                Variable(
-                    column["name"],
-                    column.get("data_type", ""),
-                    " ".join(str(column.get("description", "")).split()),
-                    nomenclature,
-                    coding_system,
-                )
-            )
-        layer = CATALOGUED_SCHEMAS[schema]
-        alias = _ALIAS.search(sql_of.get(name, ""))
+    for model in models:
+        identifier = identifiers[model.name]
+        columns = [c.name for c in model.columns]
+        variables = [
+            Variable(column.name, column.data_type, column.description, *codes_of(model.name, column.name))
+            for column in model.columns
+        ]
+        layer = CATALOGUED_SCHEMAS[model.schema]
+        links = [
+            JoinLink(identifier, identifiers[link.target], link.columns, link.target_columns)
+            for link in model.links
+            if link.target in identifiers
+        ]
         descriptions.append(
             DatasetDescription(
                 identifier=identifier,
-                name=name,
-                title=f"{'OMOP CDM 5.4' if layer is Layer.OMOP else 'Mart'}: {name.replace('_', ' ')}",
-                description=" ".join(str(entry.get("description", "")).split()),
+                name=model.name,
+                title=f"{'OMOP CDM 5.4' if layer is Layer.OMOP else 'Mart'}: {model.name.replace('_', ' ')}",
+                description=model.description,
                 layer=layer,
                 family="OMOP" if layer is Layer.OMOP else "SNDS",
                 variables=tuple(variables),
-                links=tuple(_relationship_links(identifier, entry, identifiers)),
+                links=tuple(links),
                 person_columns=tuple(c for c in _PERSON_COLUMNS if c in columns)[:1],
                 event_date=_event_date(columns),
-                derived_from=tuple(sorted(_upstream(name, graph, identifiers) - {identifier})),
-                keywords=(layer.value, name, "pseudonymised", *(("OMOP",) if layer is Layer.OMOP else ())),
-                relation=f"{schema}.{alias.group(1) if alias else name}",
+                derived_from=tuple(sorted(_upstream(model, manifest, identifiers) - {identifier})),
+                keywords=(
+                    layer.value, model.name, "pseudonymised", *(("OMOP",) if layer is Layer.OMOP else ())
+                ),
+                relation=model.relation,
             )
         )
     return descriptions
@@ -221,22 +154,18 @@ class AlgorithmFiche:
     parts: Mapping[str, str]
 
 
-def algorithm_fiches(project_dir: Path = DBT_PROJECT_DIR) -> list[AlgorithmFiche]:
-    """The fiche of every targeting algorithm: its YAML meta, and the version its SQL sets."""
-    sql_of = _model_sql(project_dir)
+def algorithm_fiches(manifest: DbtManifest | None = None) -> list[AlgorithmFiche]:
+    """The fiche of every targeting algorithm: its meta, the version its SQL sets included."""
     fiches = []
-    for name, (schema, entry) in sorted(_model_yaml(project_dir).items()):
-        if schema != "algorithms":
-            continue
-        meta = entry.get("config", {}).get("meta", {})
-        version = _ALGORITHM_VERSION.search(sql_of.get(name, ""))
+    for model in (manifest or read_manifest()).in_schemas("algorithms"):
+        fiche = model.meta.get("fiche", {})
         fiches.append(
             AlgorithmFiche(
-                name=name,
-                description=" ".join(str(entry.get("description", "")).split()),
-                version=version.group(1) if version else "",
-                reference=str(meta.get("reference", "")),
-                parts={part: str(meta.get("fiche", {}).get(part, "")) for part in FICHE_PARTS},
+                name=model.name,
+                description=model.description,
+                version=str(model.meta.get("algorithm_version", "")),
+                reference=str(model.meta.get("reference", "")),
+                parts={part: str(fiche.get(part, "")) for part in FICHE_PARTS},
             )
         )
     return fiches

@@ -219,15 +219,3 @@ def warehouse_statistics(
             _age_sql(description, f"{event}::DATE" if event else None, typed=True, reference=reference),
         )
     return _statistics(measured, bool(description.person_columns), ())
-
-
-def warehouse_column_types(warehouse: Path, relation: str) -> dict[str, str]:
-    """Column name -> DuckDB type of a warehouse table (empty when it does not exist)."""
-    schema, table = relation.split(".", 1)
-    with duckdb.connect(str(warehouse), read_only=True, config={"autoinstall_known_extensions": False}) as db:
-        rows = db.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            [schema, table],
-        ).fetchall()
-    return dict(rows)

@@ -14,7 +14,6 @@ from hdh_pipelines.workspaces.build import (
     months_between,
 )
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, HUB_IDENTIFIER_COLUMNS
-from hdh_pipelines.workspaces.documents import dbt_column_descriptions
 from hdh_pipelines.workspaces.errors import WorkspaceRefused
 from hdh_pipelines.workspaces.projects import (
     PartitionChanges,
@@ -39,7 +38,6 @@ __all__ = [
     "append_audit_record",
     "audit_glob",
     "check_not_expired",
-    "dbt_column_descriptions",
     "load_project",
     "materialise_workspace",
     "months_between",

@@ -15,8 +15,6 @@ from datetime import date
 from html import escape
 from pathlib import Path
 
-import yaml
-
 from hdh_pipelines.storage import write_private_file
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM
 from hdh_pipelines.workspaces.projects import ROUTE_REQUIREMENTS, Project
@@ -132,19 +130,6 @@ def read_manifest(workspace: Path) -> dict | None:
         return json.loads((workspace / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-
-
-def dbt_column_descriptions(models_dir: Path) -> dict[str, dict[str, str]]:
-    """Model -> column -> description, from the dbt project's model YAML files."""
-    descriptions: dict[str, dict[str, str]] = {}
-    for path in sorted(models_dir.rglob("*.yml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for model in document.get("models") or []:
-            descriptions[model["name"]] = {
-                column["name"]: " ".join(str(column.get("description", "")).split())
-                for column in model.get("columns") or []
-            }
-    return descriptions
 
 
 def read_dictionary(workspace: Path) -> dict[str, list[ColumnDoc]]:

@@ -4,7 +4,6 @@
 -- Athena's (row 'None' of its VOCABULARY table) once the OHDSI vocabularies
 -- are loaded (docs/normalisation.md). Without any delivery there is no
 -- source release to describe, hence no row.
-{{ config(alias='cdm_source') }}
 {%- set vocabulary_schema = var('hdh_omop_vocabulary_schema') %}
 
 with loads as (

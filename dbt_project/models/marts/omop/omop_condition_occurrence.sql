@@ -3,8 +3,6 @@
 -- its concepts come from int_omop_concept_map, 0 until the OHDSI vocabularies
 -- are loaded (docs/normalisation.md). The principal diagnosis has status "primary", the
 -- others "secondary".
-{{ config(alias='condition_occurrence') }}
-
 with diagnoses as (
     select
         *,

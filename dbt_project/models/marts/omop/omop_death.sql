@@ -6,8 +6,6 @@
 -- SCALPEL-Extraction applies; hospital_death_date, int_hospital_deaths).
 -- The earliest date wins; on a tie the referential does, and its date's
 -- source gives the death type.
-{{ config(alias='death') }}
-
 with deaths as (
     select ben_idt_ano, referential_death_date as death_date, 32879 as death_type_concept_id, 1 as source_rank
     from {{ ref('persons') }} -- 32879: Registry

@@ -13,8 +13,6 @@
 -- referential does not hold has no pack size: days_supply stays NULL and the
 -- exposure ends the day it starts; a box without a unit count leaves quantity
 -- NULL rather than mixing boxes with units.
-{{ config(alias='drug_exposure') }}
-
 with dispensations as (
     select *
     from {{ ref('drug_dispensations') }}

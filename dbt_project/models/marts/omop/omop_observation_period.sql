@@ -3,8 +3,6 @@
 -- stays), ended at death when death comes first. The SNDS covers everyone
 -- insured, but enrolment periods are not delivered, so the events bound the
 -- period.
-{{ config(alias='observation_period') }}
-
 with care_events as (
     select ben_idt_ano, care_start_date as event_start, coalesce(care_end_date, care_start_date) as event_end
     from {{ ref('claims') }}

@@ -2,8 +2,6 @@
 -- already out) whose birth year is known, the CDM requiring it. Gender uses
 -- the two standard Gender concepts; race and ethnicity are not collected in
 -- the SNDS (0).
-{{ config(alias='person') }}
-
 with persons as (
     select * from {{ ref('persons') }}
     where birth_year is not null

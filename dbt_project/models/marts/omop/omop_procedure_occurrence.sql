@@ -3,8 +3,6 @@
 -- and the ambulatory ones in ER_CAM_F, neither of which is registered;
 -- T_MCOaaB.NBR_ACT only counts them. The table exists so that OMOP tools find
 -- the complete subset; it fills once one of those datasets is registered.
-{{ config(alias='procedure_occurrence') }}
-
 select
     cast(null as bigint) as procedure_occurrence_id,
     cast(null as bigint) as person_id,

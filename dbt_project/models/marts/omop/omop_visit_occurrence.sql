@@ -2,8 +2,6 @@
 -- person of the OMOP person table (ambiguous, unlinked and error stays stay
 -- out). A stay ending the day it starts is an outpatient visit, any other an
 -- inpatient one (OMOP Visit conventions).
-{{ config(alias='visit_occurrence') }}
-
 with stays as (
     select *
     from {{ ref('hospital_stays') }}

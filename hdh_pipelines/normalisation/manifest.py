@@ -1,0 +1,142 @@
+"""The dbt project as dbt itself describes it: the one reader of dbt metadata outside dbt.
+
+Everything other stages know of the models (schema and relation, descriptions,
+column names and types, ``meta``, the join links their ``relationships`` tests
+declare, the raw tables they read) comes from dbt's ``manifest.json``, never
+from the models' SQL or YAML: dbt has already resolved ``ref``, ``source``,
+folder configuration, aliases and Jinja. The manifest is the one ``dbt parse``
+writes (``dagster dev``, ``scripts/setup.sh`` or a deployment prepares it;
+a checkout that never parsed is prepared on first use).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster_dbt import DbtProject
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+class DbtManifestError(ValueError):
+    """The manifest cannot be read; ``reason`` is machine-readable."""
+
+    reason = "dbt_manifest_unreadable"
+
+
+def prepared_manifest_path(project: DbtProject = dbt_project) -> Path:
+    """The project's manifest, parsed first under ``dagster dev`` or when it does not exist yet."""
+    project.prepare_if_dev()
+    if not project.manifest_path.exists() and project.preparer is not None:
+        project.preparer.prepare(project)
+    return project.manifest_path
+
+
+@dataclass(frozen=True)
+class DbtColumn:
+    name: str
+    data_type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class DbtJoinLink:
+    """Columns of one model that reference columns of another (a relationships test)."""
+
+    columns: tuple[str, ...]
+    target: str
+    target_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DbtModel:
+    name: str
+    schema: str
+    relation: str
+    description: str
+    columns: tuple[DbtColumn, ...]
+    meta: Mapping[str, Any]
+    parents: tuple[str, ...]
+    raw_sources: tuple[str, ...]
+    links: tuple[DbtJoinLink, ...]
+
+
+@dataclass(frozen=True)
+class DbtManifest:
+    models: Mapping[str, DbtModel]
+
+    def in_schemas(self, *schemas: str) -> list[DbtModel]:
+        return [m for name, m in sorted(self.models.items()) if m.schema in schemas]
+
+    def column_descriptions(self) -> dict[str, dict[str, str]]:
+        """Model -> column -> description."""
+        return {name: {c.name: c.description for c in m.columns} for name, m in self.models.items()}
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(str(text or "").split())
+
+
+def _links(nodes: Mapping[str, Mapping[str, Any]]) -> dict[str, list[DbtJoinLink]]:
+    """Model unique id -> the links its ``relationships`` and ``composite_relationship`` tests declare."""
+    links: dict[str, list[DbtJoinLink]] = {}
+    for node in nodes.values():
+        test = node.get("test_metadata") or {}
+        attached = node.get("attached_node")
+        if node["resource_type"] != "test" or not attached:
+            continue
+        targets = [n for n in node["depends_on"]["nodes"] if n != attached and n.startswith("model.")]
+        target = targets[0] if targets else attached
+        kwargs = test.get("kwargs", {})
+        if test.get("name") == "relationships":
+            columns, target_columns = (kwargs["column_name"],), (kwargs["field"],)
+        elif test.get("name") == "composite_relationship":
+            columns = target_columns = tuple(kwargs["columns"])
+        else:
+            continue
+        links.setdefault(attached, []).append(DbtJoinLink(columns, nodes[target]["name"], target_columns))
+    return links
+
+
+def parse_manifest(document: Mapping[str, Any]) -> DbtManifest:
+    nodes, sources = document["nodes"], document["sources"]
+    links = _links(nodes)
+    models = {}
+    for unique_id, node in nodes.items():
+        if node["resource_type"] != "model":
+            continue
+        parents = node["depends_on"]["nodes"]
+        models[node["name"]] = DbtModel(
+            name=node["name"],
+            schema=node["schema"],
+            relation=f"{node['schema']}.{node['alias']}",
+            description=_one_line(node.get("description")),
+            columns=tuple(
+                DbtColumn(c["name"], c.get("data_type") or "", _one_line(c.get("description")))
+                for c in node["columns"].values()
+            ),
+            meta=node["config"].get("meta", {}),
+            parents=tuple(nodes[p]["name"] for p in parents if p.startswith("model.")),
+            raw_sources=tuple(
+                sources[p]["name"] for p in parents if p in sources and sources[p]["source_name"] == "raw"
+            ),
+            links=tuple(links.get(unique_id, [])),
+        )
+    return DbtManifest(models)
+
+
+def read_manifest(path: Path | None = None) -> DbtManifest:
+    """The models of the manifest at ``path`` (the repository project's, prepared if need be, by default)."""
+    path = path or prepared_manifest_path()
+    try:
+        return parse_manifest(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError) as error:
+        raise DbtManifestError(
+            f"{path}: not a readable dbt manifest ({type(error).__name__}); run `dbt parse` in dbt_project/."
+        ) from error
