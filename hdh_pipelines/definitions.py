@@ -6,7 +6,7 @@ import dagster as dg
 from dagster_pyspark import PySparkResource
 
 from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
-from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets
+from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets, sftp_inbox
 from hdh_pipelines.assets.linkage import cohort_linkage
 from hdh_pipelines.assets.normalisation import dbt_resource, normalisation_assets
 from hdh_pipelines.assets.open_science import (
@@ -17,7 +17,6 @@ from hdh_pipelines.assets.open_science import (
     synthetic_snds,
 )
 from hdh_pipelines.assets.opt_out_purge import opt_out_purge_job, workspace_retention_job
-from hdh_pipelines.assets.quality import quality_checks
 from hdh_pipelines.assets.referentials import cip13_mapped_to_atc
 from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
@@ -36,6 +35,7 @@ from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
 
 defs = dg.Definitions(
     assets=[
+        sftp_inbox,
         ingest_delivery_assets,
         delivery_quarantine,
         *normalisation_assets,
@@ -48,7 +48,7 @@ defs = dg.Definitions(
         synthetic_snds,
         *rights_assets,
     ],
-    asset_checks=[*quality_checks, cip13_mapped_to_atc],
+    asset_checks=[cip13_mapped_to_atc],
     jobs=[
         ingest_delivery_job,
         nightly_job,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hdh_pipelines.delivery.errors import DeliveryRejected
+from hdh_pipelines.delivery.manifest import parse_manifest
 from hdh_pipelines.delivery.names import MANIFEST_NAME, SIGNATURE_NAME, is_delivery_id, is_provider
 from hdh_pipelines.delivery.receive import MAX_MANIFEST_BYTES
 from hdh_pipelines.delivery.transfer import SftpSession
@@ -28,6 +29,10 @@ class FoundDelivery:
     provider: str
     delivery_id: str
     manifest_sha256: str | None  # None when the manifest is missing: the run will quarantine it
+    # Dataset names the manifest lists, read before its signature is verified: they only choose
+    # which raw assets and checks the run plans; the run, pinned to this manifest's digest, verifies it.
+    # Empty when the manifest does not parse (the run will quarantine it).
+    datasets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,12 +131,36 @@ def _probe(session: SftpSession, folder: str, provider: str, delivery_id: str, r
     if not signed:
         result.waiting += 1
         return 1
-    result.found.append(FoundDelivery(provider, delivery_id, _manifest_digest(session, folder)))
+    try:
+        manifest = session.read_small(f"{folder}/{MANIFEST_NAME}", MAX_MANIFEST_BYTES)
+    except (FileNotFoundError, ValueError, DeliveryRejected):
+        result.found.append(FoundDelivery(provider, delivery_id, None))
+        return 2
+    digest = hashlib.sha256(manifest).hexdigest()
+    result.found.append(
+        FoundDelivery(provider, delivery_id, digest, _listed_datasets(manifest, provider, delivery_id))
+    )
     return 2
 
 
-def _manifest_digest(session: SftpSession, folder: str) -> str | None:
+def _listed_datasets(manifest: bytes, provider: str, delivery_id: str) -> tuple[str, ...]:
+    """The dataset names a manifest lists, in order, once each; empty if it does not parse."""
     try:
-        return hashlib.sha256(session.read_small(f"{folder}/{MANIFEST_NAME}", MAX_MANIFEST_BYTES)).hexdigest()
-    except (FileNotFoundError, ValueError, DeliveryRejected):
-        return None
+        parsed = parse_manifest(manifest, provider=provider, delivery_id=delivery_id, dataset_known=_any_name)
+    except DeliveryRejected:
+        return ()
+    return tuple(dict.fromkeys(entry.dataset for entry in parsed.files))
+
+
+def _any_name(_dataset: str) -> bool:
+    # Whether a dataset is registered is the run's decision (unknown_dataset), not the scan's.
+    return True
+
+
+def inbox_data_version(delivery_keys: Iterable[str]) -> str:
+    """The inbox's data version: a digest of the complete deliveries seen in it, in any order.
+
+    A delivery id names one immutable content (new content is a new id), so the
+    set of complete deliveries changes exactly when a new one appears.
+    """
+    return hashlib.sha256("\n".join(sorted(set(delivery_keys))).encode()).hexdigest()

@@ -18,6 +18,11 @@ DELIVERIES = dg.DynamicPartitionsDefinition(name="deliveries")
 _DOT = "%2E"
 _TAG_VALUE_LIMIT = 63
 MANIFEST_DIGEST_TAG = "hdh/manifest-sha256"
+# Added by the ingestion step: published, held or quarantined; the machine-readable reason; one
+# sentence of counts and dataset names (never a delivered value).
+OUTCOME_TAG = "hdh/outcome"
+REASON_TAG = "hdh/reason"
+SUMMARY_TAG = "hdh/summary"
 
 
 def delivery_partition_key(provider: str, delivery_id: str) -> str:

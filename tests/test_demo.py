@@ -26,7 +26,7 @@ def test_the_demo_runs_the_whole_lifecycle_from_delivered_data(tmp_path):
     assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-5000:]
     summary = completed.stdout[completed.stdout.index("hdh-pipelines demo summary") :]
     assert "2 ingested, 2 quarantined, 1 held" in summary
-    assert "failed: held" in completed.stdout and "refused" not in completed.stdout
+    assert "held: a blocking expectation failed" in completed.stdout and "refused" not in completed.stdout
     assert "[suppressed]" in summary, "the indicator shows suppressed cells"
 
     private = work / "private"

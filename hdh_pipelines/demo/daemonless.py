@@ -1,8 +1,9 @@
 """Sensor ticks and runs in this process, for the demo and the tests.
 
-The Dagster daemon does three things with a sensor's result: it adds the
-requested dynamic partitions, drops run requests whose run key the sensor
-already used, and launches the rest. This module does the same through the
+The Dagster daemon does four things with a sensor's result: it records the
+asset events it reports, adds the requested dynamic partitions, drops run
+requests whose run key the sensor already used, and launches the rest on
+their asset and check selection. This module does the same through the
 public instance APIs, so the demo needs no daemon and its runs, partitions
 and events land in the instance the UI then shows.
 """
@@ -53,6 +54,8 @@ def tick(
         cursor=result.cursor if result.cursor is not None else new_cursor,
         skip_reason=result.skip_reason.skip_message if result.skip_reason else None,
     )
+    for event in result.asset_events or []:
+        instance.report_runless_asset_event(event)
     for change in result.dynamic_partitions_requests or []:
         if isinstance(change, dg.DeleteDynamicPartitionsRequest):
             for key in change.partition_keys:
@@ -68,8 +71,16 @@ def tick(
         tags = {**request.tags, SENSOR_NAME_TAG: sensor_name}
         if request.run_key:
             tags[RUN_KEY_TAG] = request.run_key
+        planned = job
+        if request.asset_selection is not None or request.asset_check_keys is not None:
+            planned = job.get_subset(
+                asset_selection=set(request.asset_selection or []),
+                asset_check_selection=None
+                if request.asset_check_keys is None
+                else set(request.asset_check_keys),
+            )
         outcome.launched.append(
-            job.execute_in_process(
+            planned.execute_in_process(
                 instance=instance,
                 partition_key=request.partition_key,
                 tags=tags,

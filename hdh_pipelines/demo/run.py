@@ -317,15 +317,16 @@ def main(argv: list[str] | None = None) -> int:
 
         from hdh_pipelines.definitions import defs
         from hdh_pipelines.demo.daemonless import tick
+        from hdh_pipelines.partitions import SUMMARY_TAG
 
         with dg.DagsterInstance.get() as instance:
             _say("sensor tick: looking for complete deliveries in the SFTP inbox")
             outcome = tick(defs, instance, "sftp_inbox_sensor", run_config=QUIET)
             for result in outcome.launched:
                 partition = result.dagster_run.tags["dagster/partition"]
-                held = (work / "private" / "held" / partition).exists()
-                state = "succeeded" if result.success else "failed: held" if held else "failed: quarantined"
-                _say(f"  run {result.run_id[:8]} for {partition}: {state}")
+                # The step tags its run with what happened: published, held or quarantined, and why.
+                summary = instance.get_run_by_id(result.run_id).tags.get(SUMMARY_TAG, "failed")
+                _say(f"  run {result.run_id[:8]} for {partition}: {summary}")
             dg.materialize(
                 [defs.get_assets_def(dg.AssetKey(["ingestion", "delivery_quarantine"]))],
                 instance=instance,

@@ -1,5 +1,10 @@
 """The SFTP inbox sensor: one partition and one run per complete delivery, never twice.
 
+Each tick that finds new complete deliveries also reports an observation of
+the ``ingestion/sftp_inbox`` source asset, whose data version is a digest of
+every complete delivery seen, and plans each run on the raw tables and checks
+of the datasets its manifest lists.
+
 Known deliveries are the ``deliveries`` dynamic partitions stored in the
 Dagster instance, so resetting the cursor cannot make the sensor request a
 delivery again; the cursor only says where the previous, budget-limited tick
@@ -11,11 +16,18 @@ import json
 
 import dagster as dg
 
+from hdh_pipelines.assets.ingestion import INBOX_KEY, ingest_delivery_assets, raw_asset_key
+from hdh_pipelines.assets.quality import CHECK_NAME
 from hdh_pipelines.delivery.transfer import SftpUnavailable
-from hdh_pipelines.inbox import ScanBudget, scan_inbox
+from hdh_pipelines.inbox import ScanBudget, inbox_data_version, scan_inbox
 from hdh_pipelines.jobs import ingest_delivery_job
 from hdh_pipelines.partitions import DELIVERIES, delivery_partition_key, delivery_run_tags
+from hdh_pipelines.registry import default_registry
 from hdh_pipelines.resources import SftpResource
+
+# The event tag Dagster reads as an asset event's data version (AssetObservation.data_version);
+# an observation reported by a sensor, rather than returned by an observe function, sets it itself.
+DATA_VERSION_TAG = "dagster/data_version"
 
 
 class InboxSensorConfig(dg.Config):
@@ -73,6 +85,7 @@ def evaluate_inbox(
             run_key=f"{key}/{found.manifest_sha256 or 'no-manifest'}",
             partition_key=key,
             tags=delivery_run_tags(found.provider, found.delivery_id, found.manifest_sha256),
+            **planned_selection(found.datasets),
         )
         for key, found in zip(keys, scan.found, strict=True)
     ]
@@ -85,5 +98,41 @@ def evaluate_inbox(
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[DELIVERIES.build_add_request(keys)],
+        asset_events=[inbox_observation(known, keys, scan.waiting)],
         cursor=new_cursor,
+    )
+
+
+def planned_selection(datasets: tuple[str, ...]) -> dict[str, list]:
+    """The raw assets and checks a delivery's run plans: those of the datasets its manifest lists.
+
+    So a refused delivery marks only its own datasets' partitions and checks as
+    failed. A manifest that does not parse names no dataset: the run plans every
+    raw table (it will quarantine the delivery) and no check.
+    """
+    registry = default_registry()
+    schemas = [registry.resolve(name) for name in datasets]
+    keys = list(dict.fromkeys(raw_asset_key(schema.name) for schema in schemas if schema is not None))
+    if not keys:
+        return {"asset_selection": list(ingest_delivery_assets.keys), "asset_check_keys": []}
+    return {"asset_selection": keys, "asset_check_keys": [dg.AssetCheckKey(key, CHECK_NAME) for key in keys]}
+
+
+def inbox_observation(known: set[str], new_keys: list[str], waiting: int) -> dg.AssetObservation:
+    """An observation of the SFTP inbox whose data version changes with each new complete delivery."""
+    complete = known | set(new_keys)
+    return dg.AssetObservation(
+        asset_key=INBOX_KEY,
+        tags={DATA_VERSION_TAG: inbox_data_version(complete)},
+        metadata={
+            "complete_deliveries": len(complete),
+            "new_deliveries": len(new_keys),
+            "waiting_for_signature": waiting,
+            "new": dg.MetadataValue.table(
+                [dg.TableRecord({"delivery": key}) for key in new_keys],
+                schema=dg.TableSchema(
+                    [dg.TableColumn("delivery", "string", description="<provider>/<delivery_id>")]
+                ),
+            ),
+        },
     )
