@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hdh_pipelines.registry import DATASETS_DIR, DatasetRegistry, default_registry
+from hdh_pipelines.registry.dbt_sources import SOURCES_PATH, sources_yaml
 from hdh_pipelines.registry.generate import GENERATED_KEY, generate, stale_files
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/snds"
@@ -104,3 +105,10 @@ def test_a_generated_registry_loads_on_its_own(tmp_path: Path) -> None:
     for name, text in generate(REFERENCE, folder).items():
         (folder / name).write_text(text, encoding="utf-8")
     assert DatasetRegistry.load(folder).names() == default_registry().names()
+
+
+def test_the_dbt_raw_source_is_the_registry() -> None:
+    """``_sources.yml`` is generated: regenerating it gives the committed bytes."""
+    assert SOURCES_PATH.read_text(encoding="utf-8") == sources_yaml(default_registry()), (
+        "run: python -m hdh_pipelines.registry.dbt_sources"
+    )

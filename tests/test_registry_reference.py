@@ -94,14 +94,17 @@ def reference_differences(registry: DatasetRegistry) -> list[str]:
         if schema.family != "SNDS":
             continue
         reference = {f["name"]: f for f in _schema_snds(schema)["fields"]}
+        # The reference the dataset comes from: schema-snds, or synthetic-snds for code lists.
+        origin = schema.raw["hdh"]["source"]["repository"].split("/", 1)[1]
         for declared in schema.raw["fields"]:
             where = f"{schema.name}.{declared['name']}"
             overridden = declared.get(REFERENCE_OVERRIDE_KEY, {}).get("reference", {})
-            ref = reference.get(declared["name"])
+            told = dict(overridden.get(origin, {}))
+            # A misspelt name in the reference is declared with the reference's spelling.
+            ref = reference.get(told.pop("name", declared["name"]))
             if ref is None:
                 problems.append(f"{where}: not a column of the reference's {schema.name}.")
                 continue
-            told = overridden.get("schema-snds", {})
             for prop in sorted(set(told) - set(COMPARED)):
                 problems.append(f"{where}: the override names {prop!r}, which is not compared.")
             for prop in COMPARED:

@@ -17,7 +17,8 @@ knowledge of the real tables applies unchanged, with two exceptions:
   {...}, "dico-snds": {...}}}``, where ``reference`` records what each
   reference says for every property the registry changes (``type``,
   ``format``, ``constraints``, ``nomenclature``… of ``schema-snds``; the
-  storage ``format`` of ``dico-snds``). ``tests/test_registry_reference.py``
+  storage ``format`` of ``dico-snds``; the ``name`` a code list of
+  ``synthetic-snds`` misspells). ``tests/test_registry_reference.py``
   fails on any other difference, and on an override that no longer differs.
 
 Dates that are SNDS conventions rather than events (``1600-01-01`` for an
@@ -55,7 +56,7 @@ from hdh_pipelines.delivery.names import is_provider
 
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
 REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"
-REFERENCE_SOURCES = ("schema-snds", "dico-snds")
+REFERENCE_SOURCES = ("schema-snds", "dico-snds", "synthetic-snds")
 DATASETS_DIR = Path(__file__).parent / "datasets"
 # Placeholder in a family's name -> what it stands for in a delivered name (see the module docstring).
 NAME_PLACEHOLDERS = {"aa": "[0-9]{2}", "xx": "[0-9]{2}", "AAAA": "[0-9]{4}", "GN": "G[0-9]+"}

@@ -84,6 +84,20 @@ KEPT_FIELD_PROPERTIES = ("name", "type", "format", "description", "nomenclature"
 _ROLE_DESCRIPTIONS = {"code": "Code de la nomenclature.", "label": "Libellé du code."}
 
 
+MISENCODED_NAME_REASON = (
+    "synthetic-snds's schema spells this column as UTF-8 bytes read as Latin-1 (Ã© for é); its CSV header, "
+    "what a provider delivers, has the right name."
+)
+
+
+def _repaired_name(name: str) -> str:
+    """``LibellÃ© ATC2`` -> ``Libellé ATC2``: a name whose UTF-8 was decoded as Latin-1, else unchanged."""
+    try:
+        return name.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return name
+
+
 class GenerationError(ValueError):
     """A reference or override the generator cannot turn into a dataset (the message says which)."""
 
@@ -170,6 +184,13 @@ def nomenclature_dataset(document: Mapping[str, Any], path: str) -> dict[str, An
     fields = []
     for spec in document["fields"]:
         field = _clean_field(spec)
+        repaired = _repaired_name(spec["name"])
+        if repaired != spec["name"]:
+            field["name"] = repaired
+            field[REFERENCE_OVERRIDE_KEY] = {
+                "reason": MISENCODED_NAME_REASON,
+                "reference": {"synthetic-snds": {"name": spec["name"]}},
+            }
         # synthetic-snds describes a code list's columns by their role only (code, label).
         field["description"] = _ROLE_DESCRIPTIONS.get(
             spec.get("role"), f"Colonne de la nomenclature {name} (non décrite par synthetic-snds)."
