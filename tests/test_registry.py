@@ -53,7 +53,7 @@ def _minimal(name: str, **extra: object) -> dict:
 
 
 def test_every_schema_loads(registry: DatasetRegistry) -> None:
-    assert set(registry.names()) == EXPECTED
+    assert set(registry.names()) >= EXPECTED
     for name in registry.names():
         schema = registry.resolve(name)
         assert schema is not None and schema.name == name

@@ -41,6 +41,7 @@ from hdh_pipelines.quality.suites import (
 )
 from hdh_pipelines.raw_store import quote_identifier
 from hdh_pipelines.registry import default_registry
+from hdh_pipelines.registry.generate import GENERATED_KEY
 
 PROVIDER = "cnam"
 YY = "24"
@@ -475,7 +476,14 @@ def test_the_docs_list_every_hand_written_rule_with_its_severity() -> None:
         }
         for name in registry.names()
     }
-    assert documented == actual
+    # A dataset generated from the references has only the generated rules (the table above the
+    # per-dataset one) until someone writes rules for it: then it is listed like a curated one.
+    listed = {
+        name
+        for name, rules in actual.items()
+        if GENERATED_KEY not in registry.resolve(name).raw or any(rules.values())
+    }
+    assert documented == {name: actual[name] for name in listed}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from urllib.parse import quote
 
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, PROV, RDF, RDFS, SKOS, XSD
@@ -114,7 +115,8 @@ class HubIdentity:
     language: str = "fr"
 
     def iri(self, *parts: str) -> URIRef:
-        return URIRef(self.base_iri + "/".join(parts))
+        # Percent-encoded: a code list's column may be named with spaces and accents (Libellé ATC1).
+        return URIRef(self.base_iri + "/".join(quote(part, safe="/") for part in parts))
 
 
 def dataset_iri(hub: HubIdentity, description: DatasetDescription) -> URIRef:

@@ -52,7 +52,9 @@ VALUE_SUFFIX = "__value"
 INVALID_SUFFIX = "__invalid"
 UNMATCHED_SUFFIX = "__unmatched"
 # Table Schema's default lexical forms (the SNDS schemas only name strptime formats).
-DEFAULT_FORMATS = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%dT%H:%M:%SZ"}
+DEFAULT_FORMATS = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%dT%H:%M:%SZ", "yearmonth": "%Y-%m"}
+# The types whose typed value is a DATE (a year and month is its first day).
+_DATE_TYPES = ("date", "yearmonth")
 _DEFAULT_TRUE = ("true", "True", "TRUE", "1")
 _DEFAULT_FALSE = ("false", "False", "FALSE", "0")
 # Strict lexical forms: DuckDB's casts alone are lenient ('1.5' -> 2, '1_5' -> 15, '0x1F' -> 31, ' 5' -> 5).
@@ -105,7 +107,7 @@ def _parsed_sql(schema: DatasetSchema, field: Field, raw: str) -> str:
         fmt = quote_literal(field.format or DEFAULT_FORMATS[field.type])
         # strptime skips surrounding blanks; a delivered value must not have any.
         parsed = f"CASE WHEN {raw} = trim({raw}) THEN try_strptime({raw}, {fmt}) END"
-        return f"CAST({parsed} AS DATE)" if field.type == "date" else parsed
+        return f"CAST({parsed} AS DATE)" if field.type in _DATE_TYPES else parsed
     if field.type == "boolean":
         spec = _field_json(schema, field.name)
         true = ", ".join(quote_literal(v) for v in spec.get("trueValues", _DEFAULT_TRUE))

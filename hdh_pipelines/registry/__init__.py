@@ -17,15 +17,25 @@ knowledge of the real tables applies unchanged, with two exceptions:
   {...}, "dico-snds": {...}}}``, where ``reference`` records what each
   reference says for every property the registry changes (``type``,
   ``format``, ``constraints``, ``nomenclature``… of ``schema-snds``; the
-  storage ``format`` of ``dico-snds``). ``tests/test_registry_reference.py``
+  storage ``format`` of ``dico-snds``; the ``name`` a code list of
+  ``synthetic-snds`` misspells). ``tests/test_registry_reference.py``
   fails on any other difference, and on an override that no longer differs.
 
 Dates that are SNDS conventions rather than events (``1600-01-01`` for an
 unknown date, ``9999-12-31`` for an open end…) are listed in the dataset's
 ``hdh.sentinel_dates`` with their meaning; ``hdh.missing_date`` is one of them.
 
-A lowercase ``aa`` in a dataset name stands for a two-digit year: the SNDS ships
-one ``T_MCO23B``, ``T_MCO24B``… per year, all described by ``T_MCOaaB``.
+A dataset name may stand for a family of delivered names (``NAME_PLACEHOLDERS``):
+a lowercase ``aa`` is a two-digit year (the SNDS ships one ``T_MCO23B``,
+``T_MCO24B``… per year, all described by ``T_MCOaaB``), ``xx`` a two-digit
+version (``T_MCOaaGVxx``, the GHM version), ``_AAAA_`` a four-digit year and a
+final ``_GN`` the algorithm version of the pathology map (``CT_IND_AAAA_GN``
+describes ``CT_IND_2022_G10``).
+
+Most SNDS datasets are generated from the references by
+``hdh_pipelines/registry/generate.py`` (they carry ``x-hdh-generated``); the
+others are curated by hand and win over generation. ``docs/registry.md`` says how
+to regenerate and how to declare an override.
 
 Pure Python on purpose: usable from Dagster assets, the delivery CLI and tests alike.
 """
@@ -46,9 +56,11 @@ from hdh_pipelines.delivery.names import is_provider
 
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
 REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"
-REFERENCE_SOURCES = ("schema-snds", "dico-snds")
+REFERENCE_SOURCES = ("schema-snds", "dico-snds", "synthetic-snds")
 DATASETS_DIR = Path(__file__).parent / "datasets"
-YEAR_PLACEHOLDER = "aa"
+# Placeholder in a family's name -> what it stands for in a delivered name (see the module docstring).
+NAME_PLACEHOLDERS = {"aa": "[0-9]{2}", "xx": "[0-9]{2}", "AAAA": "[0-9]{4}", "GN": "G[0-9]+"}
+_PLACEHOLDER = re.compile(r"aa|xx|(?<=_)AAAA(?=_)|(?<=_)GN$")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 # Table Schema type -> DuckDB type. A schema using any other type is refused at
@@ -61,6 +73,8 @@ _DUCKDB_TYPES = {
     "datetime": "TIMESTAMP",
     "boolean": "BOOLEAN",
     "year": "INTEGER",
+    # A month of a year, kept as its first day.
+    "yearmonth": "DATE",
 }
 
 
@@ -247,9 +261,16 @@ def _providers(value: Any, fail: Callable[[str], RegistryError]) -> tuple[str, .
     return tuple(value)
 
 
-def _year_pattern(name: str) -> re.Pattern[str]:
-    before, after = name.split(YEAR_PLACEHOLDER, 1)
-    return re.compile(re.escape(before) + r"\d{2}" + re.escape(after))
+def _family_pattern(name: str) -> re.Pattern[str] | None:
+    """The delivered names a family's name stands for, or None if ``name`` has no placeholder."""
+    parts = _PLACEHOLDER.split(name)
+    if len(parts) == 1:
+        return None
+    tokens = _PLACEHOLDER.findall(name)
+    regex = re.escape(parts[0]) + "".join(
+        NAME_PLACEHOLDERS[token] + re.escape(after) for token, after in zip(tokens, parts[1:], strict=True)
+    )
+    return re.compile(regex)
 
 
 class DatasetRegistry:
@@ -258,9 +279,9 @@ class DatasetRegistry:
     def __init__(self, schemas: Mapping[str, DatasetSchema]) -> None:
         self._schemas = dict(schemas)
         self._templates = [
-            (_year_pattern(name), schema)
+            (pattern, schema)
             for name, schema in self._schemas.items()
-            if YEAR_PLACEHOLDER in name
+            if (pattern := _family_pattern(name)) is not None
         ]
 
     @classmethod

@@ -1,0 +1,114 @@
+"""The generated part of the registry: every SNDS table and code list, regenerated to the same bytes.
+
+Reads the references at test time (never copied into the repository); skipped
+without them. Column-by-column agreement with the references is
+``tests/test_registry_reference.py``'s, which covers generated datasets too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from hdh_pipelines.registry import DATASETS_DIR, DatasetRegistry, default_registry
+from hdh_pipelines.registry.dbt_sources import SOURCES_PATH, sources_yaml
+from hdh_pipelines.registry.generate import GENERATED_KEY, generate, stale_files
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/snds"
+TABLES = REFERENCE / "schema-snds/schemas"
+NOMENCLATURES = REFERENCE / "synthetic-snds/nomenclatures"
+
+needs_reference = pytest.mark.skipif(
+    not (TABLES.is_dir() and NOMENCLATURES.is_dir()), reason=f"SNDS references not found under {REFERENCE}."
+)
+
+
+def _names(folder: Path) -> set[str]:
+    return {json.loads(p.read_text(encoding="utf-8"))["name"] for p in folder.rglob("*.json")}
+
+
+@needs_reference
+def test_regenerating_gives_the_committed_bytes() -> None:
+    generated = generate(REFERENCE)
+    differing = sorted(
+        name for name, text in generated.items() if (DATASETS_DIR / name).read_text(encoding="utf-8") != text
+    )
+    assert differing == [], "run: python -m hdh_pipelines.registry.generate"
+    assert stale_files(DATASETS_DIR, generated) == []
+
+
+@needs_reference
+def test_every_reference_table_and_code_list_is_registered() -> None:
+    registry = default_registry()
+    tables, code_lists = _names(TABLES), _names(NOMENCLATURES)
+    assert len(tables) == 188 and len(code_lists) == 175
+    assert tables | code_lists <= set(registry.names())
+    for name in code_lists:
+        schema = registry.resolve(name)
+        assert schema.primary_key, name
+        assert schema.providers == ("cnam",), name
+
+
+def test_curated_datasets_are_never_overwritten(tmp_path: Path) -> None:
+    curated = [p for p in DATASETS_DIR.glob("*.json") if GENERATED_KEY not in p.read_text(encoding="utf-8")]
+    assert {"IR_BEN_R", "ER_PRS_F", "T_MCOaaB", "IR_PHA_R", "IR_CIM_V"} <= {p.stem for p in curated}
+    if TABLES.is_dir():
+        generated = generate(REFERENCE)
+        assert not {p.name for p in curated} & set(generated)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "family"),
+    [
+        ("T_MCO23B", "T_MCOaaB"),
+        ("T_MCO23BPHN", "T_MCOaaBPHN"),
+        ("T_SSR21FA", "T_SSRaaFA"),
+        ("T_MCO19GV11", "T_MCOaaGVxx"),
+        ("CT_IND_2022_G10", "CT_IND_AAAA_GN"),
+        ("CT_DEP_2019_G8", "CT_DEP_AAAA_GN"),
+        ("IR_SGN_V", "IR_SGN_V"),  # 'GN' inside a name is not the algorithm version
+        ("openbio_ACTE", "openbio_ACTE"),
+    ],
+)
+def test_family_names_resolve(delivered: str, family: str) -> None:
+    assert default_registry().resolve(delivered).name == family
+
+
+@pytest.mark.parametrize("delivered", ["T_MCO2023B", "CT_IND_22_G10", "CT_IND_2022_GX", "T_MCO23GV1"])
+def test_near_miss_family_names_do_not_resolve(delivered: str) -> None:
+    assert default_registry().resolve(delivered) is None
+
+
+def test_no_delivered_name_matches_two_families() -> None:
+    """Each family's own name with digits in its placeholders resolves to that family and no other."""
+    registry = default_registry()
+    digits = {"aa": "23", "xx": "11", "AAAA": "2022", "GN": "G10"}
+    families = [n for n in registry.names() if re.search(r"aa|xx|_AAAA_|_GN$", n)]
+    assert len(families) == 133
+    for family in families:
+        delivered = re.sub(r"aa|xx|(?<=_)AAAA(?=_)|(?<=_)GN$", lambda m: digits[m.group()], family)
+        assert registry.resolve(delivered).name == family, delivered
+        assert sum(pattern.fullmatch(delivered) is not None for pattern, _ in registry._templates) == 1
+
+
+@needs_reference
+def test_a_generated_registry_loads_on_its_own(tmp_path: Path) -> None:
+    """Generation is self-contained: curated datasets plus generated ones form a loadable registry."""
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    for path in DATASETS_DIR.glob("*.json"):
+        if GENERATED_KEY not in path.read_text(encoding="utf-8"):
+            (folder / path.name).write_bytes(path.read_bytes())
+    for name, text in generate(REFERENCE, folder).items():
+        (folder / name).write_text(text, encoding="utf-8")
+    assert DatasetRegistry.load(folder).names() == default_registry().names()
+
+
+def test_the_dbt_raw_source_is_the_registry() -> None:
+    """``_sources.yml`` is generated: regenerating it gives the committed bytes."""
+    assert SOURCES_PATH.read_text(encoding="utf-8") == sources_yaml(default_registry()), (
+        "run: python -m hdh_pipelines.registry.dbt_sources"
+    )
