@@ -31,6 +31,7 @@ _BIRTH_OR_AGE = re.compile(r"(NAI_ANN|AGE_ANN|birth_year|year_of_birth|age_years
 _ALGORITHM_VERSION = re.compile(r"""set\s+algorithm_version\s*=\s*['"]([^'"]+)['"]""")
 # The parts of an algorithm's fiche (meta.fiche of models/algorithms/_algorithms__models.yml), in page order.
 FICHE_PARTS = ("definition", "data", "codes", "source", "limits")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CatalogueSourceError(ValueError):
@@ -80,7 +81,8 @@ def _model_yaml(project_dir: Path) -> dict[str, tuple[str, dict]]:
     models = {}
     for path in sorted((project_dir / "models").rglob("_*.yml")):
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            # libyaml's loader when the wheel has it: the pure-Python one is most of a catalogue build.
+            document = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER) or {}
         except (OSError, yaml.YAMLError) as error:
             raise CatalogueSourceError(f"{path}: not readable YAML ({error}).") from error
         folder = path.parent.relative_to(project_dir / "models").parts
