@@ -271,7 +271,14 @@ def build_catalogue(inputs: CatalogueInputs, output: Path, *, today: date) -> Ca
             (d.identifier, d.title, d.description, f"../datasets/{d.slug}.html")
             for d in (e.description for e in entries)
         ]
-        write_dictionary(staging / DICTIONARY_DIR, snds, _hub_tables(entries, registered, files), index_rows)
+        referentials = {
+            e.description.name: f"datasets/{e.description.slug}.html"
+            for e in datasets
+            if e.description.layer is Layer.RAW and e.description.name in snds.nomenclatures
+        }
+        write_dictionary(
+            staging / DICTIONARY_DIR, snds, _hub_tables(entries, registered, files), index_rows, referentials
+        )
         (staging / "cartography.html").write_text(
             cartography_page(snds, join_links(snds), set(registered), [e.description for e in datasets]),
             encoding="utf-8",

@@ -204,7 +204,11 @@ _FILTER_JS = """
 
 
 def _nomenclature_page(
-    name: str, reference: SndsReference, codes: Sequence[tuple[str, str]], used_by: Sequence[tuple[str, str]]
+    name: str,
+    reference: SndsReference,
+    codes: Sequence[tuple[str, str]],
+    used_by: Sequence[tuple[str, str]],
+    hub_page: str | None,
 ) -> str:
     nomenclature = reference.nomenclatures[name]
     rows = "".join(
@@ -218,7 +222,13 @@ def _nomenclature_page(
     body = (
         f"<p><code>{escape(name)}</code> · published by {escape(nomenclature.source)}</p>"
         f"<p>{escape(nomenclature.description)}</p><p>Used by: {users or '—'}</p>"
-        '<input id="filter" type="search" placeholder="Filter codes and labels">'
+        + (
+            f'<p class="held">Registered by the hub as a referential: <a href="../../{hub_page}">catalogue '
+            "record</a>.</p>"
+            if hub_page
+            else ""
+        )
+        + '<input id="filter" type="search" placeholder="Filter codes and labels">'
         f'<table id="codes"><tr><th>Code</th><th>Label</th></tr>{rows}</table><script>{_FILTER_JS}</script>'
     )
     return page(f"{name} — {nomenclature.title}", body, root="../../")
@@ -413,8 +423,12 @@ def write_dictionary(
     reference: SndsReference,
     hub_tables: Mapping[str, HubTable],
     datasets: Sequence[tuple[str, str, str, str]],
+    referentials: Mapping[str, str],
 ) -> list[KeyComparison]:
-    """Write the dictionary into ``folder`` (inside the site being staged); returns the key comparison."""
+    """Write the dictionary into ``folder`` (inside the site being staged); returns the key comparison.
+
+    ``referentials`` maps the nomenclatures the registry holds as referentials to their dataset page.
+    """
     (folder / "tables").mkdir(parents=True, exist_ok=True)
     (folder / "nomenclatures").mkdir(parents=True, exist_ok=True)
     links = join_links(reference)
@@ -431,7 +445,10 @@ def write_dictionary(
     codes_of = {name: list(nomenclature.rows()) for name, nomenclature in reference.nomenclatures.items()}
     for name in reference.nomenclatures:
         (folder / "nomenclatures" / f"{page_name(name)}.html").write_text(
-            _nomenclature_page(name, reference, codes_of[name], used_by.get(name, [])), encoding="utf-8"
+            _nomenclature_page(
+                name, reference, codes_of[name], used_by.get(name, []), referentials.get(name)
+            ),
+            encoding="utf-8",
         )
     index = json.dumps(
         search_index(reference, codes_of, hub_tables, datasets), ensure_ascii=False, separators=(",", ":")

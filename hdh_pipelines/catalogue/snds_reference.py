@@ -229,10 +229,13 @@ def _nomenclatures(folder: Path) -> dict[str, Nomenclature]:
     return found
 
 
-@cache
 def read_snds_reference(folder: Path | None = None) -> SndsReference:
-    """Every SNDS table, the dictionary's links and the nomenclatures, from the reference folder."""
-    folder = folder or reference_folder()
+    """Every SNDS table, the dictionary's links and the nomenclatures, from ``folder`` or as configured."""
+    return _read(folder or reference_folder())
+
+
+@cache  # the references do not change while a process runs; each build would otherwise parse 188 schemas
+def _read(folder: Path) -> SndsReference:
     schemas, dico = folder / "schema-snds" / "schemas", folder / _DICO_DATA
     if not schemas.is_dir() or not (dico / "snds_links.csv").exists():
         raise SndsReferenceMissing(
