@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from html import escape
@@ -480,12 +481,15 @@ def product_descriptions(reference: SndsReference, registered: Mapping[str, str]
         keys = {c for t in tables for c in t.primary_key} | {
             c for t in tables for fk in t.foreign_keys for c in fk.source_columns
         }
-        # The variables of a product record: the columns that tie its tables together (primary and join
-        # keys); a product without keys lists all its variables. Each table's own record has the rest.
+        if not keys:  # no declared key: the columns its tables share are how they are joined
+            seen = Counter(v.name for t in tables for v in t.variables)
+            keys = {name for name, count in seen.items() if count > 1} or set(seen)
+        # The variables of a product record: the columns that tie its tables together. Each table's own
+        # record (a registered table family) or dictionary page has the rest.
         variables: dict[str, Variable] = {}
         for table in tables:
             for v in table.variables:
-                if (v.name in keys or not keys) and v.name not in variables:
+                if v.name in keys and v.name not in variables:
                     variables[v.name] = Variable(v.name, v.type, v.description, v.nomenclature)
         descriptions.append(
             DatasetDescription(
