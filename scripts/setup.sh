@@ -13,6 +13,8 @@ command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 # initdb and postgres under /usr/lib/postgresql/<major>/bin, off PATH.
 command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
   || missing+=(postgresql)
+# The catalogue's cartography is laid out by Graphviz (dot, unflatten).
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing OS packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

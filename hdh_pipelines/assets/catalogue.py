@@ -14,6 +14,8 @@ import dagster as dg
 from pydantic import Field
 
 from hdh_pipelines.catalogue import CatalogueInputs, CatalogueInvalid, ValidatorNotFound, build_catalogue
+from hdh_pipelines.catalogue.cartography import GraphvizMissing
+from hdh_pipelines.catalogue.snds_reference import SndsReferenceMissing
 from hdh_pipelines.catalogue.sources import raw_descriptions, warehouse_descriptions
 from hdh_pipelines.registry import default_registry
 from hdh_pipelines.resources import HubResource, WarehouseResource
@@ -51,8 +53,8 @@ def _described_keys() -> list[dg.AssetKey]:
     group_name="catalogue",
     owners=["team:data-engineering"],
     kinds={"rdf", "html"},
-    description="HealthDCAT-AP records (Turtle, JSON-LD) of every dataset, validated with SHACL, and the "
-    "static catalogue site with its data dictionary and map of join keys.",
+    description="HealthDCAT-AP records (Turtle, JSON-LD) of every dataset and SNDS product, validated with "
+    "SHACL, and the static catalogue site with the SNDS dictionary and its cartography.",
     # It reads the warehouse, which DuckDB will not open while dbt writes it.
     pool="duckdb_warehouse",
 )
@@ -71,7 +73,7 @@ def healthdcat_catalogue(
     )
     try:
         build = build_catalogue(inputs, output, today=date.today())
-    except (CatalogueInvalid, ValidatorNotFound) as error:
+    except (CatalogueInvalid, ValidatorNotFound, SndsReferenceMissing, GraphvizMissing) as error:
         raise dg.Failure(
             description=str(error),
             metadata={"reason": error.reason, "message": str(error)},

@@ -3,9 +3,10 @@
 HealthDCAT-AP records for every dataset (rdflib; Turtle and JSON-LD), validated
 with pySHACL against the HealthDCAT-AP shapes at the record's access level;
 aggregate statistics measured in DuckDB SQL with small-count suppression; a
-static HTML site with client-side search, a data dictionary and an SVG map of
-the tables and their join keys. ``build_catalogue`` does all of it into one
-folder, published atomically. See docs/catalogue.md.
+static HTML site with client-side search, the dictionary of the whole SNDS read
+from its references, and a Graphviz cartography of its tables and join keys
+beside the hub's lineage. ``build_catalogue`` does all of it into one folder,
+published atomically. See docs/catalogue.md.
 """
 
 from hdh_pipelines.catalogue.build import (

@@ -14,24 +14,36 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
 from rdflib import Graph
 
+from hdh_pipelines.catalogue.cartography import cartography_page
+from hdh_pipelines.catalogue.dictionary import (
+    DICTIONARY_DIR,
+    HubTable,
+    join_links,
+    product_descriptions,
+    table_page,
+    write_dictionary,
+)
 from hdh_pipelines.catalogue.model import (
     EMPTY_STATISTICS,
     DatasetDescription,
     DatasetStatistics,
+    Layer,
     QualitySummary,
 )
 from hdh_pipelines.catalogue.opendata import open_data_descriptions, open_data_statistics
 from hdh_pipelines.catalogue.records import HubIdentity, bind_prefixes, catalogue_graph, dataset_record
 from hdh_pipelines.catalogue.shacl import AccessLevel, ShaclResult, validate
 from hdh_pipelines.catalogue.site import SiteEntry, write_site
+from hdh_pipelines.catalogue.snds_reference import SndsReference, read_snds_reference
 from hdh_pipelines.catalogue.sources import raw_descriptions, warehouse_descriptions
 from hdh_pipelines.catalogue.statistics import (
+    delivered_years,
     raw_statistics,
     raw_table_files,
     warehouse_statistics,
@@ -60,6 +72,8 @@ class CatalogueInputs:
     validator_dir: Path | None = None
     # Public open-data folder (<open data dir>/<dataset>/metadata.json); None: no open dataset catalogued.
     open_data_dir: Path | None = None
+    # SNDS references (schema-snds, dico-snds, nomenclatures); None: $HDH_SNDS_REFERENCE or beside the repo.
+    snds_reference: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -101,9 +115,8 @@ def _latest_quality(
     return None
 
 
-def _measure(inputs: CatalogueInputs, reference: date) -> list[SiteEntry]:
+def _measure(inputs: CatalogueInputs, reference: date, files: Mapping[str, list[Path]]) -> list[SiteEntry]:
     entries = []
-    files = raw_table_files(inputs.raw_root, inputs.registry) if inputs.raw_root else {}
     for description in raw_descriptions(inputs.registry):
         stats, quality = EMPTY_STATISTICS, None
         if description.name in files:
@@ -121,6 +134,43 @@ def _measure(inputs: CatalogueInputs, reference: date) -> list[SiteEntry]:
                 SiteEntry(description, open_data_statistics(inputs.open_data_dir, description), None)
             )
     return entries
+
+
+def _snds_entries(
+    entries: Sequence[SiteEntry], snds: SndsReference
+) -> tuple[list[SiteEntry], list[SiteEntry], dict[str, DatasetDescription]]:
+    """The entries with their dictionary pages, one entry per SNDS product, and the SNDS tables registered."""
+    registered = {
+        e.description.name: e.description
+        for e in entries
+        if e.description.layer is Layer.RAW and e.description.name in snds.tables
+    }
+    documented = [
+        replace(e, description=replace(e.description, documentation=table_page(e.description.name)))
+        if e.description.name in registered
+        else e
+        for e in entries
+    ]
+    products = product_descriptions(snds, {name: d.identifier for name, d in registered.items()})
+    return documented, [SiteEntry(p, EMPTY_STATISTICS, None) for p in products], registered
+
+
+def _hub_tables(
+    entries: Sequence[SiteEntry],
+    registered: Mapping[str, DatasetDescription],
+    files: Mapping[str, list[Path]],
+) -> dict[str, HubTable]:
+    by_identifier = {e.description.identifier: e for e in entries}
+    hub = {}
+    for name, description in registered.items():
+        stats = by_identifier[description.identifier].statistics
+        held = name in files
+        hub[name] = HubTable(
+            dataset_page=f"datasets/{description.slug}.html",
+            years=delivered_years(name, files.get(name, []), stats.deliveries) if held else (),
+            statistics=stats if held else None,
+        )
+    return hub
 
 
 def _write_graph(graph: Graph, stem: Path) -> None:
@@ -153,7 +203,10 @@ def build_catalogue(inputs: CatalogueInputs, output: Path, *, today: date) -> Ca
 
     Raises CatalogueInvalid (nothing published) when a record has a SHACL violation.
     """
-    entries = _measure(inputs, today)
+    snds = read_snds_reference(inputs.snds_reference)
+    files = raw_table_files(inputs.raw_root, inputs.registry) if inputs.raw_root else {}
+    datasets, products, registered = _snds_entries(_measure(inputs, today, files), snds)
+    entries = datasets + products
     records = []
     for entry in entries:
         page = f"{inputs.site_url}datasets/{entry.description.slug}.html"
@@ -167,6 +220,7 @@ def build_catalogue(inputs: CatalogueInputs, output: Path, *, today: date) -> Ca
                     hub=inputs.hub,
                     site_page=page,
                     modified=today,
+                    site_root=inputs.site_url,
                 ),
             )
         )
@@ -207,6 +261,22 @@ def build_catalogue(inputs: CatalogueInputs, output: Path, *, today: date) -> Ca
         )
         directory = read_directory(inputs.open_data_dir) if inputs.open_data_dir is not None else None
         write_site(staging, [e for e, _g in records], _validation_sentence(results), directory)
+        index_rows = [
+            (d.identifier, d.title, d.description, f"../datasets/{d.slug}.html")
+            for d in (e.description for e in entries)
+        ]
+        referentials = {
+            e.description.name: f"datasets/{e.description.slug}.html"
+            for e in datasets
+            if e.description.layer is Layer.RAW and e.description.name in snds.nomenclatures
+        }
+        write_dictionary(
+            staging / DICTIONARY_DIR, snds, _hub_tables(entries, registered, files), index_rows, referentials
+        )
+        (staging / "cartography.html").write_text(
+            cartography_page(snds, join_links(snds), set(registered), [e.description for e in datasets]),
+            encoding="utf-8",
+        )
         _publish(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

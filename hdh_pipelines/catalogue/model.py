@@ -84,6 +84,8 @@ class DatasetDescription:
     relation: str | None = None  # schema.table in the warehouse; None for a raw table (Parquet files)
     licence: OpenLicence | None = None  # open data only
     files: tuple[DistributionFile, ...] = ()  # open data only: one distribution each
+    parts: tuple[str, ...] = ()  # an SNDS product: identifiers of the registered tables it groups
+    documentation: str | None = None  # its page in the SNDS dictionary, relative to the site root
 
     @property
     def slug(self) -> str:

@@ -316,8 +316,9 @@ def dataset_record(
     hub: HubIdentity,
     site_page: str,
     modified: date,
+    site_root: str = "",
 ) -> Graph:
-    """The HealthDCAT-AP record of one dataset."""
+    """The HealthDCAT-AP record of one dataset; ``site_root`` resolves its dictionary page."""
     graph = Graph()
     dataset = dataset_iri(hub, description)
     lang = hub.language if description.layer is Layer.RAW else "en"
@@ -340,6 +341,12 @@ def dataset_record(
     add((dataset, DCTERMS.modified, Literal(modified, datatype=XSD.date)))
     add((dataset, DCAT.landingPage, URIRef(site_page)))
     add((URIRef(site_page), RDF.type, FOAF.Document))
+    if description.documentation is not None:
+        documentation = URIRef(site_root + description.documentation)
+        add((dataset, FOAF.page, documentation))
+        add((documentation, RDF.type, FOAF.Document))
+    for part in description.parts:
+        add((dataset, DCTERMS.hasPart, hub.iri("dataset", part)))
     add((dataset, HEALTHDCATAP.hdab, _agent(graph, hub)))
     contact = hub.iri("contact", "dataset")
     add((contact, RDF.type, URIRef("http://www.w3.org/2006/vcard/ns#Kind")))

@@ -1,9 +1,10 @@
 """The human catalogue: a static site (no server, no external resource) with client-side search.
 
-Pages: ``index.html`` (datasets, search across datasets and variables, the map),
+Pages: ``index.html`` (datasets, search across datasets and variables),
 ``datasets/<slug>.html`` (one per dataset), ``dictionary.html`` (every variable
-and every join link), ``algorithms.html`` (the targeting algorithms' fiches)
-and ``map.svg`` (tables and their join keys). The search
+and every join link of the hub's datasets) and ``algorithms.html`` (the
+targeting algorithms' fiches); the SNDS dictionary and the cartography are
+written by ``dictionary.py`` and ``cartography.py``. The search
 index is embedded in ``index.html`` as JSON; ``index.html?q=WORD`` opens with
 that search done, so a link (or a headless browser) can ask for a result.
 """
@@ -20,7 +21,6 @@ from hdh_pipelines.catalogue.model import (
     DatasetDescription,
     DatasetStatistics,
     JoinLink,
-    Layer,
     QualitySummary,
 )
 from hdh_pipelines.catalogue.nomenclatures import CODING_SYSTEMS
@@ -78,11 +78,13 @@ class SiteEntry:
     quality: QualitySummary | None
 
 
-def _page(title: str, body: str, *, root: str = "") -> str:
+def page(title: str, body: str, *, root: str = "") -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f'<nav><a href="{root}index.html">Catalogue</a><a href="{root}dictionary.html">Dictionary</a>'
+        f'<a href="{root}dictionary/index.html">SNDS dictionary</a>'
+        f'<a href="{root}cartography.html">Cartography</a>'
         f'<a href="{root}algorithms.html">Algorithms</a>'
         f'<a href="{root}projects.html">Projects</a>'
         f'<a href="{root}catalogue.ttl">Turtle</a><a href="{root}catalogue.jsonld">JSON-LD</a></nav>'
@@ -96,7 +98,7 @@ def _count(value: int | None, suppressed: bool) -> str:
     return '<span class="suppressed">&lt; 11 (suppressed)</span>' if suppressed else "—"
 
 
-def _statistics_rows(stats: DatasetStatistics) -> str:
+def statistics_rows(stats: DatasetStatistics) -> str:
     coverage = (
         f"{stats.coverage_start:%Y-%m} to {stats.coverage_end:%Y-%m}"
         if stats.coverage_start and stats.coverage_end
@@ -164,7 +166,7 @@ def _dataset_page(
         f"{escape(description.family)} · access: {escape(description.access.value)}</p>"
         f"<p>{escape(description.description)}</p>"
         + _licence_section(description)
-        + f"<h2>Statistics</h2><table>{_statistics_rows(stats)}</table>"
+        + f"<h2>Statistics</h2><table>{statistics_rows(stats)}</table>"
         f"<h2>Quality</h2>{quality}"
         f"<h2>Lineage</h2><p>Derived from: {', '.join(ref(i) for i in description.derived_from) or '—'}</p>"
         f"<p>Used by: {', '.join(ref(i) for i in downstream) or '—'}</p>"
@@ -177,7 +179,7 @@ def _dataset_page(
         f'<p>Record: <a href="../records/{description.slug}.ttl">Turtle</a>, '
         f'<a href="../records/{description.slug}.jsonld">JSON-LD</a></p>'
     )
-    return _page(description.title, body, root="../")
+    return page(description.title, body, root="../")
 
 
 def _search_index(entries: Sequence[SiteEntry]) -> str:
@@ -215,11 +217,12 @@ def _index_page(entries: Sequence[SiteEntry], validation: str) -> str:
         f"<p>{escape(validation)}</p>"
         "<h2>Datasets</h2><table><tr><th>Dataset</th><th>Title</th><th>Layer</th><th>Records</th>"
         f"<th>Individuals</th></tr>{rows}</table>"
-        '<h2>Map of tables and join keys</h2><img src="map.svg" alt="Tables and their join keys">'
+        '<p>The SNDS itself, every table of it: <a href="dictionary/index.html">dictionary</a> and '
+        '<a href="cartography.html">cartography</a> (with the hub\'s lineage).</p>'
         f'<script id="search-index" type="application/json">{_search_index(entries)}</script>'
         f"<script>{_SEARCH_JS}</script>"
     )
-    return _page("Health Data Hub catalogue", body)
+    return page("Health Data Hub catalogue", body)
 
 
 def _dictionary_page(entries: Sequence[SiteEntry]) -> str:
@@ -240,7 +243,7 @@ def _dictionary_page(entries: Sequence[SiteEntry]) -> str:
         f"{links}</table><h2>Variables</h2><table><tr><th>Dataset</th><th>Variable</th><th>Type</th>"
         f"<th>Description</th><th>Nomenclature</th></tr>{rows}</table>"
     )
-    return _page("Data dictionary", body)
+    return page("Data dictionary", body)
 
 
 def _algorithms_page(fiches: Sequence[AlgorithmFiche]) -> str:
@@ -259,59 +262,7 @@ def _algorithms_page(fiches: Sequence[AlgorithmFiche]) -> str:
         "year. Each follows its published definition; the fiche says which and what it leaves out.</p>"
         + sections
     )
-    return _page("Targeting algorithms", body)
-
-
-def map_svg(descriptions: Sequence[DatasetDescription]) -> str:
-    """Tables as boxes in one column per layer, join links as lines labelled with their keys."""
-    columns = [layer for layer in Layer if any(d.layer is layer for d in descriptions)]
-    box_width, box_height, gap_x, gap_y = 230, 28, 170, 22
-    positions = {}
-    for x_index, layer in enumerate(columns):
-        for y_index, d in enumerate(d for d in descriptions if d.layer is layer):
-            positions[d.identifier] = (
-                20 + x_index * (box_width + gap_x),
-                40 + y_index * (box_height + gap_y),
-            )
-    width = 40 + len(columns) * (box_width + gap_x)
-    height = 80 + max((y for _x, y in positions.values()), default=0)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-        '<rect width="100%" height="100%" fill="white"/>',
-    ]
-    for x_index, layer in enumerate(columns):
-        parts.append(
-            f'<text x="{20 + x_index * (box_width + gap_x)}" y="20" font-weight="bold">{layer.value}</text>'
-        )
-    for d in descriptions:
-        for link in d.links:
-            if link.source in positions and link.target in positions:
-                (x1, y1), (x2, y2) = positions[link.source], positions[link.target]
-                same_column = x1 == x2
-                start = (x1 + box_width, y1 + box_height / 2)
-                end = (x2 + box_width if same_column else x2, y2 + box_height / 2)
-                bend = x1 + box_width + 60 if same_column else (start[0] + end[0]) / 2
-                parts.append(
-                    f'<path class="link" data-source="{escape(link.source)}" '
-                    f'data-target="{escape(link.target)}" '
-                    f'd="M{start[0]},{start[1]} C{bend},{start[1]} {bend},{end[1]} {end[0]},{end[1]}" '
-                    'fill="none" stroke="#4a6fa5"/>'
-                )
-                label = _link_label(link)
-                label = label if len(label) <= 40 else f"{len(link.source_columns)} DCIR keys"
-                parts.append(
-                    f'<text x="{bend + 4}" y="{(start[1] + end[1]) / 2}" fill="#4a6fa5">'
-                    f"{escape(label)}</text>"
-                )
-    for identifier, (x, y) in positions.items():
-        parts.append(
-            f'<rect class="table" data-dataset="{escape(identifier)}" x="{x}" y="{y}" width="{box_width}" '
-            f'height="{box_height}" rx="4" fill="#eef2f7" stroke="#1d2733"/>'
-            f'<text x="{x + 8}" y="{y + 18}">{escape(identifier)}</text>'
-        )
-    parts.append("</svg>\n")
-    return "\n".join(parts)
+    return page("Targeting algorithms", body)
 
 
 def directory_page(projects: Sequence[Mapping[str, object]]) -> str:
@@ -332,7 +283,7 @@ def directory_page(projects: Sequence[Mapping[str, object]]) -> str:
         "<table><tr><th>Project</th><th>Controller</th><th>Purpose</th><th>Datasets</th><th>Route</th>"
         f"<th>Dates</th><th>Status</th><th>Results</th></tr>{rows}</table>"
     )
-    return _page("Directory of projects", body)
+    return page("Directory of projects", body)
 
 
 def write_site(
@@ -356,6 +307,5 @@ def write_site(
     (folder / "index.html").write_text(_index_page(entries, validation), encoding="utf-8")
     (folder / "dictionary.html").write_text(_dictionary_page(entries), encoding="utf-8")
     (folder / "algorithms.html").write_text(_algorithms_page(algorithm_fiches()), encoding="utf-8")
-    (folder / "map.svg").write_text(map_svg([e.description for e in entries]), encoding="utf-8")
     if directory is not None:
         (folder / "projects.html").write_text(directory_page(directory), encoding="utf-8")

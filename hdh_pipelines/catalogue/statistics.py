@@ -35,7 +35,7 @@ from hdh_pipelines.catalogue.model import (
 from hdh_pipelines.catalogue.sources import age_column
 from hdh_pipelines.opendata.indicators import dominance_sql
 from hdh_pipelines.raw_store import quote_identifier, quote_literal
-from hdh_pipelines.registry import DatasetRegistry
+from hdh_pipelines.registry import YEAR_PLACEHOLDER, DatasetRegistry
 
 TYPICAL_AGE_SHARE = 0.05
 MAX_PLAUSIBLE_AGE = 130
@@ -49,6 +49,23 @@ def raw_table_files(raw_root: Path, registry: DatasetRegistry) -> dict[str, list
         if schema is not None:
             files[schema.name].extend(sorted(folder.glob("*.parquet")))
     return {name: paths for name, paths in files.items() if paths}
+
+
+def delivered_years(
+    schema_name: str, files: Sequence[Path], deliveries: Sequence[Delivery]
+) -> tuple[int, ...]:
+    """The years a table was seen in deliveries: of the delivered names for per-year tables (``T_MCO23B``
+    is 2023, read from the ``hdh_dataset`` lineage column), else of the deliveries' load times."""
+    if YEAR_PLACEHOLDER not in schema_name:
+        return tuple(sorted({d.loaded_at.year for d in deliveries if d.loaded_at is not None}))
+    start = schema_name.index(YEAR_PLACEHOLDER)
+    with duckdb.connect() as connection:
+        names = connection.execute(
+            "SELECT DISTINCT hdh_dataset FROM read_parquet(?, union_by_name = true)",
+            [[str(f) for f in files]],
+        ).fetchall()
+    years = {name[start : start + 2] for (name,) in names if name}
+    return tuple(sorted(2000 + int(year) for year in years if year.isdigit()))
 
 
 def _raw_date(description: DatasetDescription, registry: DatasetRegistry, column: str) -> str:
