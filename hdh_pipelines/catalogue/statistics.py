@@ -35,7 +35,7 @@ from hdh_pipelines.catalogue.model import (
 from hdh_pipelines.catalogue.sources import age_column
 from hdh_pipelines.opendata.indicators import dominance_sql
 from hdh_pipelines.raw_store import quote_identifier, quote_literal
-from hdh_pipelines.registry import YEAR_PLACEHOLDER, DatasetRegistry
+from hdh_pipelines.registry import DatasetRegistry, names_carry_year, year_in_name
 
 TYPICAL_AGE_SHARE = 0.05
 MAX_PLAUSIBLE_AGE = 130
@@ -56,16 +56,15 @@ def delivered_years(
 ) -> tuple[int, ...]:
     """The years a table was seen in deliveries: of the delivered names for per-year tables (``T_MCO23B``
     is 2023, read from the ``hdh_dataset`` lineage column), else of the deliveries' load times."""
-    if YEAR_PLACEHOLDER not in schema_name:
+    if not names_carry_year(schema_name):
         return tuple(sorted({d.loaded_at.year for d in deliveries if d.loaded_at is not None}))
-    start = schema_name.index(YEAR_PLACEHOLDER)
     with duckdb.connect() as connection:
         names = connection.execute(
             "SELECT DISTINCT hdh_dataset FROM read_parquet(?, union_by_name = true)",
             [[str(f) for f in files]],
         ).fetchall()
-    years = {name[start : start + 2] for (name,) in names if name}
-    return tuple(sorted(2000 + int(year) for year in years if year.isdigit()))
+    years = {year_in_name(schema_name, name) for (name,) in names if name}
+    return tuple(sorted(year for year in years if year is not None))
 
 
 def _raw_date(description: DatasetDescription, registry: DatasetRegistry, column: str) -> str:

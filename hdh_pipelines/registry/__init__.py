@@ -273,6 +273,33 @@ def _family_pattern(name: str) -> re.Pattern[str] | None:
     return re.compile(regex)
 
 
+_YEAR_TOKENS = {"aa": 2, "xx": 2, "AAAA": 4}
+
+
+def names_carry_year(family: str) -> bool:
+    """Whether the delivered names of ``family`` carry a year (``T_MCOaaB``, ``CT_IND_AAAA_GN``)."""
+    return any(token in _YEAR_TOKENS for token in _PLACEHOLDER.findall(family))
+
+
+def year_in_name(family: str, delivered_name: str) -> int | None:
+    """The year a per-year table's delivered name carries (``T_MCO23B`` of ``T_MCOaaB`` is 2023), or None
+    when the family has no year in its names or the name is not one of the family's."""
+    if not names_carry_year(family):
+        return None
+    parts = _PLACEHOLDER.split(family)
+    tokens = _PLACEHOLDER.findall(family)
+    regex = re.escape(parts[0]) + "".join(
+        (f"([0-9]{{{_YEAR_TOKENS[token]}}})" if token in _YEAR_TOKENS else NAME_PLACEHOLDERS[token])
+        + re.escape(after)
+        for token, after in zip(tokens, parts[1:], strict=True)
+    )
+    match = re.fullmatch(regex, delivered_name)
+    if match is None:
+        return None
+    year = match.group(1)
+    return 2000 + int(year) if len(year) == 2 else int(year)
+
+
 class DatasetRegistry:
     """The schemas of one registry folder, resolved by exact or year-templated name."""
 
