@@ -36,7 +36,7 @@ from dbt_inputs import (
 
 from hdh_pipelines.catalogue.site import write_site
 from hdh_pipelines.catalogue.sources import algorithm_fiches
-from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, Drug
+from hdh_pipelines.open_science.synthetic import SYNTHETIC_DRUGS, Drug
 
 METFORMIN, ATORVASTATIN = SYNTHETIC_DRUGS[3], SYNTHETIC_DRUGS[6]
 # Two large packs (PHA_CND_TOP = 'GC' in the drug referential the test delivers).

@@ -1,7 +1,7 @@
 """Attacks on disclosure control: a reader who holds every published table of a population tries to pin
 down hidden values.
 
-The attacker is written here, independently of ``opendata.disclosure``: it
+The attacker is written here, independently of ``open_science.disclosure``: it
 reads the published tables only, knows the threshold, that zeros are published
 (so a hidden value is at least 1), that counts are integers, that totals are
 sums, how régions group départements and how age bands nest, and it combines
@@ -27,10 +27,10 @@ import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
-from hdh_pipelines.assets.open_science import OpenScienceResource, indicator_job, open_dispensations
 from hdh_pipelines.catalogue.model import DatasetDescription, Layer, Variable
 from hdh_pipelines.catalogue.statistics import warehouse_statistics
-from hdh_pipelines.opendata import (
+from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.open_science import (
     TOTAL,
     IndicatorSpec,
     OpenDataRefused,
@@ -38,9 +38,9 @@ from hdh_pipelines.opendata import (
     read_log,
     run_indicator,
 )
-from hdh_pipelines.opendata.disclosure import PROTECTION_WIDTH, THRESHOLD
-from hdh_pipelines.opendata.geography import DEPARTEMENT_REGION, REGION_NAMES
-from hdh_pipelines.resources.warehouse import WarehouseResource
+from hdh_pipelines.open_science.assets import OpenScienceResource, indicator_job, open_dispensations
+from hdh_pipelines.open_science.disclosure import PROTECTION_WIDTH, THRESHOLD
+from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, REGION_NAMES
 
 NOW = datetime(2026, 12, 1, 12, 0).astimezone()
 

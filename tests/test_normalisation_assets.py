@@ -14,8 +14,8 @@ import duckdb
 import pytest
 from dbt_inputs import write_synthetic_raw
 
-from hdh_pipelines.assets.normalisation import MONTHS, normalisation_monthly, normalisation_upstream
 from hdh_pipelines.definitions import defs
+from hdh_pipelines.normalisation.assets import MONTHS, normalisation_monthly, normalisation_upstream
 from hdh_pipelines.schedules import night_of, nightly_range
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,14 +21,8 @@ import pandas as pd
 import pytest
 from test_disclosure_attacks import plain_attack
 
-from hdh_pipelines.assets.open_science import (
-    OpenScienceResource,
-    data_challenge,
-    indicator_job,
-    open_dispensations,
-    synthetic_snds,
-)
-from hdh_pipelines.opendata import (
+from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.open_science import (
     THRESHOLD,
     TOTAL,
     IndicatorSpec,
@@ -39,8 +33,14 @@ from hdh_pipelines.opendata import (
     read_log,
     run_indicator,
 )
-from hdh_pipelines.opendata.geography import DEPARTEMENT_REGION, REGION_NAMES
-from hdh_pipelines.resources.warehouse import WarehouseResource
+from hdh_pipelines.open_science.assets import (
+    OpenScienceResource,
+    data_challenge,
+    indicator_job,
+    open_dispensations,
+    synthetic_snds,
+)
+from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, REGION_NAMES
 
 NOW = datetime(2026, 11, 29, 12, 0).astimezone()
 

@@ -1,4 +1,4 @@
-"""The hub's metadata catalogue (pure library, no Dagster).
+"""The hub's metadata catalogue: a pure core and its Dagster shell (``assets``, ``resources``).
 
 HealthDCAT-AP records for every dataset (rdflib; Turtle and JSON-LD), validated
 with pySHACL against the HealthDCAT-AP shapes at the record's access level;

@@ -37,9 +37,9 @@ from hdh_pipelines.catalogue.statistics import (
     warehouse_column_types,
     warehouse_statistics,
 )
+from hdh_pipelines.ingestion.storage import QUALITY_SUMMARY
 from hdh_pipelines.registry import DatasetRegistry, default_registry
 from hdh_pipelines.rights.directory import read_directory
-from hdh_pipelines.storage import QUALITY_SUMMARY
 
 
 class CatalogueInvalid(RuntimeError):

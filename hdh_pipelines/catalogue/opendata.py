@@ -1,7 +1,7 @@
 """Descriptions and statistics of the open datasets published in the public open-data folder.
 
 Each open dataset is a folder ``<open data dir>/<name>/`` holding its files and
-a ``metadata.json`` written by ``hdh_pipelines.opendata.publish`` (title,
+a ``metadata.json`` written by ``hdh_pipelines.open_science.publish`` (title,
 description, licence, distributions, columns, temporal coverage, inputs). The
 data are aggregates already protected by disclosure control; the catalogue
 adds only the table's row count (itself held to the threshold) and the years
@@ -29,7 +29,7 @@ from hdh_pipelines.catalogue.nomenclatures import codes_of
 from hdh_pipelines.catalogue.shacl import AccessLevel
 from hdh_pipelines.catalogue.sources import CatalogueSourceError
 from hdh_pipelines.catalogue.statistics import suppressed_count
-from hdh_pipelines.raw_store import quote_literal
+from hdh_pipelines.ingestion.raw_store import quote_literal
 
 METADATA_FILE = "metadata.json"
 _REQUIRED = ("identifier", "title", "description", "license", "distributions", "columns")

@@ -1,7 +1,7 @@
 """Aggregate statistics of a dataset, computed in DuckDB SQL; no row-level value ever leaves the query.
 
 Every figure that could single out people is held to ``SUPPRESSION_THRESHOLD``
-(the hub's one threshold, ``hdh_pipelines.opendata.disclosure.THRESHOLD``), counted
+(the hub's one threshold, ``hdh_pipelines.open_science.disclosure.THRESHOLD``), counted
 in distinct persons whatever the figure counts, as for published tables:
 - the individual count is withheld (None) under the threshold; the record
   count too, and also when the dominance rule holds (the
@@ -33,8 +33,8 @@ from hdh_pipelines.catalogue.model import (
     Delivery,
 )
 from hdh_pipelines.catalogue.sources import age_column
-from hdh_pipelines.opendata.indicators import dominance_sql
-from hdh_pipelines.raw_store import quote_identifier, quote_literal
+from hdh_pipelines.ingestion.raw_store import quote_identifier, quote_literal
+from hdh_pipelines.open_science.indicators import dominance_sql
 from hdh_pipelines.registry import DatasetRegistry
 
 TYPICAL_AGE_SHARE = 0.05

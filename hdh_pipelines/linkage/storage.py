@@ -39,7 +39,13 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from hdh_pipelines.opt_out import (
+from hdh_pipelines.ingestion.storage import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    make_private_dir,
+    write_private_file,
+)
+from hdh_pipelines.rights.opt_out import (
     EXCLUSIONS_TABLE,
     OPT_OUT_STAGING_TABLE,
     PurgeOutcome,
@@ -47,7 +53,6 @@ from hdh_pipelines.opt_out import (
     excluded_pseudonyms_sql,
     opt_out_version,
 )
-from hdh_pipelines.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_private_dir, write_private_file
 
 OUTPUT_TABLES = ("links", "unlinked", "ambiguous")
 WAREHOUSE_SCHEMA = "linkage"

@@ -11,17 +11,17 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from hdh_pipelines.assets.catalogue import CatalogueResource
-from hdh_pipelines.assets.workspaces import WorkspaceResource
-from hdh_pipelines.delivery.keys import ProviderRegistry
-from hdh_pipelines.resources import HubResource
+from hdh_deliver.keys import ProviderRegistry
+from hdh_pipelines.catalogue.assets import CatalogueResource
+from hdh_pipelines.ingestion.resources import HubResource
+from hdh_pipelines.ingestion.storage import write_private_file
 from hdh_pipelines.rights.deadlines import AGE_BUCKETS, OVERDUE, age_bucket, is_overdue, open_request_counts
 from hdh_pipelines.rights.directory import project_status, publish_directory
 from hdh_pipelines.rights.process import RightsSettings, pending_requests, process_intake
 from hdh_pipelines.rights.requests import REQUEST_SUFFIX, SIGNATURE_SUFFIX
 from hdh_pipelines.rights.store import RightsStore
-from hdh_pipelines.storage import write_private_file
 from hdh_pipelines.workspaces import scan_registry
+from hdh_pipelines.workspaces.assets import WorkspaceResource
 from hdh_pipelines.workspaces.documents import french_page
 
 RIGHTS_GROUP = "rights"

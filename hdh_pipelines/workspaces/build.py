@@ -33,13 +33,18 @@ from pathlib import Path
 
 import duckdb
 
-from hdh_pipelines.opt_out import (
+from hdh_pipelines.ingestion.storage import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    make_private_dir,
+    write_private_file,
+)
+from hdh_pipelines.rights.opt_out import (
     EXCLUSIONS_TABLE,
     OPT_OUT_STAGING_TABLE,
     excluded_persons_sql,
     opt_out_version,
 )
-from hdh_pipelines.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_private_dir, write_private_file
 from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM, ExtractableDataset
 from hdh_pipelines.workspaces.documents import (

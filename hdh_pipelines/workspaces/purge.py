@@ -28,8 +28,8 @@ from pathlib import Path
 
 import duckdb
 
-from hdh_pipelines.opt_out import PurgeOutcome, excluded_persons_sql, opt_out_version
-from hdh_pipelines.storage import make_private_dir, write_private_file
+from hdh_pipelines.ingestion.storage import make_private_dir, write_private_file
+from hdh_pipelines.rights.opt_out import PurgeOutcome, excluded_persons_sql, opt_out_version
 from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record
 from hdh_pipelines.workspaces.build import (
     STAGING_DIR,

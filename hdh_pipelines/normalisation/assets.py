@@ -1,0 +1,259 @@
+"""Normalisation: the dbt project (dbt-duckdb) as Dagster assets, continuing the raw tables' lineage.
+
+Two ``@dbt_assets`` share one cached ``DbtProject`` and one translator:
+
+- ``normalisation_monthly``: the large event tables (dbt tag ``hdh_partitioned``:
+  claims, pharmacy lines, hospital stays and their marts), partitioned by month
+  of their event date. A run over any range of months is one dbt invocation
+  (``BackfillPolicy.single_run()``) with ``hdh_partition_start``/``_end`` set to
+  the range; the models replace exactly those months.
+- ``normalisation``: everything else (staging, persons, OMOP…), rebuilt whole.
+
+dbt sources map to the raw assets (``raw/<dataset>``), so the UI shows one
+graph from delivery to OMOP. Both write the one DuckDB warehouse file, which
+takes a single writer: they share the concurrency pool ``duckdb_warehouse``
+(limit 1 in ``dagster.yaml``), so runs launched together queue instead of
+failing on DuckDB's lock.
+"""
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from hdh_pipelines.normalisation.resources import WarehouseResource
+
+WAREHOUSE_POOL = "duckdb_warehouse"
+PARTITIONED_TAG = "hdh_partitioned"
+# Tests that read tables of several steps run in the last one only.
+CROSS_LAYER_TAG = "hdh_cross_layer"
+OWNERS = ["team:data-engineering"]
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+# Months of event data, from HDH_FIRST_MONTH (earlier months have no partition)
+# to the current month included (end_offset=1: this month's data arrive daily).
+MONTHS = dg.MonthlyPartitionsDefinition(
+    start_date=os.environ.get("HDH_FIRST_MONTH", "2024-01-01"), end_offset=1
+)
+_GROUPS = {
+    "staging": "normalisation",
+    "intermediate": "normalisation",
+    "marts": "marts",
+    "omop": "omop",
+    "algorithms": "algorithms",
+}
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def _project_files(project_dir: Path) -> Iterator[Path]:
+    for folder in ("models", "macros", "seeds", "tests"):
+        yield from (project_dir / folder).rglob("*")
+    yield project_dir / "dbt_project.yml"
+
+
+def ensure_manifest(project: DbtProject) -> Path:
+    """``dbt parse`` when the manifest is missing or older than a project file; return its path.
+
+    The manifest is what ``@dbt_assets`` are built from at import time. In
+    production it is made at deploy time; here, so that a fresh checkout just
+    works, it is remade whenever the project changed.
+    """
+    manifest = project.manifest_path
+    newest = max(p.stat().st_mtime for p in _project_files(project.project_dir) if p.is_file())
+    if manifest.exists() and manifest.stat().st_mtime >= newest:
+        return manifest
+    environment = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    # Parsing reads no data: a placeholder root lets it run where HDH_RAW_ROOT is unset.
+    environment.setdefault("HDH_RAW_ROOT", str(project.project_dir / "target" / "no-raw-root"))
+    completed = subprocess.run(
+        ["dbt", "parse", "--quiet", "--project-dir", str(project.project_dir), "--profiles-dir",
+         str(project.profiles_dir)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"dbt parse failed:\n{completed.stdout}\n{completed.stderr}")
+    return manifest
+
+
+class HubDbtTranslator(DagsterDbtTranslator):
+    """Asset keys ``<schema>/<model>``, raw sources as ``raw/<dataset>``, groups by lifecycle stage."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["source_name"] == "raw":
+            return dg.AssetKey(["raw", dbt_resource_props["identifier"].lower()])
+        if dbt_resource_props["resource_type"] == "source":
+            # Other sources name their asset in their meta (the rights requests: rights/requests).
+            return super().get_asset_key(dbt_resource_props)
+        return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return _GROUPS.get(dbt_resource_props.get("schema", ""), "normalisation")
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> list[str]:
+        return OWNERS
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        return {**super().get_tags(dbt_resource_props), "hdh/layer": dbt_resource_props.get("schema", "")}
+
+    def get_partition_mapping(
+        self, dbt_resource_props: Mapping[str, Any], dbt_parent_resource_props: Mapping[str, Any]
+    ) -> dg.PartitionMapping | None:
+        # A month of events may come in any delivery: each month reads them all.
+        if dbt_parent_resource_props["resource_type"] == "source":
+            return dg.AllPartitionMapping()
+        return None
+
+
+# Checked (and parsed if stale) once per code-location load, shared by every dbt asset below.
+MANIFEST_PATH = ensure_manifest(dbt_project)
+
+translator = HubDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
+
+
+def partition_vars(start: str, end: str) -> dict[str, str]:
+    """The dbt vars of a month range (ISO dates, end exclusive)."""
+    return {"hdh_partition_start": start, "hdh_partition_end": end}
+
+
+def _table_metadata(connection: duckdb.DuckDBPyConnection, key: dg.AssetKey) -> dict[str, Any]:
+    schema, table = key.path[-2], key.path[-1]
+    columns = connection.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = ? and table_name = ? order by ordinal_position",
+        [schema, table],
+    ).fetchall()
+    if not columns:
+        return {}
+    rows = connection.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns]),
+        "dagster/table_name": f"warehouse.{schema}.{table}",
+    }
+
+
+def _build(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, extra: list[str]
+) -> Iterator[Any]:
+    """Run ``dbt build``; then add row counts and column schemas, read once dbt has let go of the file.
+
+    Not dagster-dbt's ``fetch_row_counts``: it queries through an adapter
+    connection that stays open in the run's process, and the DuckDB lock it
+    holds makes the next dbt step of the run fail.
+    """
+    events = list(dbt.cli(["build", *extra], context=context).stream())
+    with warehouse.read_only() as connection:
+        for event in events:
+            if isinstance(event, dg.Output):
+                key = context.asset_key_for_output(event.output_name)
+                event = event.with_metadata({**event.metadata, **_table_metadata(connection, key)})
+            yield event
+
+
+def _whole_models(
+    name: str, select: str, exclude: str, description: str, extra: tuple[str, ...] = ()
+) -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=MANIFEST_PATH,
+        project=dbt_project,
+        select=select,
+        exclude=exclude,
+        name=name,
+        dagster_dbt_translator=translator,
+        pool=WAREHOUSE_POOL,
+        op_tags={"hdh/kind": "normalisation"},
+    )
+    def whole_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+        yield from _build(context, dbt, warehouse, list(extra))
+
+    whole_models.__doc__ = description
+    return whole_models
+
+
+def upstream_models(manifest: Mapping[str, Any]) -> list[str]:
+    """The unpartitioned models the monthly ones read, and the persons their relationship tests refer to.
+
+    Listed by name rather than as ``+tag:… --exclude tag:…``: dbt applies
+    indirect test selection before the exclusion, which would keep tests
+    whose monthly model is excluded.
+    """
+    nodes, parents = manifest["nodes"], manifest["parent_map"]
+    models = {uid: n for uid, n in nodes.items() if n["resource_type"] == "model"}
+    roots = [uid for uid, n in models.items() if PARTITIONED_TAG in n["tags"] or n["name"] == "persons"]
+    seen: set[str] = set()
+    while roots:
+        uid = roots.pop()
+        if uid not in seen:
+            seen.add(uid)
+            roots.extend(p for p in parents.get(uid, []) if p in nodes)
+    return sorted(
+        nodes[uid]["name"]
+        for uid in seen
+        if nodes[uid]["resource_type"] in ("model", "seed") and PARTITIONED_TAG not in nodes[uid]["tags"]
+    )
+
+
+# Three steps, so that the op graph has no cycle: the models the monthly ones
+# read, the monthly ones, then the rest (OMOP, cohort, algorithms…), each
+# rebuilt whole.
+_UPSTREAM = " ".join(upstream_models(json.loads(MANIFEST_PATH.read_text())))
+normalisation_upstream = _whole_models(
+    "normalisation_upstream",
+    select=_UPSTREAM,
+    exclude="",
+    description="Staging and person resolution: what the monthly models read, rebuilt whole.",
+    # Only the tests whose every model is built here: the others (a monthly
+    # model's relationship to persons…) run with the step that builds their last model.
+    extra=("--indirect-selection", "cautious"),
+)
+
+
+@dbt_assets(
+    manifest=MANIFEST_PATH,
+    project=dbt_project,
+    select=f"tag:{PARTITIONED_TAG}",
+    exclude=f"tag:{CROSS_LAYER_TAG}",
+    name="normalisation_monthly",
+    partitions_def=MONTHS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=translator,
+    pool=WAREHOUSE_POOL,
+    op_tags={"hdh/kind": "normalisation"},
+)
+def normalisation_monthly(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+):
+    """Build the month range of the run (one dbt invocation, however many months)."""
+    window = context.partition_time_window
+    dbt_vars = partition_vars(window.start.date().isoformat(), window.end.date().isoformat())
+    context.log.info(f"Building months {dbt_vars['hdh_partition_start']} to {dbt_vars['hdh_partition_end']}.")
+    yield from _build(context, dbt, warehouse, ["--vars", json.dumps(dbt_vars)])
+
+
+normalisation_downstream = _whole_models(
+    "normalisation_downstream",
+    select="fqn:*",
+    exclude=f"{_UPSTREAM} tag:{PARTITIONED_TAG}",
+    description="Everything built from the monthly models or beside them (OMOP, cohort…), rebuilt whole.",
+)
+
+normalisation_assets = [normalisation_upstream, normalisation_monthly, normalisation_downstream]
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project)
