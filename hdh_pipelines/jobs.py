@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.ingestion.assets import ingest_delivery_assets
 from hdh_pipelines.ingestion.partitions import DELIVERIES
-from hdh_pipelines.normalisation.assets import MONTHS
 from hdh_pipelines.open_science.assets import data_challenge, synthetic_snds
 from hdh_pipelines.rights.assets import REQUESTS_KEY
 from hdh_pipelines.workspaces.assets import project_workspace

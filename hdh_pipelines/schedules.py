@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.jobs import nightly_job
-from hdh_pipelines.normalisation.assets import MONTHS
 
 WINDOW_HOURS = 3
 _UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,

@@ -19,16 +19,11 @@ from dbt_inputs import write_synthetic_raw
 from rdflib import Graph, Namespace, URIRef
 from rdflib.namespace import DCTERMS
 
-from hdh_pipelines.catalogue import (
-    AccessLevel,
-    CatalogueInputs,
-    ValidatorNotFound,
-    build_catalogue,
-    validate,
-)
-from hdh_pipelines.catalogue.assets import CatalogueResource, healthdcat_catalogue
+from hdh_pipelines.catalogue import AccessLevel, CatalogueInputs, ValidatorNotFound, build_catalogue, validate
+from hdh_pipelines.catalogue.assets import healthdcat_catalogue
 from hdh_pipelines.catalogue.nomenclatures import SNDS_NOMENCLATURES
 from hdh_pipelines.catalogue.records import ACCESS_RIGHTS, HubIdentity, dataset_iri
+from hdh_pipelines.catalogue.resources import CatalogueResource
 from hdh_pipelines.catalogue.sources import raw_descriptions
 from hdh_pipelines.ingestion.resources import HubResource
 from hdh_pipelines.normalisation.resources import WarehouseResource

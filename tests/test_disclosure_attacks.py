@@ -29,6 +29,7 @@ from scipy.sparse import csr_array
 
 from hdh_pipelines.catalogue.model import DatasetDescription, Layer, Variable
 from hdh_pipelines.catalogue.statistics import warehouse_statistics
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.open_science import (
     TOTAL,
@@ -38,9 +39,10 @@ from hdh_pipelines.open_science import (
     read_log,
     run_indicator,
 )
-from hdh_pipelines.open_science.assets import OpenScienceResource, indicator_job, open_dispensations
-from hdh_pipelines.open_science.disclosure import PROTECTION_WIDTH, THRESHOLD
+from hdh_pipelines.open_science.assets import indicator_job, open_dispensations
+from hdh_pipelines.open_science.disclosure import PROTECTION_WIDTH
 from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, REGION_NAMES
+from hdh_pipelines.open_science.resources import OpenScienceResource
 
 NOW = datetime(2026, 12, 1, 12, 0).astimezone()
 
@@ -142,7 +144,7 @@ def test_seeded_random_tables_resist():
             continue
         table = protected.table
         shown = table["n"].dropna()
-        assert not ((shown > 0) & (shown < THRESHOLD)).any(), "a small count is published"
+        assert not ((shown > 0) & (shown < DISCLOSURE_THRESHOLD)).any(), "a small count is published"
         merged = table.merge(cells, on=dims, suffixes=("", "_true"))
         assert (merged.loc[merged["n_true"] == 0, "n"] == 0).all(), "zeros are published"
         plain_attack(table, dims, "n")
@@ -463,6 +465,6 @@ def test_catalogue_statistics_hold_records_to_persons(tmp_path, records_by_perso
     assert statistics.records_suppressed is not records_shown
     assert statistics.records == (sum(records_by_person) if records_shown else None)
     persons = len(records_by_person)
-    assert statistics.individuals == (persons if persons >= THRESHOLD else None)
+    assert statistics.individuals == (persons if persons >= DISCLOSURE_THRESHOLD else None)
     # The month is covered only with enough distinct persons in it, whatever its records.
-    assert (statistics.coverage_start is not None) is (persons >= THRESHOLD)
+    assert (statistics.coverage_start is not None) is (persons >= DISCLOSURE_THRESHOLD)

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from test_disclosure_attacks import plain_attack
 
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.open_science import (
-    THRESHOLD,
     TOTAL,
     IndicatorSpec,
     OpenDataRefused,
@@ -34,13 +34,13 @@ from hdh_pipelines.open_science import (
     run_indicator,
 )
 from hdh_pipelines.open_science.assets import (
-    OpenScienceResource,
     data_challenge,
     indicator_job,
     open_dispensations,
     synthetic_snds,
 )
 from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, REGION_NAMES
+from hdh_pipelines.open_science.resources import OpenScienceResource
 
 NOW = datetime(2026, 11, 29, 12, 0).astimezone()
 
@@ -50,7 +50,7 @@ NOW = datetime(2026, 11, 29, 12, 0).astimezone()
 
 def assert_protected(table: pd.DataFrame, dims: list[str], measure: str) -> None:
     shown = table[measure].dropna()
-    assert not ((shown > 0) & (shown < THRESHOLD)).any(), "a small count is published"
+    assert not ((shown > 0) & (shown < DISCLOSURE_THRESHOLD)).any(), "a small count is published"
     assert "suppression" not in table.columns, "no label says why a value is hidden"
     plain_attack(table.astype({name: str for name in dims}), dims, measure)
 

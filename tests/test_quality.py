@@ -19,7 +19,8 @@ import duckdb
 import pytest
 
 from hdh_deliver.manifest import CSV, FileEntry
-from hdh_pipelines.ingestion.raw_store import load_file, quote_identifier, quote_literal
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
+from hdh_pipelines.ingestion.raw_store import load_file
 from hdh_pipelines.open_science.synthetic import generate_snds
 from hdh_pipelines.quality import SuiteError, ValidationReport, build_suite, validate_table
 from hdh_pipelines.quality._gx import gx

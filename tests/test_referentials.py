@@ -34,7 +34,7 @@ from dbt_inputs import (
     write_raw,
 )
 
-from hdh_pipelines.normalisation.assets import MONTHS
+from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.normalisation.checks import (
     DRUG_DISPENSATIONS_KEY,
     UNMAPPED_ATC_FAIL_SHARE,

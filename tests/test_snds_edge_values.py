@@ -31,8 +31,8 @@ import pytest
 from deliveries import columns_of, raw_rows, write_csv
 from test_ingestion import ingest
 
+from hdh_pipelines.core.sql import quote_identifier
 from hdh_pipelines.ingestion.pipeline import QualityGate
-from hdh_pipelines.ingestion.raw_store import quote_identifier
 from hdh_pipelines.quality.suites import (
     INVALID_SUFFIX,
     SEVERITIES,

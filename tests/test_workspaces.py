@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from hdh_devtools.demo import daemonless
+from hdh_pipelines.core.constants import REQUESTER_TAG
 from hdh_pipelines.rights.opt_out_purge import workspace_retention_job
 from hdh_pipelines.workspaces import (
     HUB_IDENTIFIER_COLUMNS,
@@ -34,17 +35,12 @@ from hdh_pipelines.workspaces import (
     read_audit_trail,
     scan_registry,
 )
-from hdh_pipelines.workspaces.assets import (
-    PROJECTS,
-    REQUESTER_TAG,
-    WORKSPACE_PARTITIONS,
-    WorkspaceResource,
-    project_workspace,
-    workspace_audit_trail,
-)
+from hdh_pipelines.workspaces.assets import project_workspace, workspace_audit_trail
 from hdh_pipelines.workspaces.audit import process_requester
+from hdh_pipelines.workspaces.partitions import PROJECTS, WORKSPACE_PARTITIONS
 from hdh_pipelines.workspaces.pseudonyms import key_variable
 from hdh_pipelines.workspaces.purge import published_workspaces, purge_workspace, retention_plan
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 from hdh_pipelines.workspaces.sensors import project_registry_sensor
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,7 +28,9 @@ import yaml
 
 from hdh_deliver.keys import generate_hub_key, generate_provider_key
 from hdh_devtools.sftp_server import SftpServer, start_sftp_server
-from hdh_pipelines.ingestion.raw_store import quote_literal
+from hdh_pipelines.core.constants import REQUESTER_TAG
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
+from hdh_pipelines.core.sql import quote_literal
 from hdh_pipelines.workspaces.pseudonyms import key_variable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                     tags={
                         "dagster/asset_partition_range_start": f"{first}|{project}",
                         "dagster/asset_partition_range_end": f"{last}|{project}",
-                        "hdh/requester": "demo",
+                        REQUESTER_TAG: "demo",
                     },
                     raise_on_error=False,
                 )
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             indicator = defs.resolve_job_def("indicator_job").execute_in_process(
                 instance=instance,
                 run_config={**QUIET, "ops": {"compute_indicator": {"config": _indicator_request(args.year)}}},
-                tags={"hdh/requester": "demo"},
+                tags={REQUESTER_TAG: "demo"},
                 raise_on_error=False,
             )
             indicator_table = next(
@@ -407,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         print("warehouse (rows):")
         for table, count in _warehouse_row_counts(private / "warehouse.duckdb").items():
             print(f"  {table:<34} {count:>8}")
-        print("indicator: treated diabetes by sex and age band (cells under 11 suppressed, and complements):")
+        print(
+            "indicator: treated diabetes by sex and age band "
+            f"(cells under {DISCLOSURE_THRESHOLD} suppressed, and complements):"
+        )
         print(indicator_table)
         from hdh_pipelines.rights.store import RightsStore
 

@@ -14,12 +14,11 @@ from hdh_pipelines.catalogue.build import (
     CatalogueInvalid,
     build_catalogue,
 )
-from hdh_pipelines.catalogue.model import SUPPRESSION_THRESHOLD, DatasetDescription, Layer
+from hdh_pipelines.catalogue.model import DatasetDescription, Layer
 from hdh_pipelines.catalogue.records import HubIdentity
 from hdh_pipelines.catalogue.shacl import AccessLevel, ShaclResult, ValidatorNotFound, validate
 
 __all__ = [
-    "SUPPRESSION_THRESHOLD",
     "AccessLevel",
     "CatalogueBuild",
     "CatalogueInputs",

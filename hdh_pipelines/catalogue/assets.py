@@ -11,30 +11,17 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 
 from hdh_pipelines.catalogue import CatalogueInputs, CatalogueInvalid, ValidatorNotFound, build_catalogue
+from hdh_pipelines.catalogue.resources import CatalogueResource
 from hdh_pipelines.catalogue.sources import raw_descriptions, warehouse_descriptions
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.ingestion.resources import HubResource
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.registry import default_registry
 
 OPEN_DISPENSATIONS_KEY = dg.AssetKey(["open_science", "open_dispensations"])
 PROJECT_DIRECTORY_KEY = dg.AssetKey(["rights", "project_directory"])
-
-
-class CatalogueResource(dg.ConfigurableResource):
-    """Where the public catalogue is published, and the HealthDCAT-AP shapes it is validated against."""
-
-    output_dir: str = Field(description="Folder of the public catalogue (metadata only, no row-level data).")
-    validator_dir: str | None = Field(
-        default=None, description="HealthDCAT-AP SHACL validator folder; $HDH_HEALTHDCAT_VALIDATOR if unset."
-    )
-    open_data_dir: str | None = Field(
-        default=None,
-        description="Public open-data folder (OpenScienceResource.public_root, $HDH_OPEN_DATA_DIR) whose "
-        "datasets get a public record; unset: none.",
-    )
 
 
 def _described_keys() -> list[dg.AssetKey]:
@@ -55,7 +42,7 @@ def _described_keys() -> list[dg.AssetKey]:
     description="HealthDCAT-AP records (Turtle, JSON-LD) of every dataset, validated with SHACL, and the "
     "static catalogue site with its data dictionary and map of join keys.",
     # It reads the warehouse, which DuckDB will not open while dbt writes it.
-    pool="duckdb_warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def healthdcat_catalogue(
     context: dg.AssetExecutionContext,

@@ -30,13 +30,14 @@ from hdh_pipelines.catalogue.opendata import open_data_descriptions, open_data_s
 from hdh_pipelines.catalogue.records import HubIdentity, bind_prefixes, catalogue_graph, dataset_record
 from hdh_pipelines.catalogue.shacl import AccessLevel, ShaclResult, validate
 from hdh_pipelines.catalogue.site import SiteEntry, write_site
-from hdh_pipelines.catalogue.sources import DBT_PROJECT_DIR, raw_descriptions, warehouse_descriptions
+from hdh_pipelines.catalogue.sources import raw_descriptions, warehouse_descriptions
 from hdh_pipelines.catalogue.statistics import (
     raw_statistics,
     raw_table_files,
     warehouse_column_types,
     warehouse_statistics,
 )
+from hdh_pipelines.core.paths import DBT_PROJECT_DIR
 from hdh_pipelines.ingestion.storage import QUALITY_SUMMARY
 from hdh_pipelines.registry import DatasetRegistry, default_registry
 from hdh_pipelines.rights.directory import read_directory

@@ -18,9 +18,9 @@ import yaml
 
 from hdh_pipelines.catalogue.model import DatasetDescription, JoinLink, Layer, Variable
 from hdh_pipelines.catalogue.nomenclatures import codes_of
+from hdh_pipelines.core.paths import DBT_PROJECT_DIR
 from hdh_pipelines.registry import DatasetRegistry, DatasetSchema
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 # dbt schemas whose models the catalogue describes, with their layer.
 CATALOGUED_SCHEMAS = {"marts": Layer.MARTS, "omop": Layer.OMOP}
 _REF = re.compile(r"""\bref\(\s*['"](\w+)['"]\s*\)""")

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hdh_deliver.errors import DeliveryRejected
+from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE, make_private_dir
 from hdh_pipelines.ingestion.partitions import DELIVERIES, MANIFEST_DIGEST_TAG, parse_delivery_partition_key
 from hdh_pipelines.ingestion.pipeline import IngestionReport, LoadedFile, ingest_delivery
 from hdh_pipelines.ingestion.raw_store import LINEAGE_COLUMNS
 from hdh_pipelines.ingestion.receive import SftpDeliverySource
 from hdh_pipelines.ingestion.resources import HubResource, SftpResource
-from hdh_pipelines.ingestion.storage import make_private_dir
 from hdh_pipelines.registry import DatasetSchema, default_registry
 
 RAW_GROUP = "raw"
@@ -191,7 +191,7 @@ def delivery_quarantine(context: dg.AssetExecutionContext, hub: HubResource) -> 
     target = make_private_dir(storage.root / "quarantine") / "quarantine.parquet"
     temporary = target.with_suffix(".tmp")
     pq.write_table(table, temporary)
-    temporary.chmod(0o600)
+    temporary.chmod(PRIVATE_FILE_MODE)
     temporary.replace(target)
     by_reason = Counter(r["reason"] for r in records)
     return dg.MaterializeResult(

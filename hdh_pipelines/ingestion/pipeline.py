@@ -22,16 +22,10 @@ from datetime import UTC, datetime
 from hdh_deliver.errors import DeliveryRejected, Reason
 from hdh_deliver.keys import HubKeyRing, ProviderRegistry
 from hdh_deliver.names import MANIFEST_NAME, check_delivery_names
+from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE, make_private_dir, write_private_file
 from hdh_pipelines.ingestion.raw_store import LoadSettings, load_file
 from hdh_pipelines.ingestion.receive import DeliverySource, plaintext_name, read_manifest, receive_file
-from hdh_pipelines.ingestion.storage import (
-    DELIVERY_SUMMARY,
-    PRIVATE_FILE_MODE,
-    QUALITY_SUMMARY,
-    HubStorage,
-    make_private_dir,
-    write_private_file,
-)
+from hdh_pipelines.ingestion.storage import DELIVERY_SUMMARY, QUALITY_SUMMARY, HubStorage
 from hdh_pipelines.quality import DuckDBSettings
 from hdh_pipelines.quality.gate import validate_delivery
 from hdh_pipelines.registry import DatasetRegistry

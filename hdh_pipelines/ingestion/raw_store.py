@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 
 from hdh_deliver.errors import DeliveryRejected, Reason
 from hdh_deliver.manifest import FileEntry
-from hdh_pipelines.ingestion.storage import PRIVATE_FILE_MODE
+from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
 from hdh_pipelines.registry import DatasetSchema
 
 LINEAGE_COLUMNS = ("hdh_provider", "hdh_delivery_id", "hdh_dataset", "hdh_loaded_at")
@@ -43,14 +44,6 @@ class LoadSettings:
 
     memory_limit: str = "1GB"
     threads: int = 2
-
-
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _csv_header(path: Path, entry: FileEntry) -> list[str]:

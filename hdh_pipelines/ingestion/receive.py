@@ -24,6 +24,7 @@ from hdh_deliver.keys import HubKeyRing, ProviderRegistry
 from hdh_deliver.manifest import FileEntry, Manifest, parse_manifest, verify_signature
 from hdh_deliver.names import ENCRYPTED_SUFFIX, MANIFEST_NAME, SIGNATURE_NAME, require_regular_file
 from hdh_deliver.transfer import SftpSession
+from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024
@@ -180,7 +181,7 @@ def receive_file(
             file=entry.name,
         )
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
     try:
         with (
             os.fdopen(descriptor, "wb", buffering=1 << 20) as sink,

@@ -25,41 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
+from hdh_pipelines.core.private_files import make_private_dir
+
 DELIVERY_SUMMARY = "_delivery.json"
 QUALITY_SUMMARY = "_quality.json"
-
-
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` and missing parents owner-only from the start (and tighten an existing ``path``).
-
-    ``Path.mkdir(parents=True)`` would create the parents with the umask's mode
-    (often 0755): each missing folder is created here with 0700 instead.
-    """
-    missing = []
-    folder = path
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for folder in reversed(missing):
-        folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
-    os.chmod(path, PRIVATE_DIR_MODE)
-    return path
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically (temporary name, then rename), owner-only from the start."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

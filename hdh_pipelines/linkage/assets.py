@@ -14,11 +14,12 @@ import dagster as dg
 from dagster_pyspark import PySparkResource
 from pydantic import Field
 
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
+from hdh_pipelines.core.disclosure import coarse_count
 from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import run_linkage
 from hdh_pipelines.linkage.resources import LinkageStorageResource
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
-from hdh_pipelines.open_science.disclosure import coarse_count
 from hdh_pipelines.rights.opt_out import EXCLUSIONS_TABLE
 
 LINKS = dg.AssetKey(["linkage", "links"])
@@ -120,7 +121,7 @@ def _metadata(run) -> dict[str, Any]:
             "match probabilities still well separated, EM converged.",
         ),
     ],
-    pool="duckdb_warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def cohort_linkage(
     context: dg.AssetExecutionContext,

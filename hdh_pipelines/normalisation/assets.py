@@ -33,19 +33,14 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
+from hdh_pipelines.core.partitions import MONTHS
+from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_project
 
-WAREHOUSE_POOL = "duckdb_warehouse"
 PARTITIONED_TAG = "hdh_partitioned"
 # Tests that read tables of several steps run in the last one only.
 CROSS_LAYER_TAG = "hdh_cross_layer"
 OWNERS = ["team:data-engineering"]
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
-# Months of event data, from HDH_FIRST_MONTH (earlier months have no partition)
-# to the current month included (end_offset=1: this month's data arrive daily).
-MONTHS = dg.MonthlyPartitionsDefinition(
-    start_date=os.environ.get("HDH_FIRST_MONTH", "2024-01-01"), end_offset=1
-)
 _GROUPS = {
     "staging": "normalisation",
     "intermediate": "normalisation",
@@ -53,9 +48,6 @@ _GROUPS = {
     "omop": "omop",
     "algorithms": "algorithms",
 }
-
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-
 
 def _project_files(project_dir: Path) -> Iterator[Path]:
     for folder in ("models", "macros", "seeds", "tests"):
@@ -253,7 +245,3 @@ normalisation_downstream = _whole_models(
 )
 
 normalisation_assets = [normalisation_upstream, normalisation_monthly, normalisation_downstream]
-
-
-def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project)

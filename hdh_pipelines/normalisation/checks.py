@@ -22,7 +22,8 @@ from datetime import date
 import dagster as dg
 import duckdb
 
-from hdh_pipelines.normalisation.assets import MONTHS, WAREHOUSE_POOL
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
+from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.normalisation.resources import WarehouseResource
 
 DRUG_DISPENSATIONS_KEY = dg.AssetKey(["marts", "drug_dispensations"])

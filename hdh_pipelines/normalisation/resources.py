@@ -1,4 +1,5 @@
-"""The DuckDB warehouse that dbt builds and later stages read."""
+"""Normalisation's resources: the dbt project and its CLI, and the DuckDB warehouse that dbt builds and
+later stages read."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -6,7 +7,16 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster_dbt import DbtCliResource, DbtProject
 from pydantic import Field
+
+from hdh_pipelines.core.paths import DBT_PROJECT_DIR
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project)
 
 
 class WarehouseResource(dg.ConfigurableResource):

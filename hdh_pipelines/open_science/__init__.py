@@ -14,7 +14,7 @@ from hdh_pipelines.open_science.challenge import (
     export_challenge,
     load_challenge_key,
 )
-from hdh_pipelines.open_science.disclosure import THRESHOLD, TOTAL, ProtectedTable, protect_counts
+from hdh_pipelines.open_science.disclosure import TOTAL, ProtectedTable, protect_counts
 from hdh_pipelines.open_science.errors import OpenDataRefused
 from hdh_pipelines.open_science.indicators import ALGORITHMS, IndicatorSpec, compute_indicator
 from hdh_pipelines.open_science.publish import (
@@ -31,7 +31,6 @@ __all__ = [
     "ALGORITHMS",
     "CHALLENGE_MARTS",
     "OPEN_DISPENSATIONS",
-    "THRESHOLD",
     "TOTAL",
     "ChallengeExport",
     "IndicatorResult",

@@ -15,9 +15,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from hdh_pipelines.core.constants import REQUESTER_TAG, WAREHOUSE_POOL
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
+from hdh_pipelines.core.paths import DBT_PROJECT_DIR
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.open_science import (
-    THRESHOLD,
     IndicatorSpec,
     OpenDataRefused,
     export_challenge,
@@ -27,23 +29,12 @@ from hdh_pipelines.open_science import (
     run_indicator,
 )
 from hdh_pipelines.open_science.indicators import AGE_BANDINGS, DEFAULT_AGE_BANDS
+from hdh_pipelines.open_science.resources import OpenScienceResource
 from hdh_pipelines.open_science.synthetic import generate_snds
 from hdh_pipelines.workspaces import dbt_column_descriptions
 
 OPEN_SCIENCE_GROUP = "open_science"
 OPEN_SCIENCE_OWNERS = ["team:open-science"]
-REQUESTER_TAG = "hdh/requester"
-_DBT_MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "models"
-
-
-class OpenScienceResource(dg.ConfigurableResource):
-    """Where open-science outputs go; the challenge key comes from the environment (EnvVar)."""
-
-    indicator_root: str = Field(description="Folder of indicator outputs, one sub-folder per indicator.")
-    request_log: str = Field(description="Append-only JSON-lines log of indicator requests (owner-only).")
-    public_root: str = Field(description="Public folder of the open datasets.")
-    challenge_root: str = Field(description="Owner-only folder of data-challenge exports.")
-    challenge_key: str | None = Field(default=None, description="Hex HMAC key of challenge pseudonyms.")
 
 
 def _refused(refusal: OpenDataRefused, what: str) -> dg.Failure:
@@ -74,7 +65,8 @@ class IndicatorRequest(dg.Config):
         + "; ".join(f"{name} {list(bounds)}" for name, bounds in AGE_BANDINGS.items()),
     )
     threshold: int = Field(
-        default=THRESHOLD, description=f"Smallest count of distinct persons shown (at least {THRESHOLD})."
+        default=DISCLOSURE_THRESHOLD,
+        description=f"Smallest count of distinct persons shown (at least {DISCLOSURE_THRESHOLD}).",
     )
     description: str = Field(default="", description="What the indicator is for (published in its metadata).")
 
@@ -94,7 +86,7 @@ class IndicatorRequest(dg.Config):
         )
 
 
-@dg.op(pool="duckdb_warehouse", tags={"hdh/layer": "open_science"})
+@dg.op(pool=WAREHOUSE_POOL, tags={"hdh/layer": "open_science"})
 def compute_indicator(
     context: dg.OpExecutionContext,
     config: IndicatorRequest,
@@ -141,7 +133,8 @@ def indicator_job():
 class OpenDataConfig(dg.Config):
     atc_level: int = Field(default=2, description="ATC level of the classes (1 to 5; 2 = A10, 3 = A10B).")
     threshold: int = Field(
-        default=THRESHOLD, description=f"Smallest patient count shown (at least {THRESHOLD})."
+        default=DISCLOSURE_THRESHOLD,
+        description=f"Smallest patient count shown (at least {DISCLOSURE_THRESHOLD}).",
     )
 
 
@@ -151,7 +144,7 @@ class OpenDataConfig(dg.Config):
     group_name=OPEN_SCIENCE_GROUP,
     owners=OPEN_SCIENCE_OWNERS,
     kinds={"duckdb", "csv", "parquet"},
-    pool="duckdb_warehouse",
+    pool=WAREHOUSE_POOL,
     tags={"hdh/layer": "open_science"},
     description="Open data: patients, dispensations and boxes by ATC class × year × région, small counts "
     "suppressed with their complements; CSV + Parquet + metadata.json (Licence Ouverte 2.0), public folder.",
@@ -194,7 +187,7 @@ class DataChallengeConfig(dg.Config):
     group_name=OPEN_SCIENCE_GROUP,
     owners=OPEN_SCIENCE_OWNERS,
     kinds={"duckdb", "parquet"},
-    pool="duckdb_warehouse",
+    pool=WAREHOUSE_POOL,
     tags={"hdh/layer": "open_science"},
     description="Data-challenge export: one mart de-identified (months, not dates; région, not commune), "
     "persons and stays under challenge pseudonyms (HMAC, key HDH_CHALLENGE_KEY), split train/test by person.",
@@ -202,7 +195,8 @@ class DataChallengeConfig(dg.Config):
 def data_challenge(
     config: DataChallengeConfig, warehouse: WarehouseResource, open_science: OpenScienceResource
 ) -> dg.MaterializeResult:
-    descriptions = dbt_column_descriptions(_DBT_MODELS) if _DBT_MODELS.is_dir() else {}
+    models = DBT_PROJECT_DIR / "models"
+    descriptions = dbt_column_descriptions(models) if models.is_dir() else {}
     try:
         export = export_challenge(
             Path(warehouse.path),

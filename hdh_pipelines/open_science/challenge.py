@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from hdh_pipelines.ingestion.storage import make_private_dir
+from hdh_pipelines.core.private_files import make_private_dir
 from hdh_pipelines.open_science.errors import OpenDataRefused
 from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, UNKNOWN, departement_sql
 from hdh_pipelines.open_science.publish import replace_folder

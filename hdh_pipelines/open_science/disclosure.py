@@ -10,7 +10,7 @@ would repeat the cells), and likewise for a single column.
 Rules, in order (docs/open_science.md explains them for readers):
 
 1. **Sensitive values** (cells and totals alike): a value with fewer than
-   ``THRESHOLD`` distinct persons behind it, whatever the measure counts
+   ``DISCLOSURE_THRESHOLD`` distinct persons behind it, whatever the measure counts
    (persons, stays, dispensings, boxes), or, for event and magnitude
    measures, a value dominated by few persons: the ``DOMINANCE_CONTRIBUTORS``
    largest contributions exceed ``DOMINANCE_SHARE`` of it.
@@ -45,19 +45,12 @@ import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array, vstack
 
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.open_science.errors import OpenDataRefused
 
-# The one definition of the small-count threshold: fewer distinct persons than this is never shown.
-THRESHOLD = 11
 # Every hidden value's feasible interval is at least this wide: as wide as the range of small counts
-# (1 to THRESHOLD - 1), so a reader cannot even tell whether a hidden value is small.
-PROTECTION_WIDTH = THRESHOLD - 1
-
-
-def coarse_count(count: int) -> int | str:
-    """A count of persons for metadata or a page that is not audited as a table: exact when it is 0 or
-    at least THRESHOLD, else only ``<THRESHOLD``."""
-    return count if count == 0 or count >= THRESHOLD else f"<{THRESHOLD}"
+# (1 to DISCLOSURE_THRESHOLD - 1), so a reader cannot even tell whether a hidden value is small.
+PROTECTION_WIDTH = DISCLOSURE_THRESHOLD - 1
 # (n, k) dominance rule for event and magnitude measures: the n largest contributions of distinct
 # persons above k of the value make it sensitive (one child with most of a cell's stays).
 DOMINANCE_CONTRIBUTORS = 2
@@ -131,7 +124,7 @@ def protect_counts(
     measure: str,
     companions: Sequence[str] = (),
     *,
-    threshold: int = THRESHOLD,
+    threshold: int = DISCLOSURE_THRESHOLD,
     layout: Layout | None = None,
     published: Sequence[PublishedTable] = (),
 ) -> ProtectedTable:
@@ -145,10 +138,10 @@ def protect_counts(
     for the same population, described with ``layout`` on shared finest cells;
     the audit protects their hidden values too.
     """
-    if threshold < THRESHOLD:
+    if threshold < DISCLOSURE_THRESHOLD:
         raise OpenDataRefused(
             "invalid_threshold",
-            f"The threshold can be raised, never set below {THRESHOLD}.",
+            f"The threshold can be raised, never set below {DISCLOSURE_THRESHOLD}.",
             field="threshold",
         )
     dimensions = list(dimensions)

@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 import duckdb
 import pandas as pd
 
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.open_science.disclosure import (
     DOMINANCE_CONTRIBUTORS,
     DOMINANCE_SHARE,
     DOMINATED,
     PERSONS,
-    THRESHOLD,
     TOTAL,
     Layout,
     ProtectedTable,
@@ -79,7 +79,7 @@ class IndicatorSpec:
     atc_prefixes: tuple[str, ...] = ()
     icd10_prefixes: tuple[str, ...] = ()
     age_bands: tuple[int, ...] = DEFAULT_AGE_BANDS
-    threshold: int = THRESHOLD
+    threshold: int = DISCLOSURE_THRESHOLD
     description: str = ""
 
     def validate(self) -> IndicatorSpec:
@@ -130,10 +130,10 @@ class IndicatorSpec:
                 + ".",
                 "age_bands",
             )
-        if self.threshold < THRESHOLD:
+        if self.threshold < DISCLOSURE_THRESHOLD:
             _refuse(
                 "invalid_threshold",
-                f"The threshold can be raised, never set below {THRESHOLD}.",
+                f"The threshold can be raised, never set below {DISCLOSURE_THRESHOLD}.",
                 "threshold",
             )
         return self

@@ -22,12 +22,12 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from hdh_pipelines.ingestion.storage import PRIVATE_FILE_MODE, make_private_dir
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
+from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE, make_private_dir
 from hdh_pipelines.open_science.disclosure import (
     DOMINANCE_CONTRIBUTORS,
     DOMINANCE_SHARE,
     PROTECTION_WIDTH,
-    THRESHOLD,
     TOTAL,
     ProtectedTable,
     protect_counts,
@@ -287,7 +287,7 @@ def markdown_table(table: pd.DataFrame, limit: int = 40) -> str:
 
 
 def build_open_dispensations(
-    connection: duckdb.DuckDBPyConnection, atc_level: int = 2, threshold: int = THRESHOLD
+    connection: duckdb.DuckDBPyConnection, atc_level: int = 2, threshold: int = DISCLOSURE_THRESHOLD
 ) -> ProtectedTable:
     """Patients, dispensations and boxes by ATC class × year × région, every value held to its distinct
     persons, dispensations and boxes also to the dominance rule."""
@@ -353,7 +353,7 @@ def publish_open_dispensations(
     *,
     now: datetime,
     atc_level: int = 2,
-    threshold: int = THRESHOLD,
+    threshold: int = DISCLOSURE_THRESHOLD,
 ) -> tuple[ProtectedTable, Path, dict]:
     """Write the open dataset (CSV, Parquet, metadata.json and open licence) to ``<public root>/<name>/``."""
     protected = build_open_dispensations(connection, atc_level, threshold)

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hdh_pipelines.ingestion.raw_store import quote_identifier, quote_literal
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
 from hdh_pipelines.quality._gx import Expectation, ExpectationConfiguration, gx
 from hdh_pipelines.registry import DatasetSchema, Field
 

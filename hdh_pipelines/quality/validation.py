@@ -28,8 +28,8 @@ from typing import Any
 import duckdb
 import sqlalchemy as sa
 
-from hdh_pipelines.ingestion.raw_store import quote_identifier, quote_literal
-from hdh_pipelines.ingestion.storage import make_private_dir, write_private_file
+from hdh_pipelines.core.private_files import make_private_dir, write_private_file
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
 from hdh_pipelines.quality._gx import Expectation, ephemeral_context, gx
 from hdh_pipelines.quality.suites import (
     base_column,

@@ -17,20 +17,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from hdh_pipelines.core.constants import REQUESTER_TAG, WAREHOUSE_POOL
+from hdh_pipelines.core.disclosure import coarse_count
 from hdh_pipelines.linkage.assets import LINKS
 from hdh_pipelines.linkage.resources import LinkageStorageResource
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
 from hdh_pipelines.open_science import OpenDataRefused, load_challenge_key
-from hdh_pipelines.open_science.assets import OpenScienceResource
 from hdh_pipelines.open_science.challenge import challenge_exports, purge_challenge_export
-from hdh_pipelines.open_science.disclosure import coarse_count
+from hdh_pipelines.open_science.resources import OpenScienceResource
 from hdh_pipelines.rights.opt_out import PurgeOutcome, failed_outcome
 from hdh_pipelines.workspaces import WorkspaceRefused, scan_registry
-from hdh_pipelines.workspaces.assets import (
-    AUDIT_TRAIL_KEY,
-    REQUESTER_TAG,
-    WorkspaceResource,
-)
+from hdh_pipelines.workspaces.assets import AUDIT_TRAIL_KEY
 from hdh_pipelines.workspaces.purge import (
     PURGE_REQUESTER,
     RETENTION_REQUESTER,
@@ -40,6 +37,7 @@ from hdh_pipelines.workspaces.purge import (
     purge_workspace,
     retention_plan,
 )
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 
 DATA_CHALLENGE_KEY = dg.AssetKey(["open_science", "data_challenge"])
 _REFUSALS = (WorkspaceRefused, OpenDataRefused, LinkageStorageError)
@@ -86,7 +84,7 @@ def _requester(context: dg.OpExecutionContext, default: str) -> str:
     return context.run.tags.get(REQUESTER_TAG, default)
 
 
-@dg.op(pool="duckdb_warehouse", retry_policy=_RETRY, tags=_OP_TAGS)
+@dg.op(pool=WAREHOUSE_POOL, retry_policy=_RETRY, tags=_OP_TAGS)
 def purge_workspaces(context: dg.OpExecutionContext, workspaces: WorkspaceResource) -> None:
     """Remove opted-out persons from every published workspace (each swapped in whole, under its lock)."""
     settings = workspaces.settings()
@@ -99,7 +97,7 @@ def purge_workspaces(context: dg.OpExecutionContext, workspaces: WorkspaceResour
     _report(context, settings.audit_root, AUDIT_TRAIL_KEY, outcomes, _requester(context, PURGE_REQUESTER))
 
 
-@dg.op(pool="duckdb_warehouse", retry_policy=_RETRY, tags=_OP_TAGS)
+@dg.op(pool=WAREHOUSE_POOL, retry_policy=_RETRY, tags=_OP_TAGS)
 def purge_challenge_exports(
     context: dg.OpExecutionContext, open_science: OpenScienceResource, workspaces: WorkspaceResource
 ) -> None:
@@ -126,7 +124,7 @@ def purge_challenge_exports(
     )
 
 
-@dg.op(pool="duckdb_warehouse", retry_policy=_RETRY, tags=_OP_TAGS)
+@dg.op(pool=WAREHOUSE_POOL, retry_policy=_RETRY, tags=_OP_TAGS)
 def purge_linkage_outputs(
     context: dg.OpExecutionContext,
     linkage_storage: LinkageStorageResource,

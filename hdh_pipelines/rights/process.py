@@ -30,7 +30,7 @@ from pathlib import Path
 
 from hdh_deliver.keys import ProviderRegistry
 from hdh_deliver.manifest import utc_timestamp
-from hdh_pipelines.ingestion.storage import write_private_file
+from hdh_pipelines.core.private_files import write_private_file
 from hdh_pipelines.rights.access import access_letter_html, projects_for_person
 from hdh_pipelines.rights.deadlines import due_on
 from hdh_pipelines.rights.requests import (

@@ -12,8 +12,9 @@ registry that changed nothing rewrites nothing.
 
 import dagster as dg
 
+from hdh_pipelines.core.constants import REQUESTER_TAG
 from hdh_pipelines.rights.opt_out_purge import opt_out_purge_job
-from hdh_pipelines.workspaces.assets import OPT_OUT_EXCLUSIONS_KEY, REQUESTER_TAG
+from hdh_pipelines.workspaces.assets import OPT_OUT_EXCLUSIONS_KEY
 from hdh_pipelines.workspaces.purge import PURGE_REQUESTER
 
 

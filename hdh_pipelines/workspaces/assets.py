@@ -13,34 +13,28 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 
-from hdh_pipelines.open_science.disclosure import coarse_count
+from hdh_pipelines.core.constants import REQUESTER_TAG, WAREHOUSE_POOL
+from hdh_pipelines.core.disclosure import coarse_count
 from hdh_pipelines.rights.opt_out import EXCLUSIONS_TABLE, OPT_OUT_STAGING_TABLE
 from hdh_pipelines.workspaces import (
     EXTRACTABLE_DATASETS,
     WorkspaceRefused,
     WorkspaceResult,
-    WorkspaceSettings,
     audit_glob,
-    dbt_column_descriptions,
     materialise_workspace,
     read_audit_trail,
 )
 from hdh_pipelines.workspaces.audit import process_requester
+from hdh_pipelines.workspaces.partitions import WORKSPACE_PARTITIONS, months_by_project
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 
 WORKSPACES_GROUP = "workspaces"
 WORKSPACE_OWNERS = ["team:data-governance"]
-REQUESTER_TAG = "hdh/requester"
 AUDIT_TRAIL_KEY = dg.AssetKey(["workspaces", "audit_trail"])
-_DEFAULT_DBT_MODELS = Path(__file__).resolve().parents[2] / "dbt_project" / "models"
 
 # The one model every opt-out purge reads; its materialisations trigger the purge of every copy.
 OPT_OUT_EXCLUSIONS_KEY = dg.AssetKey(EXCLUSIONS_TABLE.split("."))
-
-PROJECTS = dg.DynamicPartitionsDefinition(name="projects")
-WORKSPACE_MONTHS = dg.MonthlyPartitionsDefinition(start_date="2015-01-01")
-WORKSPACE_PARTITIONS = dg.MultiPartitionsDefinition({"project": PROJECTS, "month": WORKSPACE_MONTHS})
 
 WORKSPACE_INPUTS = [
     *(dg.AssetKey(["marts", name]) for name in EXTRACTABLE_DATASETS if name != "cohort_ext"),
@@ -49,48 +43,6 @@ WORKSPACE_INPUTS = [
     dg.AssetKey(OPT_OUT_STAGING_TABLE.split(".")),
     OPT_OUT_EXCLUSIONS_KEY,
 ]
-
-
-class WorkspaceResource(dg.ConfigurableResource):
-    """Where workspaces are written and what they are built from; keys come from the environment."""
-
-    root: str = Field(description="Owner-only folder holding one workspace folder per project.")
-    warehouse_path: str = Field(description="The DuckDB warehouse built by dbt (opened read-only).")
-    projects_dir: str = Field(description="The project registry: one YAML file per project.")
-    audit_root: str = Field(description="Owner-only folder of the append-only audit trail.")
-    secrets_file: str | None = Field(
-        default=None,
-        description="Owner-only YAML 'projects: {<id>: <hex key>}'; HDH_WORKSPACE_KEY_<ID> variables win.",
-    )
-    dbt_models_dir: str | None = Field(
-        default=None,
-        description="dbt models folder whose YAML documents the columns; the repository's if unset.",
-    )
-    memory_limit: str = Field(default="1GB", description="DuckDB memory cap for one workspace build.")
-    threads: int = Field(default=2, description="DuckDB threads for one workspace build.")
-
-    def settings(self) -> WorkspaceSettings:
-        models = Path(self.dbt_models_dir) if self.dbt_models_dir else _DEFAULT_DBT_MODELS
-        return WorkspaceSettings(
-            root=Path(self.root),
-            warehouse_path=Path(self.warehouse_path),
-            projects_dir=Path(self.projects_dir),
-            audit_root=Path(self.audit_root),
-            secrets_file=Path(self.secrets_file) if self.secrets_file else None,
-            column_descriptions=dbt_column_descriptions(models) if models.is_dir() else {},
-            memory_limit=self.memory_limit,
-            threads=self.threads,
-        )
-
-
-def months_by_project(partition_keys: list[str]) -> dict[str, list[str]]:
-    """'YYYY-MM' months requested for each project, from the run's (project, month) partition keys."""
-    requested: dict[str, list[str]] = defaultdict(list)
-    for key in partition_keys:
-        dimensions = WORKSPACE_PARTITIONS.get_partition_key_from_str(key).keys_by_dimension
-        requested[dimensions["project"]].append(dimensions["month"][:7])
-    return {project: sorted(months) for project, months in requested.items()}
-
 
 
 def _results_metadata(results: list[WorkspaceResult]) -> dict:
@@ -135,7 +87,7 @@ def _results_metadata(results: list[WorkspaceResult]) -> dict:
     owners=WORKSPACE_OWNERS,
     kinds={"duckdb", "parquet"},
     # The extract holds the warehouse file open (read-only), which blocks dbt's writer: never both at once.
-    pool="duckdb_warehouse",
+    pool=WAREHOUSE_POOL,
     tags={"hdh/layer": "workspaces"},
     description="One authorised project's workspace: only its approved columns, population and period, "
     "people on the opt-out registry removed from every month, identifiers replaced by project pseudonyms. "

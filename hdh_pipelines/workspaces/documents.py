@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from hdh_pipelines.ingestion.storage import write_private_file
+from hdh_pipelines.core.private_files import write_private_file
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM
 from hdh_pipelines.workspaces.projects import ROUTE_REQUIREMENTS, Project
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from hdh_pipelines.core.constants import REQUESTER_TAG
 from hdh_pipelines.rights.opt_out_purge import workspace_retention_job
 from hdh_pipelines.workspaces import partition_changes, scan_registry
-from hdh_pipelines.workspaces.assets import PROJECTS, REQUESTER_TAG, WorkspaceResource
+from hdh_pipelines.workspaces.partitions import PROJECTS
 from hdh_pipelines.workspaces.purge import RETENTION_REQUESTER, published_workspaces, retention_plan
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 
 
 def retention_run_key(root: Path, plan: dict[str, str]) -> str:
