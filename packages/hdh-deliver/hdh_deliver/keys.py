@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -120,6 +119,10 @@ class KeyConfigError(ValueError):
 
 
 def _read_yaml(path: Path) -> Mapping:
+    # Only the hub reads these YAML files (key ring, provider registry): PyYAML is the hub's dependency,
+    # imported here so that a provider's installation needs none.
+    import yaml
+
     try:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
