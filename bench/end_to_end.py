@@ -141,7 +141,7 @@ def failure(result, what: str) -> SystemExit:
 
 def run(claims: int, year: int, work: Path) -> Timeline:
     # The demo's own set-up: the same keys, provider registry and hub environment as `hdh-demo`.
-    from hdh_pipelines.demo.run import (
+    from hdh_devtools.demo.run import (
         COHORT_PROVIDER,
         PROVIDER,
         QUIET,
@@ -149,8 +149,8 @@ def run(claims: int, year: int, work: Path) -> Timeline:
         _hub_environment,
         _setup_keys,
     )
-    from hdh_pipelines.demo.synthetic import generate_snds
-    from hdh_pipelines.sftp_server import start_sftp_server
+    from hdh_devtools.sftp_server import start_sftp_server
+    from hdh_pipelines.open_science.synthetic import generate_snds
 
     memory = PeakMemory()
     timeline = Timeline(claims, memory)
@@ -179,8 +179,8 @@ def run(claims: int, year: int, work: Path) -> Timeline:
 
         import dagster as dg
 
+        from hdh_devtools.demo.daemonless import tick
         from hdh_pipelines.definitions import defs
-        from hdh_pipelines.demo.daemonless import tick
 
         with dg.DagsterInstance.get() as instance:
             with timeline.stage("sensor tick + ingestion runs"):
@@ -231,7 +231,7 @@ def run(claims: int, year: int, work: Path) -> Timeline:
                 )
             if not built.success:
                 raise failure(built, "the workspace run")
-            from hdh_pipelines.demo.run import _indicator_request
+            from hdh_devtools.demo.run import _indicator_request
 
             with timeline.stage("indicator (diabetes by sex and age band)"):
                 indicator = defs.resolve_job_def("indicator_job").execute_in_process(

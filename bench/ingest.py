@@ -46,19 +46,19 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hdh_pipelines.delivery.envelope import DEFAULT_SEGMENT_SIZE, TAG_BYTES, decrypt_stream, encrypt_stream
-from hdh_pipelines.delivery.keys import (
+from hdh_deliver.envelope import DEFAULT_SEGMENT_SIZE, TAG_BYTES, decrypt_stream, encrypt_stream
+from hdh_deliver.keys import (
     HubKeyRing,
     generate_hub_key,
     key_id,
     load_private_key,
     load_public_key,
 )
-from hdh_pipelines.delivery.manifest import PARQUET, FileEntry
-from hdh_pipelines.delivery.receive import SftpDeliverySource, receive_file
-from hdh_pipelines.delivery.streams import HashingWriter, read_into, sha256_file
-from hdh_pipelines.delivery.transfer import SftpSettings, sftp_session
-from hdh_pipelines.sftp_server import SftpServer, start_sftp_server
+from hdh_deliver.manifest import PARQUET, FileEntry
+from hdh_deliver.streams import HashingWriter, read_into, sha256_file
+from hdh_deliver.transfer import SftpSettings, sftp_session
+from hdh_devtools.sftp_server import SftpServer, start_sftp_server
+from hdh_pipelines.ingestion.receive import SftpDeliverySource, receive_file
 
 MIB = 1 << 20
 SMALL_MIB = 100

@@ -1,7 +1,7 @@
 """Benchmark: the Spark linkage against Splink on DuckDB, on the same generated data.
 
 Not a test. For each error rate (``--error-rates``, default 5 % and 20 %), a
-warehouse is generated with ``hdh_pipelines.linkage.testdata`` (the dbt
+warehouse is generated with ``hdh_devtools.linkage_testdata`` (the dbt
 models' tables and a truth table): ``--persons`` (the largest of the list,
 default 1 M) and ``--cohort`` records (default 100 k). Then, each in a
 process of its own so that its peak memory is its own:
@@ -42,8 +42,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hdh_devtools.linkage_testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data  # noqa: E402
 from hdh_pipelines.linkage.quality import quality_against_truth  # noqa: E402
-from hdh_pipelines.linkage.testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data  # noqa: E402
 
 SPLINK_THRESHOLD = 0.9
 # The records and persons as Splink sees them, harmonised as the Spark linkage harmonises them;
@@ -191,8 +191,8 @@ def spark_child(warehouse: str, root: str) -> dict:
     from dagster_pyspark.resources import spark_session_from_config
 
     from hdh_pipelines.linkage.pipeline import run_linkage
+    from hdh_pipelines.linkage.resources import spark_config
     from hdh_pipelines.linkage.storage import LinkageRoot
-    from hdh_pipelines.resources.spark import spark_config
 
     started = time.perf_counter()
     spark = spark_session_from_config(

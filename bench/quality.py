@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from hdh_pipelines.raw_store import quote_literal
+from hdh_pipelines.core.sql import quote_literal
 
 MODES = ("gx", "sql-per-check", "sql-combined")
 # Rows of one Parquet file: a large delivery arrives as several files.

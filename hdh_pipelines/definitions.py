@@ -5,33 +5,32 @@ import os
 import dagster as dg
 from dagster_pyspark import PySparkResource
 
-from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
-from hdh_pipelines.assets.ingestion import delivery_quarantine, ingest_delivery_assets, sftp_inbox
-from hdh_pipelines.assets.linkage import cohort_linkage
-from hdh_pipelines.assets.normalisation import dbt_resource, normalisation_assets
-from hdh_pipelines.assets.open_science import (
-    OpenScienceResource,
+from hdh_pipelines.catalogue.assets import healthdcat_catalogue
+from hdh_pipelines.catalogue.resources import CatalogueResource
+from hdh_pipelines.ingestion.assets import delivery_quarantine, ingest_delivery_assets, sftp_inbox
+from hdh_pipelines.ingestion.resources import HubResource, SftpResource
+from hdh_pipelines.ingestion.sensors import sftp_inbox_sensor
+from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
+from hdh_pipelines.linkage.assets import cohort_linkage
+from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
+from hdh_pipelines.normalisation.assets import normalisation_assets
+from hdh_pipelines.normalisation.checks import cip13_mapped_to_atc
+from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_resource
+from hdh_pipelines.open_science.assets import (
     data_challenge,
     indicator_job,
     open_dispensations,
     synthetic_snds,
 )
-from hdh_pipelines.assets.opt_out_purge import opt_out_purge_job, workspace_retention_job
-from hdh_pipelines.assets.referentials import cip13_mapped_to_atc
-from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace, workspace_audit_trail
-from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
-from hdh_pipelines.resources import HubResource, SftpResource, WarehouseResource
-from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
-from hdh_pipelines.rights.assets import (
-    RightsResource,
-    rights_assets,
-    rights_request_job,
-    rights_request_sensor,
-)
+from hdh_pipelines.open_science.resources import OpenScienceResource
+from hdh_pipelines.rights.assets import rights_assets, rights_request_job, rights_request_sensor
+from hdh_pipelines.rights.opt_out_purge import opt_out_purge_job, workspace_retention_job
+from hdh_pipelines.rights.resources import RightsResource
+from hdh_pipelines.rights.sensors import opt_out_purge_sensor
 from hdh_pipelines.schedules import nightly_schedule
-from hdh_pipelines.sensors.opt_out import opt_out_purge_sensor
-from hdh_pipelines.sensors.projects import project_registry_sensor
-from hdh_pipelines.sensors.sftp_inbox import sftp_inbox_sensor
+from hdh_pipelines.workspaces.assets import project_workspace, workspace_audit_trail
+from hdh_pipelines.workspaces.resources import WorkspaceResource
+from hdh_pipelines.workspaces.sensors import project_registry_sensor
 
 defs = dg.Definitions(
     assets=[

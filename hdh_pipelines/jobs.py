@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from hdh_pipelines.assets.ingestion import ingest_delivery_assets
-from hdh_pipelines.assets.normalisation import MONTHS
-from hdh_pipelines.assets.open_science import data_challenge, synthetic_snds
-from hdh_pipelines.assets.workspaces import project_workspace
-from hdh_pipelines.partitions import DELIVERIES
+from hdh_pipelines.core.partitions import MONTHS
+from hdh_pipelines.ingestion.assets import ingest_delivery_assets
+from hdh_pipelines.ingestion.partitions import DELIVERIES
+from hdh_pipelines.open_science.assets import data_challenge, synthetic_snds
 from hdh_pipelines.rights.assets import REQUESTS_KEY
+from hdh_pipelines.workspaces.assets import project_workspace
 
 ingest_delivery_job = dg.define_asset_job(
     "ingest_delivery_job",

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from hdh_pipelines.assets.normalisation import MONTHS
+from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.jobs import nightly_job
 
 WINDOW_HOURS = 3

@@ -43,7 +43,7 @@ stop_group() { # name: SIGTERM its process group (code servers, run workers too)
 stop() {
   for name in "${services[@]}"; do stop_group "$name"; done
   if [ -d "$state/postgres" ]; then
-    python -m hdh_pipelines.postgres_server stop "$state/postgres"
+    python -m hdh_devtools.postgres_server stop "$state/postgres"
   fi
 }
 
@@ -66,7 +66,7 @@ start() {
   mkdir -p "$state"
   chmod 0711 "$state"
   if [ -z "${HDH_PG_HOST:-}" ]; then
-    python -m hdh_pipelines.postgres_server start "$state/postgres" --env-file "$state/postgres.env"
+    python -m hdh_devtools.postgres_server start "$state/postgres" --env-file "$state/postgres.env"
     set -a; . "$state/postgres.env"; set +a
   else
     : "${HDH_PG_PORT:?HDH_PG_PORT is not set}" "${HDH_PG_USER:?HDH_PG_USER is not set}"

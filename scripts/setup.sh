@@ -25,11 +25,12 @@ fi
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=.venv/.hdh-installed
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted=$(cat pyproject.toml packages/hdh-deliver/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "setup: installing Python packages into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # One resolution for both distributions: the platform depends on hdh-deliver, found here, not on an index.
+  .venv/bin/python -m pip install -q -e ./packages/hdh-deliver -e '.[dev]'
   echo "$wanted" > "$stamp"
 fi
 # The dbt manifest the Dagster definitions and the catalogue read (dagster-dbt's

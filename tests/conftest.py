@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hdh_pipelines.delivery.keys import (
+from hdh_deliver.keys import (
     GeneratedKey,
     HubKeyRing,
     ProviderRegistry,
@@ -19,11 +19,11 @@ from hdh_pipelines.delivery.keys import (
     load_private_key,
     load_public_key,
 )
-from hdh_pipelines.delivery.transfer import SftpSettings
-from hdh_pipelines.ingestion import HubContext
+from hdh_deliver.transfer import SftpSettings
+from hdh_devtools.sftp_server import SftpServer, start_sftp_server
+from hdh_pipelines.ingestion.pipeline import HubContext
+from hdh_pipelines.ingestion.storage import HubStorage
 from hdh_pipelines.registry import default_registry
-from hdh_pipelines.sftp_server import SftpServer, start_sftp_server
-from hdh_pipelines.storage import HubStorage
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")

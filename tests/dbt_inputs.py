@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hdh_pipelines.demo.synthetic import generate_snds
+from hdh_pipelines.open_science.synthetic import generate_snds
 from hdh_pipelines.registry import default_registry
 
 REPO = Path(__file__).resolve().parents[1]

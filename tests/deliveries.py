@@ -11,13 +11,13 @@ from pathlib import Path
 
 import duckdb
 
-from hdh_pipelines.delivery.manifest import sign
-from hdh_pipelines.delivery.names import MANIFEST_NAME, SIGNATURE_NAME
-from hdh_pipelines.delivery.provider import PreparedDelivery, SourceFile, prepare_delivery, upload_delivery
-from hdh_pipelines.delivery.transfer import SftpSettings, sftp_session
-from hdh_pipelines.demo.synthetic import generate_snds
+from hdh_deliver.manifest import sign
+from hdh_deliver.names import MANIFEST_NAME, SIGNATURE_NAME
+from hdh_deliver.provider import PreparedDelivery, SourceFile, prepare_delivery, upload_delivery
+from hdh_deliver.transfer import SftpSettings, sftp_session
+from hdh_pipelines.ingestion.storage import HubStorage
+from hdh_pipelines.open_science.synthetic import generate_snds
 from hdh_pipelines.registry import default_registry
-from hdh_pipelines.storage import HubStorage
 
 SEGMENT = 65536
 

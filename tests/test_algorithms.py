@@ -37,9 +37,9 @@ from dbt_inputs import (
 
 from hdh_pipelines.catalogue.site import write_site
 from hdh_pipelines.catalogue.sources import algorithm_fiches
-from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, Drug
-from hdh_pipelines.opendata.disclosure import PERSONS, TOTAL
-from hdh_pipelines.opendata.indicators import IndicatorSpec, compute_indicator
+from hdh_pipelines.open_science.disclosure import PERSONS, TOTAL
+from hdh_pipelines.open_science.indicators import IndicatorSpec, compute_indicator
+from hdh_pipelines.open_science.synthetic import SYNTHETIC_DRUGS, Drug
 
 METFORMIN, ATORVASTATIN = SYNTHETIC_DRUGS[3], SYNTHETIC_DRUGS[6]
 # Two large packs (PHA_CND_TOP = 'GC' in the drug referential the test delivers).

@@ -19,20 +19,16 @@ from dbt_inputs import write_synthetic_raw
 from rdflib import Graph, Namespace, URIRef
 from rdflib.namespace import DCTERMS
 
-from hdh_pipelines.assets.catalogue import CatalogueResource, healthdcat_catalogue
-from hdh_pipelines.catalogue import (
-    AccessLevel,
-    CatalogueInputs,
-    ValidatorNotFound,
-    build_catalogue,
-    validate,
-)
+from hdh_pipelines.catalogue import AccessLevel, CatalogueInputs, ValidatorNotFound, build_catalogue, validate
+from hdh_pipelines.catalogue.assets import healthdcat_catalogue
 from hdh_pipelines.catalogue.nomenclatures import SNDS_NOMENCLATURES
 from hdh_pipelines.catalogue.records import ACCESS_RIGHTS, HubIdentity, dataset_iri
+from hdh_pipelines.catalogue.resources import CatalogueResource
 from hdh_pipelines.catalogue.sources import raw_descriptions
-from hdh_pipelines.opendata.publish import OPEN_DISPENSATIONS, publish_open_dispensations
+from hdh_pipelines.ingestion.resources import HubResource
+from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.open_science.publish import OPEN_DISPENSATIONS, publish_open_dispensations
 from hdh_pipelines.registry import default_registry
-from hdh_pipelines.resources import HubResource, WarehouseResource
 
 REPO = Path(__file__).resolve().parents[1]
 SNDS_DICO = Path(__file__).resolve().parents[2] / "shared/reference/snds/dico-snds/app/app_data"

@@ -11,21 +11,21 @@ import time
 
 from deliveries import build, columns_of, raw_rows, upload
 
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.delivery.receive import SftpDeliverySource
-from hdh_pipelines.delivery.transfer import sftp_session
-from hdh_pipelines.ingestion import ingest_delivery
+from hdh_deliver.provider import SourceFile
+from hdh_deliver.transfer import sftp_session
+from hdh_pipelines.ingestion.pipeline import ingest_delivery
+from hdh_pipelines.ingestion.receive import SftpDeliverySource
 
 CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from hdh_pipelines.delivery.keys import HubKeyRing, ProviderRegistry
-    from hdh_pipelines.delivery.receive import SftpDeliverySource
-    from hdh_pipelines.delivery.transfer import SftpSettings, sftp_session
-    from hdh_pipelines.ingestion import HubContext, ingest_delivery
+    from hdh_deliver.keys import HubKeyRing, ProviderRegistry
+    from hdh_pipelines.ingestion.receive import SftpDeliverySource
+    from hdh_deliver.transfer import SftpSettings, sftp_session
+    from hdh_pipelines.ingestion.pipeline import HubContext, ingest_delivery
     from hdh_pipelines.registry import default_registry
-    from hdh_pipelines.storage import HubStorage
+    from hdh_pipelines.ingestion.storage import HubStorage
 
     host, port, user, key, known, folder, keyring, providers, root = sys.argv[1:]
     hub = HubContext(HubKeyRing.from_file(Path(keyring)), ProviderRegistry.from_file(Path(providers)),

@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 from deliveries import build, edit_manifest, raw_rows, upload, valid_rows, write_csv
 
+from hdh_deliver.provider import SourceFile
+from hdh_devtools.demo.daemonless import tick
 from hdh_pipelines.definitions import defs
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.demo.daemonless import tick
-from hdh_pipelines.partitions import DELIVERIES
-from hdh_pipelines.storage import HubStorage
+from hdh_pipelines.ingestion.partitions import DELIVERIES
+from hdh_pipelines.ingestion.storage import HubStorage
 
 SENSOR = "sftp_inbox_sensor"
 
@@ -104,7 +104,7 @@ def test_part_files_and_unsigned_deliveries_are_ignored(
 ):
     prepared = deliver(tmp_path, keys, sftp_settings, inbox, "slow", names=[])
     remote = f"{inbox}/cnam/slow"
-    from hdh_pipelines.delivery.transfer import sftp_session
+    from hdh_deliver.transfer import sftp_session
 
     with sftp_session(sftp_settings) as session:
         # Data and manifest uploaded, signature still in flight as .part.

@@ -12,11 +12,11 @@ from deliveries import build, upload, valid_rows, write_csv
 from test_dagster_ingestion import deliver, hub_env, instance  # noqa: F401  (fixtures)
 from test_quality_gate import with_duplicate_key
 
-from hdh_pipelines.assets.ingestion import INBOX_KEY
+from hdh_deliver.provider import SourceFile
+from hdh_devtools.demo.daemonless import tick
 from hdh_pipelines.definitions import defs
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.demo.daemonless import tick
-from hdh_pipelines.partitions import OUTCOME_TAG, REASON_TAG, SUMMARY_TAG
+from hdh_pipelines.ingestion.assets import INBOX_KEY
+from hdh_pipelines.ingestion.partitions import OUTCOME_TAG, REASON_TAG, SUMMARY_TAG
 
 SENSOR = "sftp_inbox_sensor"
 CHECK = "great_expectations_suite"

@@ -50,7 +50,7 @@ from dbt_inputs import (
     write_synthetic_raw,
 )
 
-from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS
+from hdh_pipelines.open_science.synthetic import SYNTHETIC_DRUGS
 from hdh_pipelines.registry import default_registry
 
 FIRST = datetime(2026, 1, 5, 10, 0)

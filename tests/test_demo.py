@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_the_demo_runs_the_whole_lifecycle_from_delivered_data(tmp_path):
     work = tmp_path / "demo"
     completed = subprocess.run(
-        [sys.executable, "-m", "hdh_pipelines.demo.run", "--workdir", str(work), "--persons", "600"],
+        [sys.executable, "-m", "hdh_devtools.demo.run", "--workdir", str(work), "--persons", "600"],
         cwd=REPO,
         env={**os.environ},
         capture_output=True,

@@ -12,16 +12,16 @@ import dagster as dg
 import pytest
 import yaml
 
-from hdh_pipelines.assets.catalogue import CatalogueResource
-from hdh_pipelines.assets.workspaces import WorkspaceResource
 from hdh_pipelines.catalogue import AccessLevel, CatalogueInputs, build_catalogue, validate
 from hdh_pipelines.catalogue.opendata import open_data_descriptions, open_data_statistics
 from hdh_pipelines.catalogue.records import HubIdentity, dataset_record
+from hdh_pipelines.catalogue.resources import CatalogueResource
 from hdh_pipelines.rights.assets import project_directory
 from hdh_pipelines.rights.directory import DIRECTORY_CSV, DIRECTORY_JSON, DIRECTORY_NAME, publish_directory
 from hdh_pipelines.workspaces import WorkspaceRefused, load_project, scan_registry
 from hdh_pipelines.workspaces.documents import REGULATORY_DOCUMENTS, write_regulatory_documents
 from hdh_pipelines.workspaces.projects import check_regulatory_file
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "projects"

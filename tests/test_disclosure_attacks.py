@@ -1,7 +1,7 @@
 """Attacks on disclosure control: a reader who holds every published table of a population tries to pin
 down hidden values.
 
-The attacker is written here, independently of ``opendata.disclosure``: it
+The attacker is written here, independently of ``open_science.disclosure``: it
 reads the published tables only, knows the threshold, that zeros are published
 (so a hidden value is at least 1), that counts are integers, that totals are
 sums, how régions group départements and how age bands nest, and it combines
@@ -27,10 +27,11 @@ import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
-from hdh_pipelines.assets.open_science import OpenScienceResource, indicator_job, open_dispensations
 from hdh_pipelines.catalogue.model import DatasetDescription, Layer, Variable
 from hdh_pipelines.catalogue.statistics import warehouse_statistics
-from hdh_pipelines.opendata import (
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
+from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.open_science import (
     TOTAL,
     IndicatorSpec,
     OpenDataRefused,
@@ -38,9 +39,10 @@ from hdh_pipelines.opendata import (
     read_log,
     run_indicator,
 )
-from hdh_pipelines.opendata.disclosure import PROTECTION_WIDTH, THRESHOLD
-from hdh_pipelines.opendata.geography import DEPARTEMENT_REGION, REGION_NAMES
-from hdh_pipelines.resources.warehouse import WarehouseResource
+from hdh_pipelines.open_science.assets import indicator_job, open_dispensations
+from hdh_pipelines.open_science.disclosure import PROTECTION_WIDTH
+from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, REGION_NAMES
+from hdh_pipelines.open_science.resources import OpenScienceResource
 
 NOW = datetime(2026, 12, 1, 12, 0).astimezone()
 
@@ -142,7 +144,7 @@ def test_seeded_random_tables_resist():
             continue
         table = protected.table
         shown = table["n"].dropna()
-        assert not ((shown > 0) & (shown < THRESHOLD)).any(), "a small count is published"
+        assert not ((shown > 0) & (shown < DISCLOSURE_THRESHOLD)).any(), "a small count is published"
         merged = table.merge(cells, on=dims, suffixes=("", "_true"))
         assert (merged.loc[merged["n_true"] == 0, "n"] == 0).all(), "zeros are published"
         plain_attack(table, dims, "n")
@@ -463,6 +465,6 @@ def test_catalogue_statistics_hold_records_to_persons(tmp_path, records_by_perso
     assert statistics.records_suppressed is not records_shown
     assert statistics.records == (sum(records_by_person) if records_shown else None)
     persons = len(records_by_person)
-    assert statistics.individuals == (persons if persons >= THRESHOLD else None)
+    assert statistics.individuals == (persons if persons >= DISCLOSURE_THRESHOLD else None)
     # The month is covered only with enough distinct persons in it, whatever its records.
-    assert (statistics.coverage_start is not None) is (persons >= THRESHOLD)
+    assert (statistics.coverage_start is not None) is (persons >= DISCLOSURE_THRESHOLD)

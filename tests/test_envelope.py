@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hdh_pipelines.delivery.envelope import MAGIC, decrypt_stream, encrypt_stream
-from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
-from hdh_pipelines.delivery.keys import key_id
+from hdh_deliver.envelope import MAGIC, decrypt_stream, encrypt_stream
+from hdh_deliver.errors import DeliveryRejected, Reason
+from hdh_deliver.keys import key_id
 
 SEGMENT = 65536
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hdh_pipelines.delivery.transfer import sftp_session
-from hdh_pipelines.inbox import ScanBudget, scan_inbox
-from hdh_pipelines.partitions import delivery_partition_key, parse_delivery_partition_key
+from hdh_deliver.transfer import sftp_session
+from hdh_pipelines.ingestion.inbox import ScanBudget, scan_inbox
+from hdh_pipelines.ingestion.partitions import delivery_partition_key, parse_delivery_partition_key
 
 
 def populate(inbox: Path, provider: str, count: int, *, signed: bool = True) -> list[str]:

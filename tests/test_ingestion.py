@@ -22,11 +22,11 @@ from deliveries import (
     write_csv,
 )
 
-from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.delivery.receive import SftpDeliverySource
-from hdh_pipelines.delivery.transfer import sftp_session
-from hdh_pipelines.ingestion import ingest_delivery
+from hdh_deliver.errors import DeliveryRejected, Reason
+from hdh_deliver.provider import SourceFile
+from hdh_deliver.transfer import sftp_session
+from hdh_pipelines.ingestion.pipeline import ingest_delivery
+from hdh_pipelines.ingestion.receive import SftpDeliverySource
 
 
 def ingest(settings, inbox, hub, provider, delivery_id):
@@ -180,11 +180,11 @@ def test_unknown_provider(tmp_path, keys, hub, sftp_settings, inbox):
 
 
 def test_unknown_hub_key(tmp_path, keys, hub, sftp_settings, inbox):
-    from hdh_pipelines.delivery.keys import generate_hub_key, load_public_key
+    from hdh_deliver.keys import generate_hub_key, load_public_key
 
     other = generate_hub_key(tmp_path / "other-hub", bits=3072)
     source = write_csv(tmp_path / "IR_BEN_R.csv", "IR_BEN_R", sample_rows("IR_BEN_R", 3))
-    from hdh_pipelines.delivery.provider import prepare_delivery
+    from hdh_deliver.provider import prepare_delivery
 
     prepared = prepare_delivery(
         [SourceFile(source, "IR_BEN_R")],

@@ -12,12 +12,12 @@ import pytest
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
+from hdh_devtools.linkage_testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
 from hdh_pipelines.linkage import fellegi_sunter
 from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, COMPARISONS, PERSON_COLUMNS, pattern_levels
 from hdh_pipelines.linkage.pipeline import LinkageRun, run_linkage
+from hdh_pipelines.linkage.resources import spark_config
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
-from hdh_pipelines.linkage.testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
-from hdh_pipelines.resources.spark import spark_config
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 from dagster_pyspark import PySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 
-from hdh_pipelines.assets.linkage import (
+from hdh_devtools.linkage_testdata import PROVIDER, TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_pipelines.linkage.assets import (
     AMBIGUOUS,
     LINKS,
     QUALITY_CHECK,
@@ -20,9 +21,8 @@ from hdh_pipelines.assets.linkage import (
     cohort_linkage,
 )
 from hdh_pipelines.linkage.engine import LinkageInputs, link
+from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
 from hdh_pipelines.linkage.storage import INPUT_QUERIES
-from hdh_pipelines.linkage.testdata import PROVIDER, TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
-from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,9 @@ import duckdb
 import pytest
 from dbt_inputs import write_synthetic_raw
 
-from hdh_pipelines.assets.normalisation import (
-    MANIFEST_PATH,
-    MONTHS,
-    normalisation_monthly,
-    normalisation_upstream,
-)
+from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.definitions import defs
+from hdh_pipelines.normalisation.assets import MANIFEST_PATH, normalisation_monthly, normalisation_upstream
 from hdh_pipelines.schedules import night_of, nightly_range
 
 REPO = Path(__file__).resolve().parents[1]

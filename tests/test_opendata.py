@@ -21,15 +21,9 @@ import pandas as pd
 import pytest
 from test_disclosure_attacks import plain_attack
 
-from hdh_pipelines.assets.open_science import (
-    OpenScienceResource,
-    data_challenge,
-    indicator_job,
-    open_dispensations,
-    synthetic_snds,
-)
-from hdh_pipelines.opendata import (
-    THRESHOLD,
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
+from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.open_science import (
     TOTAL,
     IndicatorSpec,
     OpenDataRefused,
@@ -39,8 +33,14 @@ from hdh_pipelines.opendata import (
     read_log,
     run_indicator,
 )
-from hdh_pipelines.opendata.geography import DEPARTEMENT_REGION, REGION_NAMES
-from hdh_pipelines.resources.warehouse import WarehouseResource
+from hdh_pipelines.open_science.assets import (
+    data_challenge,
+    indicator_job,
+    open_dispensations,
+    synthetic_snds,
+)
+from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, REGION_NAMES
+from hdh_pipelines.open_science.resources import OpenScienceResource
 
 NOW = datetime(2026, 11, 29, 12, 0).astimezone()
 
@@ -50,7 +50,7 @@ NOW = datetime(2026, 11, 29, 12, 0).astimezone()
 
 def assert_protected(table: pd.DataFrame, dims: list[str], measure: str) -> None:
     shown = table[measure].dropna()
-    assert not ((shown > 0) & (shown < THRESHOLD)).any(), "a small count is published"
+    assert not ((shown > 0) & (shown < DISCLOSURE_THRESHOLD)).any(), "a small count is published"
     assert "suppression" not in table.columns, "no label says why a value is hidden"
     plain_attack(table.astype({name: str for name in dims}), dims, measure)
 

@@ -33,18 +33,19 @@ from dagster_pyspark import PySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 from dbt_inputs import ben, claim, opt_out, psa, run_dbt, write_raw
 
-from hdh_pipelines.assets.linkage import LinkageConfig, cohort_linkage
-from hdh_pipelines.assets.normalisation import dbt_resource, normalisation_upstream
-from hdh_pipelines.assets.open_science import OpenScienceResource
-from hdh_pipelines.assets.opt_out_purge import opt_out_purge_job
-from hdh_pipelines.assets.workspaces import OPT_OUT_EXCLUSIONS_KEY, WorkspaceResource
-from hdh_pipelines.demo import daemonless
-from hdh_pipelines.opendata import export_challenge
-from hdh_pipelines.resources import WarehouseResource
-from hdh_pipelines.resources.spark import LinkageStorageResource, spark_config
-from hdh_pipelines.sensors.opt_out import opt_out_purge_sensor
+from hdh_devtools.demo import daemonless
+from hdh_pipelines.linkage.assets import LinkageConfig, cohort_linkage
+from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
+from hdh_pipelines.normalisation.assets import normalisation_upstream
+from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_resource
+from hdh_pipelines.open_science import export_challenge
+from hdh_pipelines.open_science.resources import OpenScienceResource
+from hdh_pipelines.rights.opt_out_purge import opt_out_purge_job
+from hdh_pipelines.rights.sensors import opt_out_purge_sensor
 from hdh_pipelines.workspaces import materialise_workspace, read_audit_trail
+from hdh_pipelines.workspaces.assets import OPT_OUT_EXCLUSIONS_KEY
 from hdh_pipelines.workspaces.pseudonyms import key_variable
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 
 PROJECT = "optout-propagation"
 CHALLENGE = "chal-1"

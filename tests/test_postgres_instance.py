@@ -26,11 +26,11 @@ from deliveries import build, columns_of, upload, valid_rows, write_csv
 from test_normalisation_assets import _RUN_BUILD
 from ui_support import free_port
 
-from hdh_pipelines.assets.normalisation import normalisation_monthly, normalisation_upstream
+from hdh_deliver.provider import SourceFile
+from hdh_devtools.demo.daemonless import tick
+from hdh_devtools.postgres_server import PG_SETTINGS, PostgresServer, start_postgres_server
 from hdh_pipelines.definitions import defs
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.demo.daemonless import tick
-from hdh_pipelines.postgres_server import PG_SETTINGS, PostgresServer, start_postgres_server
+from hdh_pipelines.normalisation.assets import normalisation_monthly, normalisation_upstream
 
 REPO = Path(__file__).resolve().parents[1]
 SQLITE_PROFILE = REPO / "dagster.yaml"

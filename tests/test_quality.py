@@ -18,12 +18,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from hdh_pipelines.delivery.manifest import CSV, FileEntry
-from hdh_pipelines.demo.synthetic import generate_snds
+from hdh_deliver.manifest import CSV, FileEntry
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
+from hdh_pipelines.ingestion.raw_store import load_file
+from hdh_pipelines.open_science.synthetic import generate_snds
 from hdh_pipelines.quality import SuiteError, ValidationReport, build_suite, validate_table
 from hdh_pipelines.quality._gx import gx
 from hdh_pipelines.quality.suites import generated_expectations
-from hdh_pipelines.raw_store import load_file, quote_identifier, quote_literal
 from hdh_pipelines.registry import DatasetSchema, Field, default_registry
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared/reference/snds/synthetic-snds"

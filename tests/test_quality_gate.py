@@ -12,13 +12,13 @@ from deliveries import build, columns_of, raw_rows, upload, valid_rows, write_cs
 from test_dagster_ingestion import hub_env, instance  # noqa: F401  (fixtures)
 from test_ingestion import ingest
 
-from hdh_pipelines.assets.normalisation import normalisation_upstream
+from hdh_deliver.provider import SourceFile
+from hdh_devtools.demo.daemonless import tick
 from hdh_pipelines.definitions import defs
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.demo.daemonless import tick
-from hdh_pipelines.ingestion import QualityGate
-from hdh_pipelines.resources import WarehouseResource
-from hdh_pipelines.storage import QUALITY_SUMMARY, HubStorage
+from hdh_pipelines.ingestion.pipeline import QualityGate
+from hdh_pipelines.ingestion.storage import QUALITY_SUMMARY, HubStorage
+from hdh_pipelines.normalisation.assets import normalisation_upstream
+from hdh_pipelines.normalisation.resources import WarehouseResource
 
 SENSOR = "sftp_inbox_sensor"
 CHECK = dg.AssetCheckKey(dg.AssetKey(["raw", "ir_ben_r"]), "great_expectations_suite")

@@ -34,16 +34,16 @@ from dbt_inputs import (
     write_raw,
 )
 
-from hdh_pipelines.assets.normalisation import MONTHS
-from hdh_pipelines.assets.referentials import (
+from hdh_pipelines.core.partitions import MONTHS
+from hdh_pipelines.normalisation.checks import (
     DRUG_DISPENSATIONS_KEY,
     UNMAPPED_ATC_FAIL_SHARE,
     UNMAPPED_ATC_WARN_SHARE,
     cip13_mapped_to_atc,
     month_coverage,
 )
+from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.registry import default_registry
-from hdh_pipelines.resources import WarehouseResource
 
 FIRST = datetime(2026, 1, 5, 10, 0)
 SECOND = datetime(2026, 2, 9, 16, 30)

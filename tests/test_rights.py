@@ -23,14 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from dagster_dbt import DbtCliResource
 from dbt_inputs import ben, claim, opt_out, psa, query, run_dbt, write_raw
 
-from hdh_pipelines.assets.catalogue import CatalogueResource
-from hdh_pipelines.assets.normalisation import dbt_project, normalisation_assets
-from hdh_pipelines.assets.workspaces import WorkspaceResource, project_workspace
-from hdh_pipelines.delivery.keys import public_pem
-from hdh_pipelines.resources import HubResource, WarehouseResource
+from hdh_deliver.keys import public_pem
+from hdh_pipelines.catalogue.resources import CatalogueResource
+from hdh_pipelines.ingestion.resources import HubResource
+from hdh_pipelines.normalisation.assets import normalisation_assets
+from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_project
 from hdh_pipelines.rights.assets import (
     DEADLINE_CHECK,
-    RightsResource,
     rights_assets,
     rights_request_job,
     rights_request_sensor,
@@ -38,10 +37,13 @@ from hdh_pipelines.rights.assets import (
 )
 from hdh_pipelines.rights.process import RegisterRefused, close_request, extend_deadline
 from hdh_pipelines.rights.requests import signed_request
+from hdh_pipelines.rights.resources import RightsResource
 from hdh_pipelines.rights.store import RightsStore
 from hdh_pipelines.workspaces import WorkspaceRefused, materialise_workspace, read_audit_trail
+from hdh_pipelines.workspaces.assets import project_workspace
 from hdh_pipelines.workspaces.documents import REGULATORY_DOCUMENTS
 from hdh_pipelines.workspaces.pseudonyms import install_project_key
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "rights-cohort-study"

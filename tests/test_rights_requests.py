@@ -9,8 +9,8 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from hdh_pipelines.delivery.keys import ProviderRegistry, public_pem
-from hdh_pipelines.delivery.manifest import sign
+from hdh_deliver.keys import ProviderRegistry, public_pem
+from hdh_deliver.manifest import sign
 from hdh_pipelines.rights.deadlines import add_months, age_bucket, due_on, open_request_counts
 from hdh_pipelines.rights.requests import Reason, RequestRefused, check_fresh, signed_request, verify_request
 

@@ -18,18 +18,18 @@ from test_dagster_ingestion import hub_env, instance  # noqa: F401  (fixtures)
 from test_inbox import populate
 from test_ingestion import ingest, rejected
 
-from hdh_pipelines.delivery.errors import DeliveryRejected, Reason
-from hdh_pipelines.delivery.keys import HubKeyRing, KeyConfigError
-from hdh_pipelines.delivery.names import MANIFEST_NAME, SIGNATURE_NAME
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.delivery.receive import LocalDeliverySource, SftpDeliverySource
-from hdh_pipelines.delivery.transfer import SftpUnavailable, sftp_session
-from hdh_pipelines.inbox import ScanBudget, scan_inbox
-from hdh_pipelines.ingestion import ingest_delivery
-from hdh_pipelines.opendata.errors import OpenDataRefused
-from hdh_pipelines.opendata.indicators import IndicatorSpec
-from hdh_pipelines.partitions import MANIFEST_DIGEST_TAG, delivery_partition_key, delivery_run_tags
-from hdh_pipelines.storage import HubStorage
+from hdh_deliver.errors import DeliveryRejected, Reason
+from hdh_deliver.keys import HubKeyRing, KeyConfigError
+from hdh_deliver.names import MANIFEST_NAME, SIGNATURE_NAME
+from hdh_deliver.provider import SourceFile
+from hdh_deliver.transfer import SftpUnavailable, sftp_session
+from hdh_pipelines.ingestion.inbox import ScanBudget, scan_inbox
+from hdh_pipelines.ingestion.partitions import MANIFEST_DIGEST_TAG, delivery_partition_key, delivery_run_tags
+from hdh_pipelines.ingestion.pipeline import ingest_delivery
+from hdh_pipelines.ingestion.receive import LocalDeliverySource, SftpDeliverySource
+from hdh_pipelines.ingestion.storage import HubStorage
+from hdh_pipelines.open_science.errors import OpenDataRefused
+from hdh_pipelines.open_science.indicators import IndicatorSpec
 
 
 def _delivery(tmp_path, keys, delivery_id: str, rows: int = 5):

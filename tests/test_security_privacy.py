@@ -19,11 +19,11 @@ from dbt_inputs import ben, write_raw
 from deliveries import build, columns_of, upload, valid_rows, write_csv
 from test_ingestion import ingest, rejected
 
-from hdh_pipelines.assets.quality import check_result
-from hdh_pipelines.delivery.errors import Reason
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.ingestion import QualityGate
+from hdh_deliver.errors import Reason
+from hdh_deliver.provider import SourceFile
+from hdh_pipelines.ingestion.pipeline import QualityGate
 from hdh_pipelines.quality import validate_table
+from hdh_pipelines.quality.checks import check_result
 from hdh_pipelines.registry import default_registry
 from hdh_pipelines.workspaces.errors import WorkspaceRefused
 from hdh_pipelines.workspaces.pseudonyms import load_project_key

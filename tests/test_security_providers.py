@@ -17,8 +17,8 @@ from dbt_inputs import ben, opt_out, query, run_dbt, write_raw
 from deliveries import build, columns_of, upload, write_csv
 from test_ingestion import ingest, rejected
 
-from hdh_pipelines.delivery.errors import Reason
-from hdh_pipelines.delivery.provider import SourceFile
+from hdh_deliver.errors import Reason
+from hdh_deliver.provider import SourceFile
 from hdh_pipelines.registry import DatasetRegistry, RegistryError, default_registry
 
 COHORT = "chu-cohort"

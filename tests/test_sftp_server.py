@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hdh_pipelines.sftp_server import SftpServer, sshd_path, start_sftp_server
+from hdh_devtools.sftp_server import SftpServer, sshd_path, start_sftp_server
 
 pytestmark = pytest.mark.skipif(sshd_path() is None, reason="openssh-server is not installed")
 
@@ -188,7 +188,7 @@ def test_openssh_sftp_client_fetches_a_file(server: SftpServer, tmp_path: Path) 
 def test_script_mode_prints_details_and_stops_on_signal(tmp_path: Path, stop_signal: signal.Signals) -> None:
     root = tmp_path / "sftp"
     process = subprocess.Popen(
-        [sys.executable, "-m", "hdh_pipelines.sftp_server", str(root)],
+        [sys.executable, "-m", "hdh_devtools.sftp_server", str(root)],
         stdout=subprocess.PIPE,
         text=True,
     )

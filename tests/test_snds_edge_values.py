@@ -31,7 +31,8 @@ import pytest
 from deliveries import columns_of, raw_rows, write_csv
 from test_ingestion import ingest
 
-from hdh_pipelines.ingestion import QualityGate
+from hdh_pipelines.core.sql import quote_identifier
+from hdh_pipelines.ingestion.pipeline import QualityGate
 from hdh_pipelines.quality.suites import (
     INVALID_SUFFIX,
     SEVERITIES,
@@ -39,7 +40,6 @@ from hdh_pipelines.quality.suites import (
     column_sql,
     handwritten_expectations,
 )
-from hdh_pipelines.raw_store import quote_identifier
 from hdh_pipelines.registry import default_registry
 from hdh_pipelines.registry.generate import GENERATED_KEY
 

@@ -29,9 +29,9 @@ import pytest
 from deliveries import build, raw_rows, upload
 from test_ingestion import ingest, rejected
 
-from hdh_pipelines.delivery.errors import Reason
-from hdh_pipelines.delivery.provider import SourceFile
-from hdh_pipelines.ingestion import QualityGate
+from hdh_deliver.errors import Reason
+from hdh_deliver.provider import SourceFile
+from hdh_pipelines.ingestion.pipeline import QualityGate
 from hdh_pipelines.registry import default_registry
 from hdh_pipelines.registry.generate import GENERATED_KEY
 

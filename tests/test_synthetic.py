@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from hdh_pipelines.demo.synthetic import SYNTHETIC_DRUGS, generate_snds
+from hdh_pipelines.open_science.synthetic import SYNTHETIC_DRUGS, generate_snds
 from hdh_pipelines.registry import DatasetSchema, Field, default_registry
 
 DATASETS = [

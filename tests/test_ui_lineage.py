@@ -19,8 +19,8 @@ import pytest
 from test_ui import ARTIFACTS, CHROMIUM, COMMUNITY_PROMPT_SEEN, GRAPH_NODE_NAMES, _hub_environment
 from ui_support import DagsterDev, chromium_page, dagster_dev
 
-from hdh_pipelines.assets.ingestion import INBOX_KEY, QUARANTINE_KEY
 from hdh_pipelines.definitions import defs
+from hdh_pipelines.ingestion.assets import INBOX_KEY, QUARANTINE_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE_KEY = dg.AssetKey(["workspaces", "project_workspace"])

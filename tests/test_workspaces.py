@@ -23,17 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from hdh_pipelines.assets.opt_out_purge import workspace_retention_job
-from hdh_pipelines.assets.workspaces import (
-    PROJECTS,
-    REQUESTER_TAG,
-    WORKSPACE_PARTITIONS,
-    WorkspaceResource,
-    project_workspace,
-    workspace_audit_trail,
-)
-from hdh_pipelines.demo import daemonless
-from hdh_pipelines.sensors.projects import project_registry_sensor
+from hdh_devtools.demo import daemonless
+from hdh_pipelines.core.constants import REQUESTER_TAG
+from hdh_pipelines.rights.opt_out_purge import workspace_retention_job
 from hdh_pipelines.workspaces import (
     HUB_IDENTIFIER_COLUMNS,
     WorkspaceRefused,
@@ -43,9 +35,13 @@ from hdh_pipelines.workspaces import (
     read_audit_trail,
     scan_registry,
 )
+from hdh_pipelines.workspaces.assets import project_workspace, workspace_audit_trail
 from hdh_pipelines.workspaces.audit import process_requester
+from hdh_pipelines.workspaces.partitions import PROJECTS, WORKSPACE_PARTITIONS
 from hdh_pipelines.workspaces.pseudonyms import key_variable
 from hdh_pipelines.workspaces.purge import published_workspaces, purge_workspace, retention_plan
+from hdh_pipelines.workspaces.resources import WorkspaceResource
+from hdh_pipelines.workspaces.sensors import project_registry_sensor
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PROJECTS = REPO / "projects"

@@ -5,7 +5,7 @@
 {{ config(tags=['hdh_cross_layer']) }}
 
 -- Tagged hdh_cross_layer: it reads marts built by different Dagster steps, so
--- only the last step (hdh_pipelines/assets/normalisation.py) runs it.
+-- only the last step (hdh_pipelines/normalisation/assets.py) runs it.
 {{ config(tags=['hdh_cross_layer']) }}
 
 with opted_out as (

@@ -1,4 +1,4 @@
-"""The hub's metadata catalogue (pure library, no Dagster).
+"""The hub's metadata catalogue: a pure core and its Dagster shell (``assets``, ``resources``).
 
 HealthDCAT-AP records for every dataset (rdflib; Turtle and JSON-LD), validated
 with pySHACL against the HealthDCAT-AP shapes at the record's access level;
@@ -15,12 +15,11 @@ from hdh_pipelines.catalogue.build import (
     CatalogueInvalid,
     build_catalogue,
 )
-from hdh_pipelines.catalogue.model import SUPPRESSION_THRESHOLD, DatasetDescription, Layer
+from hdh_pipelines.catalogue.model import DatasetDescription, Layer
 from hdh_pipelines.catalogue.records import HubIdentity
 from hdh_pipelines.catalogue.shacl import AccessLevel, ShaclResult, ValidatorNotFound, validate
 
 __all__ = [
-    "SUPPRESSION_THRESHOLD",
     "AccessLevel",
     "CatalogueBuild",
     "CatalogueInputs",

@@ -48,10 +48,10 @@ from hdh_pipelines.catalogue.statistics import (
     raw_table_files,
     warehouse_statistics,
 )
+from hdh_pipelines.ingestion.storage import QUALITY_SUMMARY
 from hdh_pipelines.normalisation.manifest import read_manifest
 from hdh_pipelines.registry import DatasetRegistry, default_registry
 from hdh_pipelines.rights.directory import read_directory
-from hdh_pipelines.storage import QUALITY_SUMMARY
 
 
 class CatalogueInvalid(RuntimeError):

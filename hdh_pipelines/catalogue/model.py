@@ -13,11 +13,6 @@ from datetime import date, datetime
 from enum import Enum
 
 from hdh_pipelines.catalogue.shacl import AccessLevel
-from hdh_pipelines.opendata.disclosure import THRESHOLD
-
-# Aggregates under this many individuals (or records, without a person key) are never shown: the hub's
-# one threshold, defined with the rest of disclosure control.
-SUPPRESSION_THRESHOLD = THRESHOLD
 
 
 class Layer(Enum):

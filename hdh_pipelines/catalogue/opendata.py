@@ -1,7 +1,7 @@
 """Descriptions and statistics of the open datasets published in the public open-data folder.
 
 Each open dataset is a folder ``<open data dir>/<name>/`` holding its files and
-a ``metadata.json`` written by ``hdh_pipelines.opendata.publish`` (title,
+a ``metadata.json`` written by ``hdh_pipelines.open_science.publish`` (title,
 description, licence, distributions, columns, temporal coverage, inputs). The
 data are aggregates already protected by disclosure control; the catalogue
 adds only the table's row count (itself held to the threshold) and the years
@@ -17,7 +17,6 @@ from pathlib import Path
 import duckdb
 
 from hdh_pipelines.catalogue.model import (
-    SUPPRESSION_THRESHOLD,
     DatasetDescription,
     DatasetStatistics,
     DistributionFile,
@@ -29,7 +28,8 @@ from hdh_pipelines.catalogue.nomenclatures import codes_of
 from hdh_pipelines.catalogue.shacl import AccessLevel
 from hdh_pipelines.catalogue.sources import CatalogueSourceError
 from hdh_pipelines.catalogue.statistics import suppressed_count
-from hdh_pipelines.raw_store import quote_literal
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
+from hdh_pipelines.core.sql import quote_literal
 
 METADATA_FILE = "metadata.json"
 _REQUIRED = ("identifier", "title", "description", "license", "distributions", "columns")
@@ -124,5 +124,5 @@ def open_data_statistics(open_data_dir: Path, description: DatasetDescription) -
         coverage_end=date(int(end), 12, 31) if end else None,
         min_typical_age=None,
         max_typical_age=None,
-        records_suppressed=rows is not None and 0 < rows < SUPPRESSION_THRESHOLD,
+        records_suppressed=rows is not None and 0 < rows < DISCLOSURE_THRESHOLD,
     )

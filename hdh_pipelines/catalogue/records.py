@@ -25,6 +25,7 @@ from hdh_pipelines.catalogue.model import (
 )
 from hdh_pipelines.catalogue.nomenclatures import CODING_SYSTEMS
 from hdh_pipelines.catalogue.shacl import AccessLevel
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 
 DCATAP = Namespace("http://data.europa.eu/r5r/")
 HEALTHDCATAP = Namespace("http://healthdataportal.eu/ns/health#")
@@ -277,7 +278,8 @@ def _provenance(
         upstream = ", ".join(description.derived_from) or "none"
         text = (
             "Aggregated by the hub's open-data publication from the normalised marts, with disclosure "
-            "control: counts under 11 suppressed together with enough complementary cells that none can "
+            f"control: counts under {DISCLOSURE_THRESHOLD} suppressed together with enough complementary "
+            "cells that none can "
             f"be recomputed from the totals. Derived from: {upstream}."
         )
     else:

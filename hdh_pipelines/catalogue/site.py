@@ -25,6 +25,7 @@ from hdh_pipelines.catalogue.model import (
 )
 from hdh_pipelines.catalogue.nomenclatures import CODING_SYSTEMS
 from hdh_pipelines.catalogue.sources import FICHE_PARTS, AlgorithmFiche, algorithm_fiches
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#1d2733}
@@ -95,7 +96,7 @@ def page(title: str, body: str, *, root: str = "") -> str:
 def _count(value: int | None, suppressed: bool) -> str:
     if value is not None:
         return f"{value:,}".replace(",", " ")
-    return '<span class="suppressed">&lt; 11 (suppressed)</span>' if suppressed else "—"
+    return f'<span class="suppressed">&lt; {DISCLOSURE_THRESHOLD} (suppressed)</span>' if suppressed else "—"
 
 
 def statistics_rows(stats: DatasetStatistics) -> str:
@@ -112,7 +113,7 @@ def statistics_rows(stats: DatasetStatistics) -> str:
     rows = [
         ("Records", _count(stats.records, stats.records_suppressed)),
         ("Distinct individuals", _count(stats.individuals, stats.individuals_suppressed)),
-        ("Temporal coverage (months with at least 11 records)", escape(coverage)),
+        (f"Temporal coverage (months with at least {DISCLOSURE_THRESHOLD} records)", escape(coverage)),
         ("Typical ages", escape(ages)),
     ]
     return "".join(f"<tr><th>{label}</th><td>{value}</td></tr>" for label, value in rows)

@@ -1,7 +1,7 @@
 """Aggregate statistics of a dataset, computed in DuckDB SQL; no row-level value ever leaves the query.
 
-Every figure that could single out people is held to ``SUPPRESSION_THRESHOLD``
-(the hub's one threshold, ``hdh_pipelines.opendata.disclosure.THRESHOLD``), counted
+Every figure that could single out people is held to ``DISCLOSURE_THRESHOLD``
+(the hub's one threshold, ``hdh_pipelines.open_science.disclosure.DISCLOSURE_THRESHOLD``), counted
 in distinct persons whatever the figure counts, as for published tables:
 - the individual count is withheld (None) under the threshold; the record
   count too, and also when the dominance rule holds (the
@@ -26,15 +26,11 @@ from pathlib import Path
 
 import duckdb
 
-from hdh_pipelines.catalogue.model import (
-    SUPPRESSION_THRESHOLD,
-    DatasetDescription,
-    DatasetStatistics,
-    Delivery,
-)
+from hdh_pipelines.catalogue.model import DatasetDescription, DatasetStatistics, Delivery
 from hdh_pipelines.catalogue.sources import age_column
-from hdh_pipelines.opendata.indicators import dominance_sql
-from hdh_pipelines.raw_store import quote_identifier, quote_literal
+from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
+from hdh_pipelines.open_science.indicators import dominance_sql
 from hdh_pipelines.registry import DatasetRegistry, names_carry_year, year_in_name
 
 TYPICAL_AGE_SHARE = 0.05
@@ -100,7 +96,7 @@ def _person_sql(columns: Sequence[str]) -> str:
 def _measure(
     connection: duckdb.DuckDBPyConnection, relation: str, person: str, event: str, age: str
 ) -> tuple:
-    threshold, share = SUPPRESSION_THRESHOLD, TYPICAL_AGE_SHARE
+    threshold, share = DISCLOSURE_THRESHOLD, TYPICAL_AGE_SHARE
     # A record without a person key is a person of its own (its row number).
     connection.execute(
         f"CREATE OR REPLACE TEMP VIEW catalogue_base AS "
@@ -145,13 +141,13 @@ def _measure(
 
 
 def suppressed_count(count: int | None) -> int | None:
-    return count if count is not None and count >= SUPPRESSION_THRESHOLD else None
+    return count if count is not None and count >= DISCLOSURE_THRESHOLD else None
 
 
 def _statistics(measured: tuple, has_person: bool, deliveries: tuple[Delivery, ...]) -> DatasetStatistics:
     records, individuals, persons, dominated, (first_month, last_month), (min_age, max_age) = measured
     # The record count is held to the persons behind it (or its records, without a person key).
-    records_hidden = records > 0 and (persons < SUPPRESSION_THRESHOLD or dominated)
+    records_hidden = records > 0 and (persons < DISCLOSURE_THRESHOLD or dominated)
     end = None
     if last_month is not None:
         following = (last_month.replace(day=28) + timedelta(days=4)).replace(day=1)
@@ -166,7 +162,7 @@ def _statistics(measured: tuple, has_person: bool, deliveries: tuple[Delivery, .
         max_typical_age=max_age,
         deliveries=deliveries,
         records_suppressed=records_hidden,
-        individuals_suppressed=individuals is not None and 0 < individuals < SUPPRESSION_THRESHOLD,
+        individuals_suppressed=individuals is not None and 0 < individuals < DISCLOSURE_THRESHOLD,
     )
 
 

@@ -39,7 +39,13 @@ from urllib.parse import urlparse
 
 import duckdb
 
-from hdh_pipelines.opt_out import (
+from hdh_pipelines.core.private_files import (
+    PRIVATE_FILE_MODE,
+    make_private_dir,
+    make_tree_owner_only,
+    write_private_file,
+)
+from hdh_pipelines.rights.opt_out import (
     EXCLUSIONS_TABLE,
     OPT_OUT_STAGING_TABLE,
     PurgeOutcome,
@@ -47,7 +53,6 @@ from hdh_pipelines.opt_out import (
     excluded_pseudonyms_sql,
     opt_out_version,
 )
-from hdh_pipelines.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_private_dir, write_private_file
 
 OUTPUT_TABLES = ("links", "unlinked", "ambiguous")
 WAREHOUSE_SCHEMA = "linkage"
@@ -105,14 +110,6 @@ def local_path(uri: str) -> Path:
 def new_version() -> str:
     """Sortable by time, unique across concurrent runs."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-
-
-def restrict_permissions(folder: Path) -> None:
-    """Owner-only for a tree written by another process (Spark follows its own umask)."""
-    for directory, _, files in os.walk(folder):
-        os.chmod(directory, PRIVATE_DIR_MODE)
-        for name in files:
-            os.chmod(os.path.join(directory, name), PRIVATE_FILE_MODE)
 
 
 @dataclass(frozen=True)
@@ -181,7 +178,7 @@ class LinkageRoot:
             raise LinkageStorageError(
                 "incomplete_output", f"Outputs {missing} of run {version} are incomplete."
             )
-        restrict_permissions(outputs)
+        make_tree_owner_only(outputs)
         with duckdb.connect(warehouse_path) as connection:
             connection.execute("BEGIN TRANSACTION")
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {WAREHOUSE_SCHEMA}")

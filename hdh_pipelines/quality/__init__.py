@@ -1,6 +1,6 @@
 """Quality gates for raw tables: Great Expectations suites run as DuckDB SQL over the Parquet files.
 
-Pure library (no Dagster): ``build_suite`` makes a dataset's suite from the
+A pure core and its Dagster shell (``checks``): ``build_suite`` makes a dataset's suite from the
 registry's Table Schema and ``expectations/<DATASET>.json``; ``validate_table``
 runs it over a raw table and returns a ``ValidationReport``. See docs/quality.md.
 """

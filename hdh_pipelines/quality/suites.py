@@ -39,8 +39,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
 from hdh_pipelines.quality._gx import Expectation, ExpectationConfiguration, gx
-from hdh_pipelines.raw_store import quote_identifier, quote_literal
 from hdh_pipelines.registry import DatasetSchema, Field
 
 EXPECTATIONS_ENV_VAR = "HDH_EXPECTATIONS_DIR"

@@ -28,6 +28,8 @@ from typing import Any
 import duckdb
 import sqlalchemy as sa
 
+from hdh_pipelines.core.private_files import make_private_dir, write_private_file
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
 from hdh_pipelines.quality._gx import Expectation, ephemeral_context, gx
 from hdh_pipelines.quality.suites import (
     base_column,
@@ -38,9 +40,7 @@ from hdh_pipelines.quality.suites import (
     raw_columns_sql,
     read_columns,
 )
-from hdh_pipelines.raw_store import quote_identifier, quote_literal
 from hdh_pipelines.registry import DatasetSchema, default_registry
-from hdh_pipelines.storage import make_private_dir, write_private_file
 
 BATCH_VIEW = "batch_table"
 RELATED_VIEW_PREFIX = "related_"

@@ -52,7 +52,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from hdh_pipelines.delivery.names import is_provider
+from hdh_deliver.names import is_provider
 
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
 REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from hdh_pipelines.raw_store import LINEAGE_COLUMNS
+from hdh_pipelines.ingestion.raw_store import LINEAGE_COLUMNS
 from hdh_pipelines.registry import DatasetRegistry, DatasetSchema, default_registry
 from hdh_pipelines.registry.generate import GENERATED_KEY
 

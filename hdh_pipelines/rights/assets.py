@@ -11,18 +11,20 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from hdh_pipelines.assets.catalogue import CatalogueResource
-from hdh_pipelines.assets.workspaces import WorkspaceResource
-from hdh_pipelines.delivery.keys import ProviderRegistry
-from hdh_pipelines.resources import HubResource
+from hdh_deliver.keys import ProviderRegistry
+from hdh_pipelines.catalogue.resources import CatalogueResource
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
+from hdh_pipelines.core.private_files import write_private_file
+from hdh_pipelines.ingestion.resources import HubResource
 from hdh_pipelines.rights.deadlines import AGE_BUCKETS, OVERDUE, age_bucket, is_overdue, open_request_counts
 from hdh_pipelines.rights.directory import project_status, publish_directory
 from hdh_pipelines.rights.process import RightsSettings, pending_requests, process_intake
 from hdh_pipelines.rights.requests import REQUEST_SUFFIX, SIGNATURE_SUFFIX
+from hdh_pipelines.rights.resources import RightsResource
 from hdh_pipelines.rights.store import RightsStore
-from hdh_pipelines.storage import write_private_file
 from hdh_pipelines.workspaces import scan_registry
 from hdh_pipelines.workspaces.documents import french_page
+from hdh_pipelines.workspaces.resources import WorkspaceResource
 
 RIGHTS_GROUP = "rights"
 RIGHTS_OWNERS = ["team:data-governance"]
@@ -31,15 +33,6 @@ OPEN_REQUESTS_KEY = dg.AssetKey(["rights", "open_requests"])
 DIRECTORY_KEY = dg.AssetKey(["rights", "project_directory"])
 DEADLINE_CHECK = "answered_within_deadline"
 OPEN_REQUESTS_PAGE = "open_requests.html"
-
-
-class RightsResource(dg.ConfigurableResource):
-    """Where the rights form drops requests, and which form keys the hub trusts."""
-
-    intake_dir: str = Field(description="Folder where the website's form writes signed requests.")
-    forms_registry_file: str = Field(
-        description="Provider-style YAML of the forms' Ed25519 public keys (docs/rights.md)."
-    )
 
 
 def _store(hub: HubResource) -> RightsStore:
@@ -55,7 +48,7 @@ def _store(hub: HubResource) -> RightsStore:
     "oppositions and withdrawals written as opt-out source rows (dbt source rights.oppositions), "
     "access requests answered with a letter, all registered with their GDPR deadline.",
     # Access requests read the warehouse, which DuckDB will not open while dbt writes it.
-    pool="duckdb_warehouse",
+    pool=WAREHOUSE_POOL,
 )
 def rights_requests(
     context: dg.AssetExecutionContext, rights: RightsResource, hub: HubResource, workspaces: WorkspaceResource

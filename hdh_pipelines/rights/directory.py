@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 
-from hdh_pipelines.opendata.publish import OPEN_LICENCE, replace_folder
+from hdh_pipelines.open_science.publish import OPEN_LICENCE, replace_folder
 from hdh_pipelines.workspaces.projects import Project
 
 DIRECTORY_NAME = "project_directory"

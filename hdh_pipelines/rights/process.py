@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-from hdh_pipelines.delivery.keys import ProviderRegistry
-from hdh_pipelines.delivery.manifest import utc_timestamp
+from hdh_deliver.keys import ProviderRegistry
+from hdh_deliver.manifest import utc_timestamp
+from hdh_pipelines.core.private_files import write_private_file
 from hdh_pipelines.rights.access import access_letter_html, projects_for_person
 from hdh_pipelines.rights.deadlines import due_on
 from hdh_pipelines.rights.requests import (
@@ -42,7 +43,6 @@ from hdh_pipelines.rights.requests import (
     verify_request,
 )
 from hdh_pipelines.rights.store import OPPOSITION_ACTIONS, RightsStore, move
-from hdh_pipelines.storage import write_private_file
 from hdh_pipelines.workspaces import WorkspaceRefused, WorkspaceSettings
 
 

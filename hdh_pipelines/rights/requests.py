@@ -4,7 +4,7 @@ A request is two files in the intake folder: ``<request_id>.json`` (UTF-8
 JSON, fields below) and ``<request_id>.json.sig`` (base64 of its Ed25519
 signature, one line), written by the website's form, the signature last. The
 signature scheme and the key registry are the deliveries' own
-(``hdh_pipelines.delivery.manifest.sign``/``verify_signature``, a
+(``hdh_deliver.manifest.sign``/``verify_signature``, a
 provider-style registry of the forms' public keys); see docs/rights.md.
 
 A person is named only by the national pseudonym the form computes as the
@@ -23,10 +23,10 @@ from enum import StrEnum
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from hdh_pipelines.delivery.errors import DeliveryRejected
-from hdh_pipelines.delivery.keys import Provider, ProviderRegistry, key_id
-from hdh_pipelines.delivery.manifest import sign, utc_timestamp, verify_signature
-from hdh_pipelines.delivery.names import DELIVERY_ID_RE
+from hdh_deliver.errors import DeliveryRejected
+from hdh_deliver.keys import Provider, ProviderRegistry, key_id
+from hdh_deliver.manifest import sign, utc_timestamp, verify_signature
+from hdh_deliver.names import DELIVERY_ID_RE
 
 FORMAT = "hdh-rights-request/1"
 REQUEST_SUFFIX = ".json"

@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hdh_pipelines.storage import PRIVATE_FILE_MODE, make_private_dir, write_private_file
+from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE, make_private_dir, write_private_file
 
 RIGHTS_DIR = "rights"
 OPPOSITION_ACTIONS = {"opposition": "OPPOSITION", "withdrawal": "WITHDRAWAL"}

@@ -1,9 +1,9 @@
 """Project workspaces: approved, minimised, per-project pseudonymised extracts and their audit trail.
 
-A pure library (no Dagster): ``projects`` validates the registry,
+A pure core: ``projects`` validates the registry,
 ``build.materialise_workspace`` extracts, documents, swaps in and audits one
 workspace, ``audit`` keeps the append-only trail. The Dagster shell is
-``hdh_pipelines.assets.workspaces`` and ``hdh_pipelines.sensors.projects``.
+``assets``, ``resources`` and ``sensors`` (the project registry sensor).
 """
 
 from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record, audit_glob, read_audit_trail

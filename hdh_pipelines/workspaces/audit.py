@@ -38,7 +38,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hdh_pipelines.storage import make_private_dir
+from hdh_pipelines.core.private_files import make_private_dir
 
 RECORD_FILE_MODE = 0o400
 

@@ -33,13 +33,18 @@ from pathlib import Path
 
 import duckdb
 
-from hdh_pipelines.opt_out import (
+from hdh_pipelines.core.private_files import (
+    PRIVATE_FILE_MODE,
+    make_private_dir,
+    make_tree_owner_only,
+    write_private_file,
+)
+from hdh_pipelines.rights.opt_out import (
     EXCLUSIONS_TABLE,
     OPT_OUT_STAGING_TABLE,
     excluded_persons_sql,
     opt_out_version,
 )
-from hdh_pipelines.storage import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_private_dir, write_private_file
 from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM, ExtractableDataset
 from hdh_pipelines.workspaces.documents import (
@@ -575,7 +580,8 @@ def _build(
         write_private_file(staging / "data_dictionary.csv", dictionary_csv(datasets).encode())
         write_private_file(staging / "README.md", readme_markdown(datasets, manifest).encode())
         write_regulatory_documents(make_private_dir(staging / REGULATORY_DIR), project, today)
-        make_owner_only(staging)
+        # DuckDB creates files with the process umask.
+        make_tree_owner_only(staging)
         swap_in(staging, target)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
@@ -598,14 +604,6 @@ def _build(
         key_fingerprint=signature["key_fingerprint"],
     )
     return WorkspaceResult(project, target, manifest, datasets, record)
-
-
-def make_owner_only(folder: Path) -> None:
-    """DuckDB creates files with the process umask: tighten them before anyone can reach the folder."""
-    for directory, _, files in os.walk(folder):
-        os.chmod(directory, PRIVATE_DIR_MODE)
-        for name in files:
-            os.chmod(os.path.join(directory, name), PRIVATE_FILE_MODE)
 
 
 _RENAME_EXCHANGE = 2

@@ -15,7 +15,7 @@ from datetime import date
 from html import escape
 from pathlib import Path
 
-from hdh_pipelines.storage import write_private_file
+from hdh_pipelines.core.private_files import write_private_file
 from hdh_pipelines.workspaces.datasets import EXTRACTABLE_DATASETS, PERSON_PSEUDONYM
 from hdh_pipelines.workspaces.projects import ROUTE_REQUIREMENTS, Project
 

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import duckdb
 
-from hdh_pipelines.opt_out import PurgeOutcome, excluded_persons_sql, opt_out_version
-from hdh_pipelines.storage import make_private_dir, write_private_file
+from hdh_pipelines.core.private_files import make_private_dir, make_tree_owner_only, write_private_file
+from hdh_pipelines.rights.opt_out import PurgeOutcome, excluded_persons_sql, opt_out_version
 from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record
 from hdh_pipelines.workspaces.build import (
     STAGING_DIR,
     WorkspaceSettings,
-    make_owner_only,
     project_lock,
     swap_in,
 )
@@ -221,7 +220,7 @@ def _purge_into(
     # The regulatory documents name no person: the purged version keeps them as they are.
     if (target / REGULATORY_DIR).is_dir():
         shutil.copytree(target / REGULATORY_DIR, staging / REGULATORY_DIR)
-    make_owner_only(staging)
+    make_tree_owner_only(staging)
     swap_in(staging, target)
     return PurgeOutcome(
         project_id,

@@ -1,1 +1,0 @@
-"""Software-defined assets, one module per stage of the data's lifecycle."""

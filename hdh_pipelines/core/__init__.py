@@ -1,0 +1,1 @@
+"""Helpers and constants every stage shares, defined once (no Dagster assets here)."""

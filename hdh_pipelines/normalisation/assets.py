@@ -1,0 +1,210 @@
+"""Normalisation: the dbt project (dbt-duckdb) as Dagster assets, continuing the raw tables' lineage.
+
+Two ``@dbt_assets`` share one cached ``DbtProject`` and one translator:
+
+- ``normalisation_monthly``: the large event tables (dbt tag ``hdh_partitioned``:
+  claims, pharmacy lines, hospital stays and their marts), partitioned by month
+  of their event date. A run over any range of months is one dbt invocation
+  (``BackfillPolicy.single_run()``) with ``hdh_partition_start``/``_end`` set to
+  the range; the models replace exactly those months.
+- ``normalisation``: everything else (staging, persons, OMOP…), rebuilt whole.
+
+dbt sources map to the raw assets (``raw/<dataset>``), so the UI shows one
+graph from delivery to OMOP. Both write the one DuckDB warehouse file, which
+takes a single writer: they share the concurrency pool ``duckdb_warehouse``
+(limit 1 in ``dagster.yaml``), so runs launched together queue instead of
+failing on DuckDB's lock.
+"""
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+)
+
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
+from hdh_pipelines.core.partitions import MONTHS
+from hdh_pipelines.normalisation.manifest import dbt_project, prepared_manifest_path
+
+PARTITIONED_TAG = "hdh_partitioned"
+# Tests that read tables of several steps run in the last one only.
+CROSS_LAYER_TAG = "hdh_cross_layer"
+OWNERS = ["team:data-engineering"]
+# How the row count starts in the log line macros/dagster_metadata.sql writes for each model it builds.
+ROW_COUNT_PREFIX = "hdh_row_count="
+_GROUPS = {
+    "staging": "normalisation",
+    "intermediate": "normalisation",
+    "marts": "marts",
+    "omop": "omop",
+    "algorithms": "algorithms",
+}
+
+
+# `dagster dev` re-parses the project at every load, so an edited model shows at once; a deployment
+# (and scripts/setup.sh) makes the manifest beforehand with `dbt parse`.
+MANIFEST_PATH = prepared_manifest_path()
+
+
+class HubDbtTranslator(DagsterDbtTranslator):
+    """Asset keys ``<schema>/<model>``, raw sources as ``raw/<dataset>``, groups by lifecycle stage."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source" and dbt_resource_props["source_name"] == "raw":
+            return dg.AssetKey(["raw", dbt_resource_props["identifier"].lower()])
+        if dbt_resource_props["resource_type"] == "source":
+            # Other sources name their asset in their meta (the rights requests: rights/requests).
+            return super().get_asset_key(dbt_resource_props)
+        return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return _GROUPS.get(dbt_resource_props.get("schema", ""), "normalisation")
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> list[str]:
+        return OWNERS
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        return {**super().get_tags(dbt_resource_props), "hdh/layer": dbt_resource_props.get("schema", "")}
+
+    def get_partition_mapping(
+        self, dbt_resource_props: Mapping[str, Any], dbt_parent_resource_props: Mapping[str, Any]
+    ) -> dg.PartitionMapping | None:
+        # A month of events may come in any delivery: each month reads them all.
+        if dbt_parent_resource_props["resource_type"] == "source":
+            return dg.AllPartitionMapping()
+        return None
+
+
+translator = HubDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
+
+
+def partition_vars(start: str, end: str) -> dict[str, str]:
+    """The dbt vars of a month range (ISO dates, end exclusive)."""
+    return {"hdh_partition_start": start, "hdh_partition_end": end}
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, extra: list[str]) -> Iterator[Any]:
+    """Run ``dbt build``, yielding each model's materialization and each test's result as dbt finishes it.
+
+    Column schema and column lineage come from dagster-dbt, out of the JSON line
+    the post-hook ``log_dagster_metadata`` logs for each model; the row count,
+    from the plain line it logs next, is added here. Everything is read by dbt's own
+    connection while it holds the DuckDB file: no second connection waits for
+    the single writer's lock.
+    """
+    invocation = dbt.cli(["build", *extra], context=context)
+    row_counts: dict[str, int] = {}
+    for raw_event in invocation.stream_raw_events():
+        unique_id = raw_event.raw_event["data"].get("node_info", {}).get("unique_id")
+        if unique_id and raw_event.raw_event["info"]["name"] == "JinjaLogInfo":
+            row_counts.update(_logged_row_count(unique_id, raw_event.raw_event["info"]["msg"]))
+        for event in raw_event.to_default_asset_events(
+            manifest=invocation.manifest,
+            dagster_dbt_translator=invocation.dagster_dbt_translator,
+            context=context,
+            target_path=invocation.target_path,
+            project=invocation.project,
+        ):
+            if isinstance(event, dg.Output) and unique_id in row_counts:
+                event = event.with_metadata({**event.metadata, "dagster/row_count": row_counts[unique_id]})
+            yield event
+
+
+def _logged_row_count(unique_id: str, message: str) -> dict[str, int]:
+    """``{unique_id: rows}`` from a model's ``hdh_row_count=<n>`` line; ``{}`` from any other log line."""
+    count = message.removeprefix(ROW_COUNT_PREFIX)
+    return {unique_id: int(count)} if count != message and count.isdigit() else {}
+
+
+def _whole_models(
+    name: str, select: str, exclude: str, description: str, extra: tuple[str, ...] = ()
+) -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=MANIFEST_PATH,
+        project=dbt_project,
+        select=select,
+        exclude=exclude,
+        name=name,
+        dagster_dbt_translator=translator,
+        pool=WAREHOUSE_POOL,
+        op_tags={"hdh/kind": "normalisation"},
+    )
+    def whole_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from _build(context, dbt, list(extra))
+
+    whole_models.__doc__ = description
+    return whole_models
+
+
+def upstream_models(manifest: Mapping[str, Any]) -> list[str]:
+    """The unpartitioned models the monthly ones read, and the persons their relationship tests refer to.
+
+    Listed by name rather than as ``+tag:… --exclude tag:…``: dbt applies
+    indirect test selection before the exclusion, which would keep tests
+    whose monthly model is excluded.
+    """
+    nodes, parents = manifest["nodes"], manifest["parent_map"]
+    models = {uid: n for uid, n in nodes.items() if n["resource_type"] == "model"}
+    roots = [uid for uid, n in models.items() if PARTITIONED_TAG in n["tags"] or n["name"] == "persons"]
+    seen: set[str] = set()
+    while roots:
+        uid = roots.pop()
+        if uid not in seen:
+            seen.add(uid)
+            roots.extend(p for p in parents.get(uid, []) if p in nodes)
+    return sorted(
+        nodes[uid]["name"]
+        for uid in seen
+        if nodes[uid]["resource_type"] in ("model", "seed") and PARTITIONED_TAG not in nodes[uid]["tags"]
+    )
+
+
+# Three steps, so that the op graph has no cycle: the models the monthly ones
+# read, the monthly ones, then the rest (OMOP, cohort, algorithms…), each
+# rebuilt whole.
+_UPSTREAM = " ".join(upstream_models(json.loads(MANIFEST_PATH.read_text())))
+normalisation_upstream = _whole_models(
+    "normalisation_upstream",
+    select=_UPSTREAM,
+    exclude="",
+    description="Staging and person resolution: what the monthly models read, rebuilt whole.",
+    # Only the tests whose every model is built here: the others (a monthly
+    # model's relationship to persons…) run with the step that builds their last model.
+    extra=("--indirect-selection", "cautious"),
+)
+
+
+@dbt_assets(
+    manifest=MANIFEST_PATH,
+    project=dbt_project,
+    select=f"tag:{PARTITIONED_TAG}",
+    exclude=f"tag:{CROSS_LAYER_TAG}",
+    name="normalisation_monthly",
+    partitions_def=MONTHS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=translator,
+    pool=WAREHOUSE_POOL,
+    op_tags={"hdh/kind": "normalisation"},
+)
+def normalisation_monthly(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Build the month range of the run (one dbt invocation, however many months)."""
+    window = context.partition_time_window
+    dbt_vars = partition_vars(window.start.date().isoformat(), window.end.date().isoformat())
+    context.log.info(f"Building months {dbt_vars['hdh_partition_start']} to {dbt_vars['hdh_partition_end']}.")
+    yield from _build(context, dbt, ["--vars", json.dumps(dbt_vars)])
+
+
+normalisation_downstream = _whole_models(
+    "normalisation_downstream",
+    select="fqn:*",
+    exclude=f"{_UPSTREAM} tag:{PARTITIONED_TAG}",
+    description="Everything built from the monthly models or beside them (OMOP, cohort…), rebuilt whole.",
+)
+
+normalisation_assets = [normalisation_upstream, normalisation_monthly, normalisation_downstream]

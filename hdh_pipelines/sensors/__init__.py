@@ -1,1 +1,0 @@
-"""Sensors: what starts runs when the outside world changes."""
