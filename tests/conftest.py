@@ -28,6 +28,32 @@ from hdh_pipelines.registry import default_registry
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+# The longest files (minutes each: dbt runs, whole Dagster stacks), started first so that neither of
+# scripts/test.sh's two workers is left with one of them at the end while the other idles.
+LONGEST_FIRST = (
+    "test_normalisation_assets.py",
+    "test_postgres_instance.py",
+    "test_demo.py",
+    "test_dbt_models.py",
+    "test_ui.py",
+    "test_workspaces.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller loads the code location before the workers start: its first
+    load writes the dbt manifest, and two workers doing that at once would parse into one target."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        import hdh_pipelines.definitions  # noqa: F401
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
+
 
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:

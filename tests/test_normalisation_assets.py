@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -66,12 +67,24 @@ def _range_run(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return job.execute_in_process(instance=instance, tags=RANGE_TAGS, raise_on_error=False)
 
 
-def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(warehouse_env, tmp_path):
-    def build_upstream(instance):
+@pytest.fixture(scope="module")
+def upstream_warehouse(tmp_path_factory, raw_root) -> Path:
+    """Staging and persons (``normalisation_upstream``) built once; the month tests build on copies."""
+    warehouse = tmp_path_factory.mktemp("upstream") / "warehouse.duckdb"
+    with pytest.MonkeyPatch.context() as environment, dg.instance_for_test() as instance:
+        environment.setenv("HDH_WAREHOUSE_PATH", str(warehouse))
+        environment.setenv("HDH_RAW_ROOT", str(raw_root))
         assert dg.materialize([normalisation_upstream], instance=instance, resources=RESOURCES).success
+    return warehouse
 
+
+# Five dbt steps, the upstream fixture's included: many minutes on a loaded two-core machine.
+@pytest.mark.timeout(1500)
+def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(
+    warehouse_env, upstream_warehouse
+):
+    shutil.copyfile(upstream_warehouse, warehouse_env)
     with dg.instance_for_test() as instance:
-        build_upstream(instance)
         result = _range_run(instance)
         assert result.success
         starts = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
@@ -91,9 +104,9 @@ def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(ware
             "select * from marts.claims where flx_dis_dtd < date '2025-04-01' order by all"
         ).fetchall()
 
-    warehouse_env.unlink()
+    # The same upstream state again, then the three months one run each.
+    shutil.copyfile(upstream_warehouse, warehouse_env)
     with dg.instance_for_test() as instance:
-        build_upstream(instance)
         for month in ("2025-01-01", "2025-02-01", "2025-03-01"):
             assert dg.materialize(
                 [normalisation_monthly], instance=instance, partition_key=month,

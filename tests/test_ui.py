@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +34,15 @@ MONTHS = ["2025-01-01", "2025-02-01", "2025-03-01"]
 REQUESTER = "ui-test-lead"
 # The hub's lifecycle stages, as asset groups: the code location must define them and the graph show them.
 LIFECYCLE_GROUPS = {"raw", "ingestion", "normalisation", "marts", "omop", "catalogue", "workspaces"}
+
+
+# The dbt models diabetes-drug-use's workspace reads, with everything upstream of them.
+WORKSPACE_INPUTS = (
+    "+persons", "+claims", "+drug_dispensations", "+alg_treated_diabetes", "+int_opt_out_exclusions"
+)
+# The module fixture (a dbt build and a whole `dagster dev`) counts in the first test's time: minutes on a
+# loaded two-core machine.
+pytestmark = pytest.mark.timeout(1200)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,9 @@ def _hub_environment(folder: Path) -> dict[str, str]:
         "HDH_SFTP_INBOX": "/inbox",
         "HDH_HUB_KEYRING": str(folder / "no-keyring.yaml"),
         "HDH_PROVIDER_REGISTRY": str(folder / "no-providers.yaml"),
+        # An intake that does not exist: the rights sensor's ticks skip instead of failing on config.
+        "HDH_RIGHTS_INTAKE": str(folder / "no-rights-intake"),
+        "HDH_RIGHTS_FORMS": str(folder / "no-rights-forms.yaml"),
         "HDH_PRIVATE_ROOT": str(private),
         "HDH_RAW_ROOT": str(private / "raw"),
         "HDH_WAREHOUSE_PATH": str(private / "warehouse.duckdb"),
@@ -96,9 +107,12 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         private.mkdir(mode=0o700)
         raw_root = Path(environment["HDH_RAW_ROOT"])
         write_synthetic_raw(raw_root, persons=300, year=2025)
-        # Seeds and models only: the data tests are tests/test_dbt_models.py's concern.
+        # What the project's workspace reads (its marts, its algorithm, the opt-out exclusions) and what
+        # they are built from; seeds and models only: the data tests are tests/test_dbt_models.py's concern.
         run_dbt(
             "build",
+            "--select",
+            *WORKSPACE_INPUTS,
             "--exclude-resource-type",
             "test",
             warehouse=Path(environment["HDH_WAREHOUSE_PATH"]),
@@ -143,21 +157,22 @@ FINISHED_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
 FAILED_BACKFILL = {"FAILED", "FAILING", "COMPLETED_FAILED", "CANCELED", "CANCELING"}
 
 
-def _wait_for_backfill_runs(ui: DagsterDev, backfill_id: str, timeout_seconds: float = 180) -> dict:
-    """Poll until the backfill has launched its runs and they have all finished; its last state either way.
+def _wait_for_backfill_runs(ui: DagsterDev, backfill_id: str, timeout_seconds: float = 480) -> dict:
+    """The backfill once it has launched its runs and they have all finished (or once it failed).
 
     The daemon marks the backfill itself complete on its next pass (up to 30 s later): the runs are what
-    the lead waits for.
+    the lead waits for. The deadline is only a backstop (a run takes minutes on a loaded two-core machine):
+    the wait ends as soon as the runs have.
     """
-    deadline = time.monotonic() + timeout_seconds
-    while True:
+
+    def settled() -> dict | None:
         backfill = ui.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})["partitionBackfillOrError"]
         assert backfill["__typename"] == "PartitionBackfill", backfill
         runs = backfill["runs"]
         finished = bool(runs) and all(run["status"] in FINISHED_RUN for run in runs)
-        if finished or backfill["status"] in FAILED_BACKFILL or time.monotonic() > deadline:
-            return backfill
-        time.sleep(2)
+        return backfill if finished or backfill["status"] in FAILED_BACKFILL else None
+
+    return ui.wait_until(settled, f"backfill {backfill_id} finished its runs", timeout_seconds)
 
 
 def test_a_lead_backfills_three_months_of_a_workspace_in_one_run(hub: Hub):
@@ -221,10 +236,9 @@ def test_the_asset_graph_shows_the_lifecycle_groups(hub: Hub):
 
     with chromium_page(CHROMIUM) as page:
         page.before_each_page(COMMUNITY_PROMPT_SEEN)
-        page.call("Page.navigate", url=f"{hub.ui.url}/asset-groups")
+        page.goto(f"{hub.ui.url}/asset-groups")
         shown = page.wait_for(GRAPH_NODE_NAMES, defined, timeout_seconds=90)
-        # Let the graph's layout and edges settle before the picture.
-        time.sleep(2)
+        # The picture waits for the page's network to go quiet (the layout's last queries answered).
         page.screenshot(ARTIFACTS / "asset-graph.png")
 
     # Every group the code location defines (later stages such as open_science included) is in the graph.

@@ -2,34 +2,34 @@
 
 `dagster dev` runs in its own session, so the whole process group (webserver,
 daemon, code server, run workers) is stopped by its id at the end: started from
-a script, `dagster dev` would otherwise outlive a plain SIGTERM. Chromium is
-driven through the Chrome DevTools Protocol over its websocket.
+a script, `dagster dev` would otherwise outlive a plain SIGTERM. Chromium (Debian's
+package) is driven by Playwright, which downloads no browser of its own here.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import itertools
-import json
 import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
-from websockets.sync.client import ClientConnection, connect
+from playwright.sync_api import CDPSession, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = REPO / ".venv" / "bin" / "dagster"
+# Playwright adds --headless itself; the rest keep Chromium off the (closed) network and out of the sandbox
+# it cannot set up as root.
 CHROMIUM_FLAGS = [
-    "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--no-first-run",
@@ -84,24 +84,43 @@ class DagsterDev:
             raise AssertionError(f"GraphQL errors: {body['errors']}")
         return body["data"]
 
-    def wait_until_loaded(self, timeout_seconds: float = 180) -> None:
-        """Wait for the webserver to answer and the code location to load (or fail with its error)."""
+    def wait_until(self, probe: Callable[[], T | None], what: str, timeout_seconds: float) -> T:
+        """``probe()``'s first truthy answer, asked about once a second until the deadline.
+
+        Fails at once, with the server's log, if `dagster dev` exits meanwhile: the pause between two
+        questions is a wait on the process, which returns as soon as it ends.
+        """
         deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
+        while True:
             if self.process.poll() is not None:
                 raise AssertionError(f"dagster dev exited ({self.process.returncode}):\n{self.log_tail()}")
-            with contextlib.suppress(requests.RequestException):
+            answer = probe()
+            if answer:
+                return answer
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not after {timeout_seconds} s:\n{self.log_tail()}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=1)
+
+    def wait_until_loaded(self, timeout_seconds: float = 180) -> None:
+        """Wait for the webserver to answer and the code location to load (or fail with its error)."""
+
+        def loaded() -> bool:
+            try:
                 entries = self.graphql(_WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
-                if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
-                    errors = [
-                        entry["locationOrLoadError"]["message"]
-                        for entry in entries
-                        if entry["locationOrLoadError"]["__typename"] == "PythonError"
-                    ]
-                    assert not errors, f"code location failed to load: {errors}"
-                    return
-            time.sleep(1)
-        raise AssertionError(f"dagster dev not ready in {timeout_seconds} s:\n{self.log_tail()}")
+            except requests.RequestException:
+                return False  # the webserver is not listening yet
+            if not entries or any(entry["loadStatus"] != "LOADED" for entry in entries):
+                return False
+            errors = [
+                entry["locationOrLoadError"]["message"]
+                for entry in entries
+                if entry["locationOrLoadError"]["__typename"] == "PythonError"
+            ]
+            assert not errors, f"code location failed to load: {errors}"
+            return True
+
+        self.wait_until(loaded, "the code location loaded", timeout_seconds)
 
 
 _WORKSPACE_QUERY = """
@@ -144,86 +163,59 @@ def dagster_dev(environment: Mapping[str, str], log_file: Path) -> Iterator[Dags
 
 
 class DevToolsPage:
-    """One Chromium page driven over the DevTools protocol (commands in order, events skipped)."""
+    """One Chromium page, driven by Playwright.
 
-    def __init__(self, connection: ClientConnection) -> None:
-        self._connection = connection
-        self._ids = itertools.count(1)
+    The helpers the UI tests share; ``page`` is the Playwright ``Page`` itself for anything else
+    (locators, clicks), and ``call`` sends a raw DevTools-protocol command on the page's own session.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self._session: CDPSession | None = None
 
     def before_each_page(self, script: str) -> None:
         """Run ``script`` in every page this tab opens from now on, before the page's own scripts."""
-        self.call("Page.addScriptToEvaluateOnNewDocument", source=script)
+        self.page.add_init_script(script)
+
+    def goto(self, url: str) -> None:
+        """Open ``url`` and wait for its network to go quiet (the app's first queries answered)."""
+        self.page.goto(url, wait_until="networkidle")
 
     def call(self, method: str, **params: Any) -> dict:
-        command_id = next(self._ids)
-        self._connection.send(json.dumps({"id": command_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self._connection.recv(timeout=60))
-            if message.get("id") == command_id:
-                if "error" in message:
-                    raise AssertionError(f"DevTools {method} failed: {message['error']}")
-                return message["result"]
+        """One DevTools-protocol command (e.g. ``Page.navigate``); its result."""
+        if self._session is None:
+            self._session = self.page.context.new_cdp_session(self.page)
+        return self._session.send(method, params)
 
     def evaluate(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+        return self.page.evaluate(expression)
 
     def wait_for(self, expression: str, expected: set[str], timeout_seconds: float) -> set[str]:
-        """The strings the JS ``expression`` lists once they include ``expected`` (or at the deadline)."""
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            found = set(self.evaluate(expression) or [])
-            if expected <= found or time.monotonic() > deadline:
-                return found
-            time.sleep(1)
+        """The strings the JS ``expression`` lists once they include ``expected`` (or at the deadline).
+
+        The browser re-checks on every animation frame, so this returns as soon as the page shows them.
+        """
+        check = f"(expected) => {{ const found = new Set(({expression}) || []); " \
+            "return expected.every((name) => found.has(name)); }"
+        with contextlib.suppress(PlaywrightTimeoutError):
+            self.page.wait_for_function(check, arg=sorted(expected), timeout=timeout_seconds * 1000)
+        return set(self.evaluate(expression) or [])
 
     def screenshot(self, target: Path) -> None:
-        encoded = self.call("Page.captureScreenshot", format="png")["data"]
+        """A PNG of the viewport once the page's network is quiet, with CSS animations stopped."""
+        self.page.wait_for_load_state("networkidle")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(base64.b64decode(encoded))
-
-
-def _devtools_port(profile: Path, process: subprocess.Popen, timeout_seconds: float = 30) -> int:
-    """The port Chromium chose (--remote-debugging-port=0), from the DevToolsActivePort file it writes."""
-    active_port = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"chromium exited ({process.returncode})")
-        if active_port.exists() and active_port.read_text().strip():
-            return int(active_port.read_text().splitlines()[0])
-        time.sleep(0.2)
-    raise AssertionError("chromium did not open its DevTools port")
+        self.page.screenshot(path=target, animations="disabled")
 
 
 @contextlib.contextmanager
 def chromium_page(chromium: str, width: int = 1600, height: int = 1000) -> Iterator[DevToolsPage]:
-    """A headless Chromium with a fresh profile and one blank page; the browser is stopped after."""
-    with tempfile.TemporaryDirectory() as profile:
-        process = subprocess.Popen(
-            [
-                chromium,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--remote-debugging-address=127.0.0.1",
-                "--remote-debugging-port=0",
-                f"--window-size={width},{height}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    """A headless Chromium (the OS package, no browser download) with a fresh profile and one blank page;
+    Playwright stops the browser after."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
         try:
-            port = _devtools_port(Path(profile), process)
-            targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-            page = next(target for target in targets if target["type"] == "page")
-            with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as connection:
-                driven = DevToolsPage(connection)
-                driven.call("Page.enable")
-                driven.call(
-                    "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                    mobile=False,
-                )
-                yield driven
+            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
+            yield DevToolsPage(page)
         finally:
-            _stop_group(process, grace_seconds=10)
+            browser.close()
