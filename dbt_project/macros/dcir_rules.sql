@@ -132,7 +132,8 @@ where net_boxes > 0
 
 {% macro insert_renetted_dispensings() -%}
     {%- if is_partitioned_run() -%}
-        {{ insert_by_name(this, drug_dispensation_rows(first_line_in_partition=false)) }}
+        insert into {{ this }} by name
+        {{ drug_dispensation_rows(first_line_in_partition=false) }}
     {%- endif -%}
 {%- endmacro %}
 

@@ -96,22 +96,6 @@
 {%- endmacro %}
 
 
-{#- Rows appended to a table, matched by column name. -#}
-{% macro insert_by_name(relation, select_sql) -%}
-    {{ return(adapter.dispatch('insert_by_name')(relation, select_sql)) }}
-{%- endmacro %}
-
-{% macro duckdb__insert_by_name(relation, select_sql) -%}
-    insert into {{ relation }} by name
-    {{ select_sql }}
-{%- endmacro %}
-
-{% macro spark__insert_by_name(relation, select_sql) -%}
-    insert into {{ relation }} by name
-    {{ select_sql }}
-{%- endmacro %}
-
-
 {#- Hook body that removes the rows of a table matching a predicate on its
     rows (aliased `alias`). DuckDB deletes them. Spark's Parquet tables have no
     DELETE: the partitions holding such rows are copied without them into a
