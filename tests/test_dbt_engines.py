@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
@@ -72,9 +73,12 @@ def compared_relations(warehouse: Warehouse) -> list[str]:
 
 def typed(value: object) -> tuple[str, object]:
     """A value with its Python type; doubles to 9 significant digits, since the engines sum in
-    different orders."""
+    different orders; integers whatever their width."""
     if isinstance(value, float) and math.isfinite(value):
         return "float", float(f"{value:.9g}")
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        # DuckDB sums integers as HUGEINT (Arrow decimal(38, 0)), Spark as BIGINT: both integers.
+        return "int", int(value)
     return type(value).__name__, value
 
 
