@@ -58,7 +58,7 @@ class Warehouse(Protocol):
 def _read_table(warehouse: Warehouse, relation: str) -> pa.Table:
     schema, table = split_relation(relation)
     with warehouse.read_only() as connection:
-        return connection.execute(f'select * from "{schema}"."{table}"').to_arrow_table()
+        return connection.sql(f'select * from "{schema}"."{table}"').to_arrow_table()
 
 
 class DuckDBWarehouse:
