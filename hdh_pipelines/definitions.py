@@ -89,7 +89,11 @@ defs = dg.Definitions(
             inbox_root=dg.EnvVar("HDH_SFTP_INBOX"),
         ),
         "dbt": dbt_resource(),
-        "warehouse": WarehouseResource(path=dg.EnvVar("HDH_WAREHOUSE_PATH")),
+        "warehouse": WarehouseResource(
+            path=dg.EnvVar("HDH_WAREHOUSE_PATH"),
+            engine=os.environ.get("HDH_WAREHOUSE_ENGINE", "duckdb"),
+            spark_warehouse_dir=os.environ.get("HDH_SPARK_WAREHOUSE_DIR"),
+        ),
         "workspaces": WorkspaceResource(
             root=dg.EnvVar("HDH_WORKSPACE_ROOT"),
             warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"),

@@ -115,8 +115,8 @@ where net_boxes > 0
     everything at once. -#}
 {% macro delete_renetted_dispensings() -%}
     {%- if is_partitioned_run() -%}
-        delete from {{ this }} as kept
-        where not {{ in_partition('kept.flx_dis_dtd') }}
+        {%- set renetted -%}
+            not {{ in_partition('kept.flx_dis_dtd') }}
             and exists (
                 select 1
                 from ({{ touched_dispensings() }}) as touched
@@ -125,6 +125,8 @@ where net_boxes > 0
                     and touched.exe_soi_dtd = kept.dispensing_date
                     and touched.pha_prs_c13 = cast(kept.cip13 as bigint)
             )
+        {%- endset -%}
+        {{ remove_rows(this, 'kept', renetted) }}
     {%- endif -%}
 {%- endmacro %}
 
@@ -158,7 +160,7 @@ select
     ben_nir_psa,
     ben_rng_gem,
     exe_soi_dtd as dispensing_date,
-    lpad(cast(pha_prs_c13 as varchar), 13, '0') as cip13,
+    lpad(cast(pha_prs_c13 as {{ dbt.type_string() }}), 13, '0') as cip13,
     atc_code,
     net_boxes as boxes,
     pha_act_pru as unit_price,

@@ -1,9 +1,12 @@
 {#- A BIGINT identifier computed from a business key, for the OMOP tables'
     integer ids: the same key gives the same id in every run and partition,
     with no sequence to keep. 63 bits of the key's MD5; the unique tests on
-    every id would catch a collision. -#}
+    every id would catch a collision (macros/engine.sql, md5_bigint). -#}
 {% macro surrogate_id(parts) -%}
-    cast(md5_number_lower(concat_ws('|', {%- for part in parts %} cast({{ part }} as varchar){{ ',' if not loop.last }}{% endfor %})) >> 1 as bigint)
+    {%- set key -%}
+        concat_ws('|', {%- for part in parts %} cast({{ part }} as {{ dbt.type_string() }}){{ ',' if not loop.last }}{% endfor %})
+    {%- endset -%}
+    {{ md5_bigint(key) }}
 {%- endmacro %}
 
 

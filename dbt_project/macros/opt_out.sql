@@ -20,7 +20,6 @@
     them too. Rendered empty in whole builds, which select no such row. -#}
 {% macro purge_opted_out(psa_column, rng_column=none) -%}
     {%- if is_partitioned_run() -%}
-        delete from {{ this }} as kept
-        where {{ is_opted_out('kept.' ~ psa_column, none if rng_column is none else 'kept.' ~ rng_column) }}
+        {{ remove_rows(this, 'kept', is_opted_out('kept.' ~ psa_column, none if rng_column is none else 'kept.' ~ rng_column)) }}
     {%- endif -%}
 {%- endmacro %}

@@ -13,7 +13,7 @@
 {% macro ghm_status(grg_ghm) -%}
     case
         when {{ grg_ghm }} is null then 'missing'
-        when starts_with({{ grg_ghm }}, '90') then 'error'
+        when {{ grg_ghm }} like '90%' then 'error'
         else 'grouped'
     end
 {%- endmacro %}
@@ -23,7 +23,7 @@
     (Documentation-SNDS glossary CMD). Counted as a stay but flagged, since a
     patient has one per session. -#}
 {% macro is_session_ghm(grg_ghm) -%}
-    coalesce(starts_with({{ grg_ghm }}, '28'), false)
+    coalesce({{ grg_ghm }} like '28%', false)
 {%- endmacro %}
 
 

@@ -14,19 +14,83 @@
     have no provider to filter on. -#}
 {% macro raw_rows(table_name, source_name='raw') %}
     {%- set raw = source(source_name, table_name) -%}
-    {%- if execute and not raw_files_exist(raw) -%}
-        {{ empty_raw_relation(table_name, source_name) }}
-    {%- elif source_name == 'raw' -%}
+    {%- if source_name == 'raw' -%}
         (
-            select * from read_parquet({{ raw.external }}, union_by_name = true,
-                                       filename = 'hdh_source_file', file_row_number = true)
+            select * from {{ raw_files(raw, table_name, source_name) }}
             where hdh_provider in ({{ authoritative_providers(table_name) }})
         )
+    {%- else -%}
+        {{ raw_files(raw, table_name, source_name) }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{#- The Parquet files of the source's glob as one relation, with
+    hdh_source_file and file_row_number. -#}
+{% macro raw_files(raw, table_name, source_name) -%}
+    {%- if env_var('HDH_RAW_ROOT', '') == '' -%}
+        {{ exceptions.raise_compiler_error(
+            "HDH_RAW_ROOT is not set: it must name the raw tables' root (<private root>/raw).") }}
+    {%- endif -%}
+    {{ return(adapter.dispatch('raw_files')(raw, table_name, source_name)) }}
+{%- endmacro %}
+
+{% macro duckdb__raw_files(raw, table_name, source_name) -%}
+    {%- if execute and not raw_files_exist(raw) -%}
+        {{ empty_raw_relation(table_name, source_name) }}
     {%- else -%}
         read_parquet({{ raw.external }}, union_by_name = true,
                      filename = 'hdh_source_file', file_row_number = true)
     {%- endif -%}
-{% endmacro %}
+{%- endmacro %}
+
+
+{#- Spark fails on a glob that matches nothing and has no SQL to list files, so
+    the raw table is an external Parquet table, declared with the source's
+    columns (a file lacking one reads it as NULL, like union_by_name), over the
+    glob's fixed leading folder read recursively; the glob's remainder filters
+    the files by path. An empty or missing folder reads as no row. The table
+    (schema hdh_raw, one per model and source table, so models built at once do
+    not race) is declared again at every run, so it follows HDH_RAW_ROOT. -#}
+{% macro spark__raw_files(raw, table_name, source_name) -%}
+    {%- if not execute -%}
+        {{ return('(select 1)') }}
+    {%- endif -%}
+    {%- set node = source_node(table_name, source_name) -%}
+    {%- set glob = node.config.get('external_location', '') | replace('{identifier}', node.identifier) -%}
+    {%- set parts = glob.split('/') -%}
+    {%- set fixed = namespace(count=0) -%}
+    {%- for part in parts -%}
+        {%- if fixed.count == loop.index0 and '*' not in part and '?' not in part and '[' not in part -%}
+            {%- set fixed.count = loop.index -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set folder = parts[:fixed.count] | join('/') -%}
+    {%- set pattern = namespace(regex='/' ~ modules.re.escape(parts[fixed.count - 1])) -%}
+    {%- for part in parts[fixed.count:] -%}
+        {%- set pattern.regex = pattern.regex ~ '/' ~ (modules.re.escape(part) | replace('\\*', '[^/]*') | replace('\\?', '[^/]')) -%}
+    {%- endfor -%}
+    {%- set table = 'hdh_raw.' ~ model.name ~ '__' ~ source_name ~ '__' ~ table_name -%}
+    {%- do run_query('create database if not exists hdh_raw') -%}
+    {%- do run_query('drop table if exists ' ~ table) -%}
+    {%- set columns = [] -%}
+    {%- for column in node.columns.values() -%}
+        {%- do columns.append(adapter.quote(column.name) ~ ' ' ~ engine_type(column.data_type)) -%}
+    {%- endfor -%}
+    {%- do run_query('create table ' ~ table ~ ' (' ~ columns | join(', ') ~ ') using parquet options ('
+            ~ "path '" ~ folder ~ "', recursiveFileLookup 'true', pathGlobFilter '*.parquet')") -%}
+    (
+        select *, _metadata.file_path as hdh_source_file, _metadata.row_index as file_row_number
+        from {{ table }}
+        where _metadata.file_path rlike '{{ pattern.regex | replace("\\", "\\\\") }}$'
+    )
+{%- endmacro %}
+
+
+{#- A column type of the sources' YAML (DuckDB's names) in the engine's SQL. -#}
+{% macro engine_type(data_type) -%}
+    {{ return(dbt.type_string() if data_type | lower == 'varchar' else data_type) }}
+{%- endmacro %}
 
 
 {#- The providers allowed to deliver the dataset, as SQL literals: the source's
@@ -57,10 +121,6 @@
 
 
 {% macro raw_files_exist(raw) %}
-    {%- if env_var('HDH_RAW_ROOT', '') == '' -%}
-        {{ exceptions.raise_compiler_error(
-            "HDH_RAW_ROOT is not set: it must name the raw tables' root (<private root>/raw).") }}
-    {%- endif -%}
     {%- set listed = run_query('select count(*) from glob(' ~ raw.external ~ ')') -%}
     {{ return(listed.columns[0].values()[0] > 0) }}
 {% endmacro %}
@@ -71,9 +131,9 @@
     (
         select
         {%- for column in node.columns.values() %}
-            cast(null as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+            cast(null as {{ engine_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
-            cast(null as varchar) as hdh_source_file,
+            cast(null as {{ dbt.type_string() }}) as hdh_source_file,
             cast(null as bigint) as file_row_number
         where false
     )

@@ -44,7 +44,7 @@ where evidence_count >= 3 or (evidence_count >= 2 and has_large_pack)
 {#- True when the code starts with one of the prefixes (ICD-10 without the dot,
     ATC); false, not NULL, for a NULL code. -#}
 {% macro has_code_prefix(column, prefixes) -%}
-    coalesce(({% for prefix in prefixes %}starts_with({{ column }}, '{{ prefix }}'){{ ' or ' if not loop.last }}{% endfor %}), false)
+    coalesce(({% for prefix in prefixes %}{{ column }} like '{{ prefix }}%'{{ ' or ' if not loop.last }}{% endfor %}), false)
 {%- endmacro %}
 
 

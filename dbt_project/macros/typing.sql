@@ -12,35 +12,35 @@
 {%- endmacro %}
 
 {% macro as_integer(column) -%}
-    cast({{ as_string(column) }} as bigint)
+    {{ strict_cast(as_string(column), 'bigint', column) }}
 {%- endmacro %}
 
 {% macro as_number(column) -%}
-    cast({{ as_string(column) }} as double)
+    {{ strict_cast(as_string(column), 'double', column) }}
 {%- endmacro %}
 
 {% macro as_year(column) -%}
-    cast({{ as_string(column) }} as integer)
+    {{ strict_cast(as_string(column), 'integer', column) }}
 {%- endmacro %}
 
-{#- The SNDS writes flags as 0/1, which DuckDB reads as false/true. -#}
+{#- The SNDS writes flags as 0/1, which DuckDB and Spark read as false/true. -#}
 {% macro as_boolean(column) -%}
-    cast({{ as_string(column) }} as boolean)
+    {{ strict_cast(as_string(column), 'boolean', column) }}
 {%- endmacro %}
 
 {#- A "date" whose registry format is %m holds a month alone (BEN_NAI_MOI,
     SOR_MOI): it is kept as the month number, 1 to 12, not as a made-up day. -#}
 {% macro as_month(column) -%}
-    cast({{ as_string(column) }} as integer)
+    {{ strict_cast(as_string(column), 'integer', column) }}
 {%- endmacro %}
 
-{#- Dates: ISO 8601 unless the registry names a strptime format. The SNDS
+{#- Dates: ISO 8601 unless the registry names a strptime format (parse_timestamp). The SNDS
     stores an unknown date as 1600-01-01; it becomes NULL. -#}
 {% macro as_date(column, format=none) -%}
     {%- if format is none -%}
-        nullif(cast({{ as_string(column) }} as date), date '{{ snds_missing_date() }}')
+        nullif({{ strict_cast(as_string(column), 'date', column) }}, date '{{ snds_missing_date() }}')
     {%- else -%}
-        nullif(cast(strptime({{ as_string(column) }}, '{{ format }}') as date), date '{{ snds_missing_date() }}')
+        nullif(cast({{ parse_timestamp(as_string(column), format, column) }} as date), date '{{ snds_missing_date() }}')
     {%- endif -%}
 {%- endmacro %}
 
@@ -48,9 +48,9 @@
 {% macro as_datetime(column, format=none) -%}
     {%- set parsed -%}
         {%- if format is none -%}
-            cast({{ as_string(column) }} as timestamp)
+            {{ strict_cast(as_string(column), 'timestamp', column) }}
         {%- else -%}
-            strptime({{ as_string(column) }}, '{{ format }}')
+            {{ parse_timestamp(as_string(column), format, column) }}
         {%- endif -%}
     {%- endset -%}
     case when cast({{ parsed }} as date) <> date '{{ snds_missing_date() }}' then {{ parsed }} end

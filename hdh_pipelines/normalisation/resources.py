@@ -1,5 +1,5 @@
-"""Normalisation's resources: the dbt project and its CLI, and the DuckDB warehouse that dbt builds and
-later stages read."""
+"""Normalisation's resources: the dbt project and its CLI, and the warehouse that dbt builds and later
+stages read, whatever engine built it."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -7,10 +7,12 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
 from hdh_pipelines.normalisation.manifest import dbt_project
+from hdh_pipelines.normalisation.warehouse import Warehouse, open_warehouse
 
 
 def dbt_resource() -> DbtCliResource:
@@ -18,16 +20,29 @@ def dbt_resource() -> DbtCliResource:
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The warehouse file. DuckDB takes one writer process at a time, and no reader while it writes:
-    every asset that opens it belongs to the concurrency pool ``duckdb_warehouse``."""
+    """The warehouse of the configured engine (``normalisation.warehouse``). On DuckDB, the file takes one
+    writer process at a time, and no reader while it writes: every asset that opens it belongs to the
+    concurrency pool ``duckdb_warehouse``."""
 
     path: str = Field(description="The DuckDB warehouse file (the dbt profile's HDH_WAREHOUSE_PATH).")
+    engine: str = Field(default="duckdb", description="duckdb or spark: HDH_WAREHOUSE_ENGINE, as for dbt.")
+    spark_warehouse_dir: str | None = Field(
+        default=None, description="Spark only: dbt-spark's Parquet tables (HDH_SPARK_WAREHOUSE_DIR)."
+    )
+
+    def warehouse(self) -> Warehouse:
+        return open_warehouse(
+            self.engine, Path(self.path), Path(self.spark_warehouse_dir) if self.spark_warehouse_dir else None
+        )
 
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection, closed (and the file's lock released) on exit."""
-        connection = duckdb.connect(str(Path(self.path)), read_only=True)
-        try:
+        """A read-only connection holding every model as ``<schema>.<table>``, closed on exit."""
+        with self.warehouse().read_only() as connection:
             yield connection
-        finally:
-            connection.close()
+
+    def read_table(self, relation: str) -> pa.Table:
+        return self.warehouse().read_table(relation)
+
+    def relation_path(self, relation: str) -> Path:
+        return self.warehouse().relation_path(relation)

@@ -4,14 +4,13 @@
 -- relationship test reports it.
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='flx_dis_dtd',
     full_refresh=not is_partitioned_run(),
     tags=['hdh_partitioned'],
+    **monthly_partitions('flx_dis_dtd')
 ) }}
 
 with pharmacy_lines as (
-    select * exclude (hdh_provider, hdh_delivery_id, hdh_dataset, hdh_loaded_at)
+    select {{ columns_except(['hdh_provider', 'hdh_delivery_id', 'hdh_dataset', 'hdh_loaded_at']) }}
     from {{ ref('stg_er_pha_f') }}
     where {{ in_partition('flx_dis_dtd') }}
 ),

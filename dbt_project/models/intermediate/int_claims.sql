@@ -3,14 +3,13 @@
 -- the line is care to count (dcir_line_status: information only, no base act…).
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='flx_dis_dtd',
     full_refresh=not is_partitioned_run(),
     tags=['hdh_partitioned'],
+    **monthly_partitions('flx_dis_dtd')
 ) }}
 
 with claims as (
-    select * exclude (hdh_provider, hdh_delivery_id, hdh_dataset, hdh_loaded_at)
+    select {{ columns_except(['hdh_provider', 'hdh_delivery_id', 'hdh_dataset', 'hdh_loaded_at']) }}
     from {{ ref('stg_er_prs_f') }}
     where {{ in_partition('flx_dis_dtd') }}
 ),

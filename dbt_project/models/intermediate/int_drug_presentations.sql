@@ -28,7 +28,7 @@ select
     coalesce(pha_cnd_top = 'GC', false) as is_large_pack,
     case
         when pha_upc_nbr is null or contains(pha_upc_nbr, '+') then null
-        else try_cast(nullif(regexp_extract(pha_upc_nbr, '^\s*([0-9]+)', 1), '') as integer)
+        else try_cast(nullif(regexp_extract(pha_upc_nbr, '^([0-9]+)', 1), '') as integer)
     end as units_per_pack,
     case
         when pha_cnd_top = 'GC' then {{ large_pack_days }}

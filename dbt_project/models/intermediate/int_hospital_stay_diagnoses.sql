@@ -3,10 +3,9 @@
 -- T_MCOaaD. Partitioned like the stays, by month of stay start.
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='stay_start_date',
     full_refresh=not is_partitioned_run(),
     tags=['hdh_partitioned'],
+    **monthly_partitions('stay_start_date')
 ) }}
 
 with stays as (

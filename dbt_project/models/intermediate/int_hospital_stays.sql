@@ -4,10 +4,9 @@
 -- status and person. Partitioned by month of stay start.
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='stay_start_date',
     full_refresh=not is_partitioned_run(),
     tags=['hdh_partitioned'],
+    **monthly_partitions('stay_start_date')
 ) }}
 
 select *

@@ -19,8 +19,8 @@
 {% if vocabulary_schema is none %}
 
 select
-    cast(null as varchar) as code_system,
-    cast(null as varchar) as source_code,
+    cast(null as {{ dbt.type_string() }}) as code_system,
+    cast(null as {{ dbt.type_string() }}) as source_code,
     cast(null as integer) as source_concept_id,
     cast(null as integer) as standard_concept_id
 where false

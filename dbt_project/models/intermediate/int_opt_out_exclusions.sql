@@ -39,7 +39,7 @@ unknown_pseudonyms as (
     select
         active_opt_outs.ben_nir_psa,
         active_opt_outs.ben_rng_gem,
-        cast(null as varchar) as ben_idt_ano,
+        cast(null as {{ dbt.type_string() }}) as ben_idt_ano,
         active_opt_outs.source
     from active_opt_outs
     anti join pseudonyms using (ben_nir_psa, ben_rng_gem)
@@ -55,6 +55,6 @@ select
     ben_nir_psa,
     ben_rng_gem,
     any_value(ben_idt_ano) as ben_idt_ano,
-    string_agg(distinct source, ',' order by source) as source
+    {{ sorted_distinct_join('source', ',') }} as source
 from excluded
 group by ben_nir_psa, ben_rng_gem

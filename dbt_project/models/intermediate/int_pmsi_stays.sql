@@ -9,7 +9,7 @@
 -- guessed one.
 
 with stays as (
-    select * exclude (hdh_provider, hdh_delivery_id, hdh_dataset, hdh_loaded_at)
+    select {{ columns_except(['hdh_provider', 'hdh_delivery_id', 'hdh_dataset', 'hdh_loaded_at']) }}
     from {{ ref('stg_t_mco_b') }}
 ),
 
@@ -88,7 +88,7 @@ linked as (
 )
 
 select
-    * exclude (only_candidate),
+    {{ columns_except(['only_candidate']) }},
     case when person_link_status = 'linked' then only_candidate end as ben_idt_ano,
     person_link_status = 'ambiguous' as is_person_ambiguous,
     ghm_status = 'error' as is_error_stay,

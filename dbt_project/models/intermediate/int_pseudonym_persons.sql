@@ -16,7 +16,7 @@ select
         -- A top without the NIR it points to cannot name the person: fall back
         -- to the pseudonym, as for anyone without a NIR of their own.
         when ben_idt_top and ben_nir_ano is not null then ben_nir_ano
-        else ben_nir_psa || cast(ben_rng_gem as varchar)
+        else ben_nir_psa || cast(ben_rng_gem as {{ dbt.type_string() }})
     end as ben_idt_ano,
     ben_idt_ano as delivered_ben_idt_ano,
     ben_idt_top,

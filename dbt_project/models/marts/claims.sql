@@ -4,11 +4,10 @@
 -- only (macro dcir_line_status).
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='flx_dis_dtd',
     full_refresh=not is_partitioned_run(),
     post_hook=["{{ purge_opted_out('ben_nir_psa', 'ben_rng_gem') }}"],
     tags=['hdh_partitioned'],
+    **monthly_partitions('flx_dis_dtd')
 ) }}
 
 with claims as (

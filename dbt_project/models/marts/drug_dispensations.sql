@@ -6,8 +6,6 @@
 -- arrives in a later flow: the post-hooks correct the earlier month's row.
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='flx_dis_dtd',
     full_refresh=not is_partitioned_run(),
     post_hook=[
         "{{ delete_renetted_dispensings() }}",
@@ -15,6 +13,7 @@
         "{{ purge_opted_out('ben_nir_psa', 'ben_rng_gem') }}",
     ],
     tags=['hdh_partitioned'],
+    **monthly_partitions('flx_dis_dtd')
 ) }}
 
 {{ drug_dispensation_rows() }}

@@ -4,11 +4,10 @@
 -- (IR_CIM_V). The same opt-out rule as the stays applies.
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='stay_start_date',
     full_refresh=not is_partitioned_run(),
     post_hook=["{{ purge_opted_out('nir_ano_17') }}"],
     tags=['hdh_partitioned'],
+    **monthly_partitions('stay_start_date')
 ) }}
 
 with diagnoses as (

@@ -4,10 +4,9 @@
 -- its claims, by month of FLX_DIS_DTD (part of the claim key).
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='flx_dis_dtd',
     full_refresh=not is_partitioned_run(),
     tags=['hdh_partitioned'],
+    **monthly_partitions('flx_dis_dtd')
 ) }}
 
 with delivered as (

@@ -4,10 +4,9 @@
 -- the same partition.
 {{ config(
     materialized='incremental',
-    incremental_strategy='replace_range',
-    partition_date_column='flx_dis_dtd',
     full_refresh=not is_partitioned_run(),
     tags=['hdh_partitioned'],
+    **monthly_partitions('flx_dis_dtd')
 ) }}
 
 with delivered as (
@@ -38,7 +37,7 @@ typed as (
     from delivered
 )
 
-select * exclude (hdh_source_file, file_row_number)
+select {{ columns_except(['hdh_source_file', 'file_row_number']) }}
 from typed
 where {{ in_partition('flx_dis_dtd') }}
 qualify row_number() over (

@@ -27,7 +27,7 @@ typed as (
     from delivered
 )
 
-select * exclude (hdh_source_file, file_row_number)
+select {{ columns_except(['hdh_source_file', 'file_row_number']) }}
 from typed
 qualify row_number() over (
     partition by ben_nir_psa, ben_rng_gem

@@ -89,7 +89,7 @@ typed as (
     from delivered
 )
 
-select * exclude (hdh_source_file, file_row_number)
+select {{ columns_except(['hdh_source_file', 'file_row_number']) }}
 from typed
 qualify row_number() over (
     partition by pha_cip_c13

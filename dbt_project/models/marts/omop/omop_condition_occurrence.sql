@@ -37,7 +37,7 @@ select
         when 'DP' then 32902 -- Primary diagnosis
         else 32908 -- Secondary diagnosis
     end as condition_status_concept_id,
-    cast(null as varchar) as stop_reason,
+    cast(null as {{ dbt.type_string() }}) as stop_reason,
     cast(null as bigint) as provider_id,
     visits.visit_occurrence_id,
     cast(null as bigint) as visit_detail_id,

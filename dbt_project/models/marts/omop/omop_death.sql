@@ -22,7 +22,7 @@ select
     cast(deaths.death_date as timestamp) as death_datetime,
     deaths.death_type_concept_id,
     0 as cause_concept_id,
-    cast(null as varchar) as cause_source_value,
+    cast(null as {{ dbt.type_string() }}) as cause_source_value,
     0 as cause_source_concept_id
 from deaths
 inner join {{ ref('omop_person') }} as omop_person

@@ -57,20 +57,20 @@ select
         as drug_exposure_end_datetime,
     cast(null as date) as verbatim_end_date,
     32810 as drug_type_concept_id, -- Claim
-    cast(null as varchar) as stop_reason,
+    cast(null as {{ dbt.type_string() }}) as stop_reason,
     cast(null as integer) as refills,
     cast(dispensations.unit_quantity as double) as quantity,
     dispensations.supply_days as days_supply,
-    cast(null as varchar) as sig,
+    cast(null as {{ dbt.type_string() }}) as sig,
     0 as route_concept_id,
-    cast(null as varchar) as lot_number,
+    cast(null as {{ dbt.type_string() }}) as lot_number,
     cast(null as bigint) as provider_id,
     cast(null as bigint) as visit_occurrence_id,
     cast(null as bigint) as visit_detail_id,
     dispensations.cip13 as drug_source_value,
     coalesce(cip7_concepts.source_concept_id, 0) as drug_source_concept_id,
-    cast(null as varchar) as route_source_value,
-    cast(null as varchar) as dose_unit_source_value,
+    cast(null as {{ dbt.type_string() }}) as route_source_value,
+    cast(null as {{ dbt.type_string() }}) as dose_unit_source_value,
     dispensations.atc_code as atc_source_value
 from sized as dispensations
 inner join {{ ref('omop_person') }} as omop_person

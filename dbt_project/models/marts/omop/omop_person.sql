@@ -24,10 +24,10 @@ select
     cast(null as bigint) as provider_id,
     cast(null as bigint) as care_site_id,
     ben_idt_ano as person_source_value,
-    cast(sex_code as varchar) as gender_source_value,
+    cast(sex_code as {{ dbt.type_string() }}) as gender_source_value,
     0 as gender_source_concept_id,
-    cast(null as varchar) as race_source_value,
+    cast(null as {{ dbt.type_string() }}) as race_source_value,
     0 as race_source_concept_id,
-    cast(null as varchar) as ethnicity_source_value,
+    cast(null as {{ dbt.type_string() }}) as ethnicity_source_value,
     0 as ethnicity_source_concept_id
 from persons

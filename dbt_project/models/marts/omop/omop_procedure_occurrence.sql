@@ -17,7 +17,7 @@ select
     cast(null as bigint) as provider_id,
     cast(null as bigint) as visit_occurrence_id,
     cast(null as bigint) as visit_detail_id,
-    cast(null as varchar) as procedure_source_value,
+    cast(null as {{ dbt.type_string() }}) as procedure_source_value,
     cast(null as integer) as procedure_source_concept_id,
-    cast(null as varchar) as modifier_source_value
+    cast(null as {{ dbt.type_string() }}) as modifier_source_value
 where false
