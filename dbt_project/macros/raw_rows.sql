@@ -28,7 +28,7 @@
 {#- The Parquet files of the source's glob as one relation, with
     hdh_source_file and file_row_number. -#}
 {% macro raw_files(raw, table_name, source_name) -%}
-    {%- if env_var('HDH_RAW_ROOT', '') == '' -%}
+    {%- if execute and env_var('HDH_RAW_ROOT', '') == '' -%}
         {{ exceptions.raise_compiler_error(
             "HDH_RAW_ROOT is not set: it must name the raw tables' root (<private root>/raw).") }}
     {%- endif -%}
