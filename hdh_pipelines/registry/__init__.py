@@ -56,6 +56,7 @@ from hdh_deliver.names import is_provider
 
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
 REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"
+GENERATED_KEY = "x-hdh-generated"
 REFERENCE_SOURCES = ("schema-snds", "dico-snds", "synthetic-snds")
 DATASETS_DIR = Path(__file__).parent / "datasets"
 # Placeholder in a family's name -> what it stands for in a delivered name (see the module docstring).
@@ -130,6 +131,11 @@ class DatasetSchema:
     # The providers allowed to deliver this dataset (``providers``): a file of it
     # from anyone else is refused before decryption, and staging reads only their rows.
     providers: tuple[str, ...] = ()
+
+    @property
+    def generated(self) -> bool:
+        """Generated from the SNDS references (``x-hdh-generated``), not curated by hand."""
+        return GENERATED_KEY in self.raw
 
     def field(self, name: str) -> Field:
         for candidate in self.fields:
