@@ -41,6 +41,8 @@ from pathlib import Path
 
 import duckdb
 
+from hdh_devtools.raw_tables import registry_columns_select
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = REPO / "dbt_project"
 DBT = Path(sys.executable).with_name("dbt")
@@ -77,7 +79,7 @@ ER_PRS_F = """
            lpad((person % 900 + 1)::VARCHAR, 3, '0') AS BEN_RES_COM,
            strftime(care, '%Y-%m-%d') AS EXE_SOI_DTD,
            CASE WHEN nature > 3000 THEN '1600-01-01' ELSE strftime(care, '%Y-%m-%d') END AS EXE_SOI_DTF,
-           nature::VARCHAR AS PRS_NAT_REF, '1' AS PRS_ACT_QTE,
+           nature::VARCHAR AS PRS_NAT_REF, nature::VARCHAR AS BSE_PRS_NAT, '1' AS PRS_ACT_QTE,
            printf('%.2f', (g % 10000) / {paid_divisor}) AS PRS_PAI_MNT,
            printf('%.2f', (g % 10000) / 100) AS BSE_REM_BSE, printf('%.2f', (g % 10000) / 140) AS BSE_REM_MNT,
            CASE WHEN g % 20 = 0 THEN '71' ELSE '0' END AS DPN_QLF, '0' AS CPL_MAJ_TOP,
@@ -131,6 +133,7 @@ def generate(raw: Path, rows: int) -> None:
         folder = raw / "cnam" / delivery["delivery"] / dataset
         folder.mkdir(parents=True, exist_ok=True)
         lineage = LINEAGE.format(dataset=dataset, **delivery)
+        select = registry_columns_select(connection, dataset, select)
         connection.execute(
             f"COPY (SELECT *, {lineage} FROM ({select})) "
             f"TO '{folder / f'part-{index:03d}.parquet'}' (FORMAT parquet, COMPRESSION zstd)"

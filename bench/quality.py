@@ -31,6 +31,7 @@ from pathlib import Path
 
 import duckdb
 
+from hdh_devtools.raw_tables import registry_columns_select
 from hdh_pipelines.core.sql import quote_literal
 
 MODES = ("gx", "sql-per-check", "sql-combined")
@@ -47,9 +48,10 @@ def generate(directory: Path, rows: int) -> list[Path]:
         for start in range(0, rows, ROWS_PER_FILE):
             path = directory / f"er_prs_f_{start // ROWS_PER_FILE:03d}.parquet"
             stop = min(rows, start + ROWS_PER_FILE)
-            connection.execute(
+            columns = registry_columns_select(
+                connection,
+                "ER_PRS_F",
                 f"""
-                COPY (
                 WITH r AS (SELECT i, hash(i) AS h, DATE '2024-01-01' + (hash(i, 1) % 365)::INTEGER AS care
                            FROM range({start}, {stop}) t(i))
                 SELECT (100000000 + i // 3)::VARCHAR AS DCT_ORD_NUM,
@@ -70,18 +72,22 @@ def generate(directory: Path, rows: int) -> list[Path]:
                        CASE WHEN h % 4 = 0 THEN '1600-01-01' ELSE strftime(care, '%Y-%m-%d') END
                            AS EXE_SOI_DTF,
                        ['1111', '1112', '3311', '3313'][(1 + (h >> 11) % 4)::BIGINT] AS PRS_NAT_REF,
+                       ['1111', '1112', '3311', '3313'][(1 + (h >> 11) % 4)::BIGINT] AS BSE_PRS_NAT,
                        '1' AS PRS_ACT_QTE,
                        CASE WHEN i % 200000 = 13 THEN '12,50'
                             ELSE printf('%.2f', ((h >> 13) % 10000) / 100) END AS PRS_PAI_MNT,
                        printf('%.2f', ((h >> 13) % 10000) / 100) AS BSE_REM_BSE,
                        printf('%.2f', ((h >> 13) % 10000) / 140) AS BSE_REM_MNT,
                        CASE WHEN (h >> 17) % 20 = 0 THEN '71' ELSE '0' END AS DPN_QLF,
-                       '0' AS CPL_MAJ_TOP, ((h >> 19) % 80)::VARCHAR AS PSE_SPE_COD,
-                       'cnam' AS hdh_provider, 'bench-001' AS hdh_delivery_id, 'ER_PRS_F' AS hdh_dataset,
-                       TIMESTAMP '2026-01-01 00:00:00' AS hdh_loaded_at
+                       '0' AS CPL_MAJ_TOP, ((h >> 19) % 80)::VARCHAR AS PSE_SPE_COD
                 FROM r
-                ) TO {quote_literal(str(path))} (FORMAT parquet, COMPRESSION zstd)
-                """
+                """,
+            )
+            connection.execute(
+                f"COPY (SELECT *, 'cnam' AS hdh_provider, 'bench-001' AS hdh_delivery_id, "
+                f"'ER_PRS_F' AS hdh_dataset, TIMESTAMP '2026-01-01 00:00:00' AS hdh_loaded_at "
+                f"FROM ({columns})) "
+                f"TO {quote_literal(str(path))} (FORMAT parquet, COMPRESSION zstd)"
             )
             files.append(path)
     return files
