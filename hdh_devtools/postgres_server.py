@@ -31,7 +31,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from types import TracebackType
 import psycopg2
 from psycopg2 import sql
 
+from hdh_devtools.readiness import ReadinessSocket, wait_for_exit
 from hdh_devtools.sftp_server import LOOPBACK, _free_port
 
 __all__ = [
@@ -317,16 +317,22 @@ def _launch_on_free_port(
     while True:
         attempt += 1
         port = _free_port()
-        process = _launch(bin_dir, root, data, port, account)
-        server = PostgresServer(
-            root, LOOPBACK, port, SUPERUSER, password_file, database, process.pid, process
-        )
-        if _wait_until_ready(server, retry_on_bind_failure=attempt < PORT_ATTEMPTS):
-            return server
+        with ReadinessSocket() as readiness:
+            process = _launch(bin_dir, root, data, port, account, readiness.environment)
+            server = PostgresServer(
+                root, LOOPBACK, port, SUPERUSER, password_file, database, process.pid, process
+            )
+            if _wait_until_ready(server, readiness, retry_on_bind_failure=attempt < PORT_ATTEMPTS):
+                return server
 
 
 def _launch(
-    bin_dir: Path, root: Path, data: Path, port: int, account: pwd.struct_passwd
+    bin_dir: Path,
+    root: Path,
+    data: Path,
+    port: int,
+    account: pwd.struct_passwd,
+    readiness_environment: Mapping[str, str],
 ) -> subprocess.Popen[bytes]:
     """Run ``postgres`` itself (no ``pg_ctl`` in between), so its PID is the server's.
 
@@ -350,34 +356,44 @@ def _launch(
             stderr=subprocess.STDOUT,
             cwd=root,
             start_new_session=True,
+            env={**os.environ, **readiness_environment},
             **_as_account(account),
         )  # fmt: skip
 
 
-def _wait_until_ready(server: PostgresServer, *, retry_on_bind_failure: bool) -> bool:
+def _wait_until_ready(
+    server: PostgresServer, readiness: ReadinessSocket, *, retry_on_bind_failure: bool
+) -> bool:
     """``True`` once the server accepts our password; ``False`` if its port was taken (try another).
 
-    A login with the cluster's own password proves the answer comes from our server, not
+    PostgreSQL says when it accepts connections (``READY=1``, ``hdh_devtools.readiness``); a
+    login with the cluster's own password then proves the answer comes from our server, not
     from another process that grabbed the port first.
     """
     assert server._process is not None
     log_start = server.log_file.stat().st_size
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server._process.poll() is not None:
-            log = _log_since(server.log_file, log_start)
-            if retry_on_bind_failure and BIND_FAILURE in log:
-                return False
-            raise RuntimeError(
-                _failure(f"postgres exited with status {server._process.returncode}", server.log_file)
-            )
+    try:
+        ready = readiness.wait(server._process.pid, STARTUP_TIMEOUT_S)
+    except TimeoutError:
+        server.stop()
+        message = f"postgres was not ready within {STARTUP_TIMEOUT_S:.0f} s"
+        raise RuntimeError(_failure(message, server.log_file)) from None
+    except BaseException:
+        server.stop()
+        raise
+    if ready:
         try:
             _connect(server.settings(), "postgres").close()
-            return True
-        except psycopg2.OperationalError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(_failure(f"postgres did not answer within {STARTUP_TIMEOUT_S:.0f} s", server.log_file))
+        except psycopg2.OperationalError as error:
+            server.stop()
+            raise RuntimeError(
+                _failure(f"postgres is ready but refuses our login: {error}", server.log_file)
+            ) from None
+        return True
+    server._process.wait()
+    if retry_on_bind_failure and BIND_FAILURE in _log_since(server.log_file, log_start):
+        return False
+    raise RuntimeError(_failure(f"postgres exited with status {server._process.returncode}", server.log_file))
 
 
 def _stop_pid(pid: int) -> None:
@@ -386,14 +402,8 @@ def _stop_pid(pid: int) -> None:
         os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"postgres (pid {pid}) did not stop within {STOP_TIMEOUT_S:.0f} s")
+    if not wait_for_exit(pid, STOP_TIMEOUT_S):
+        raise RuntimeError(f"postgres (pid {pid}) did not stop within {STOP_TIMEOUT_S:.0f} s")
 
 
 def _log_since(log_file: Path, offset: int) -> str:

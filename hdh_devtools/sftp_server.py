@@ -33,11 +33,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from hdh_devtools.readiness import ReadinessSocket
 
 __all__ = ["SftpServer", "sshd_path", "start_sftp_server"]
 
@@ -319,42 +320,41 @@ def _validate_config(sshd: Path, config: Path) -> None:
 def _launch(
     sshd: Path, config: Path, log_file: Path, port: int, *, retry_on_bind_failure: bool
 ) -> subprocess.Popen[bytes] | None:
-    """Start sshd and wait until it answers; ``None`` means the port was taken, try another.
+    """Start sshd and wait until it is ready; ``None`` means the port was taken, try another.
 
-    Readiness needs both sshd's own "Server listening" line and an ``SSH-2.0``
-    banner: the banner alone could come from another process that grabbed the port
-    first.  sshd gets its own session so a Ctrl-C aimed at the caller's terminal
-    does not kill it behind the caller's back; stop() owns its lifetime.
+    sshd says when it is ready (``READY=1`` on ``NOTIFY_SOCKET``, once its port is
+    bound; ``hdh_devtools.readiness``), and an ``SSH-2.0`` banner on the port then
+    confirms it. sshd gets its own session so a Ctrl-C aimed at the caller's
+    terminal does not kill it behind the caller's back; stop() owns its lifetime.
     """
     log_file.write_bytes(b"")
-    process = subprocess.Popen(
-        [str(sshd), "-D", "-e", "-f", str(config), "-E", str(log_file)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        listening = f"Server listening on {LOOPBACK} port {port}."
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            log = log_file.read_text(encoding="utf-8", errors="replace")
-            if process.poll() is not None:
-                if retry_on_bind_failure and BIND_FAILURE in log:
-                    return None
-                raise RuntimeError(
-                    _failure(f"sshd exited with status {process.returncode} on port {port}", log_file)
-                )
-            if listening in log and _answers_ssh(port):
-                return process
-            time.sleep(0.02)
-    except BaseException:
+    with ReadinessSocket() as readiness:
+        process = subprocess.Popen(
+            [str(sshd), "-D", "-e", "-f", str(config), "-E", str(log_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **readiness.environment},
+        )
+        try:
+            ready = readiness.wait(process.pid, STARTUP_TIMEOUT_S)
+        except TimeoutError:
+            _terminate(process)
+            message = f"sshd was not ready on port {port} within {STARTUP_TIMEOUT_S:.0f} s"
+            raise RuntimeError(_failure(message, log_file)) from None
+        except BaseException:
+            _terminate(process)
+            raise
+    if ready and _answers_ssh(port):
+        return process
+    if ready:
         _terminate(process)
-        raise
-    _terminate(process)
-    raise RuntimeError(
-        _failure(f"sshd did not answer on port {port} within {STARTUP_TIMEOUT_S:.0f} s", log_file)
-    )
+        raise RuntimeError(_failure(f"sshd said it was ready but port {port} gives no SSH banner", log_file))
+    process.wait()
+    if retry_on_bind_failure and BIND_FAILURE in log_file.read_text(encoding="utf-8", errors="replace"):
+        return None
+    raise RuntimeError(_failure(f"sshd exited with status {process.returncode} on port {port}", log_file))
 
 
 def _answers_ssh(port: int) -> bool:
