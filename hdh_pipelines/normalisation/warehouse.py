@@ -34,6 +34,8 @@ from typing import Literal, Protocol
 import duckdb
 import pyarrow as pa
 
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
+
 WarehouseEngine = Literal["duckdb", "spark"]
 WAREHOUSE_ENGINES: tuple[WarehouseEngine, ...] = ("duckdb", "spark")
 
@@ -47,14 +49,6 @@ def split_relation(relation: str) -> tuple[str, str]:
     if match is None:
         raise ValueError(f"A warehouse relation is <schema>.<table> in lower-case identifiers: {relation!r}.")
     return match.group(1), match.group(2)
-
-
-def _quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def has_relation(connection: duckdb.DuckDBPyConnection, alias: str, relation: str) -> bool:
@@ -134,7 +128,7 @@ class DuckDBWarehouse:
 
     def attach(self, connection: duckdb.DuckDBPyConnection, alias: str) -> None:
         """Raises ``duckdb.Error`` when the file is missing or dbt holds it."""
-        connection.execute(f"attach {_text(str(self.path))} as {_quoted(alias)} (read_only)")
+        connection.execute(f"attach {quote_literal(str(self.path))} as {quote_identifier(alias)} (read_only)")
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -179,10 +173,11 @@ class SparkParquetWarehouse:
         for relation in self.relations():
             schema, table = split_relation(relation)
             files = str(self.relation_path(relation) / "**" / "*.parquet")
-            connection.execute(f"create schema if not exists {_quoted(catalog)}.{_quoted(schema)}")
+            qualified_schema = f"{quote_identifier(catalog)}.{quote_identifier(schema)}"
+            connection.execute(f"create schema if not exists {qualified_schema}")
             connection.execute(
-                f"create view {_quoted(catalog)}.{_quoted(schema)}.{_quoted(table)} as select * from "
-                f"read_parquet({_text(files)}, hive_partitioning = true, union_by_name = true)"
+                f"create view {qualified_schema}.{quote_identifier(table)} as select * from "
+                f"read_parquet({quote_literal(files)}, hive_partitioning = true, union_by_name = true)"
             )
 
     @contextmanager
@@ -200,7 +195,7 @@ class SparkParquetWarehouse:
         folder holds no table (nothing built yet), as attaching a missing DuckDB file does."""
         if not self.relations():
             raise duckdb.IOException("The Spark warehouse folder holds no table yet.")
-        connection.execute(f"attach ':memory:' as {_quoted(alias)}")
+        connection.execute(f"attach ':memory:' as {quote_identifier(alias)}")
         self._create_views(connection, alias)
 
     def exists(self) -> bool:
