@@ -48,6 +48,10 @@ from hdh_pipelines.rights.access import person_of
 from hdh_pipelines.workspaces import WorkspaceSettings, materialise_workspace
 from hdh_pipelines.workspaces.purge import purge_workspace
 
+# The setup of a test may hold a whole build on both engines, or the monthly run: minutes each on a
+# busy two-core machine.
+pytestmark = pytest.mark.timeout(1200)
+
 COMPARED_SCHEMAS = ("marts", "omop", "algorithms")
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "diabetes-drug-use"
