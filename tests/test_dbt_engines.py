@@ -261,6 +261,10 @@ def workspace_contents(settings: WorkspaceSettings) -> dict[str, tuple[list[str]
     contents = {}
     with duckdb.connect() as connection:
         for path in sorted((folder / "parquet").iterdir()):
+            if path.is_dir() and not any(path.glob("*/*.parquet")):
+                # A partitioned dataset left without a row (a purge) has no file.
+                contents[path.stem] = ([], Counter())
+                continue
             files = str(path / "*" / "*.parquet") if path.is_dir() else str(path)
             contents[path.stem] = rows_of(
                 connection.sql(
