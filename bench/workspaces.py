@@ -34,6 +34,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 from hdh_pipelines.workspaces import WorkspaceSettings, materialise_workspace
 
 PROJECT = {
@@ -168,7 +169,7 @@ def main() -> None:
         secrets_file.chmod(0o600)
         settings = WorkspaceSettings(
             root=folder / "workspaces",
-            warehouse_path=warehouse,
+            warehouse=DuckDBWarehouse(warehouse),
             projects_dir=projects,
             audit_root=folder / "audit",
             secrets_file=secrets_file,

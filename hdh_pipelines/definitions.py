@@ -32,6 +32,13 @@ from hdh_pipelines.workspaces.assets import project_workspace, workspace_audit_t
 from hdh_pipelines.workspaces.resources import WorkspaceResource
 from hdh_pipelines.workspaces.sensors import project_registry_sensor
 
+# One engine configuration for dbt's readers: the resource itself and the workspaces that read through it.
+warehouse = WarehouseResource(
+    path=dg.EnvVar("HDH_WAREHOUSE_PATH"),
+    engine=os.environ.get("HDH_WAREHOUSE_ENGINE", "duckdb"),
+    spark_warehouse_dir=os.environ.get("HDH_SPARK_WAREHOUSE_DIR"),
+)
+
 defs = dg.Definitions(
     assets=[
         sftp_inbox,
@@ -89,14 +96,10 @@ defs = dg.Definitions(
             inbox_root=dg.EnvVar("HDH_SFTP_INBOX"),
         ),
         "dbt": dbt_resource(),
-        "warehouse": WarehouseResource(
-            path=dg.EnvVar("HDH_WAREHOUSE_PATH"),
-            engine=os.environ.get("HDH_WAREHOUSE_ENGINE", "duckdb"),
-            spark_warehouse_dir=os.environ.get("HDH_SPARK_WAREHOUSE_DIR"),
-        ),
+        "warehouse": warehouse,
         "workspaces": WorkspaceResource(
             root=dg.EnvVar("HDH_WORKSPACE_ROOT"),
-            warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"),
+            warehouse=warehouse,
             projects_dir=dg.EnvVar("HDH_PROJECTS_DIR"),
             audit_root=dg.EnvVar("HDH_WORKSPACE_AUDIT_ROOT"),
         ),

@@ -27,6 +27,7 @@ from hdh_pipelines.catalogue.resources import CatalogueResource
 from hdh_pipelines.catalogue.sources import raw_descriptions
 from hdh_pipelines.ingestion.resources import HubResource
 from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 from hdh_pipelines.open_science.publish import OPEN_DISPENSATIONS, publish_open_dispensations
 from hdh_pipelines.registry import default_registry
 
@@ -72,14 +73,14 @@ def inputs(tmp_path_factory) -> CatalogueInputs:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-6000:]
-    return CatalogueInputs(raw_root=raw_root, warehouse=warehouse)
+    return CatalogueInputs(raw_root=raw_root, warehouse=DuckDBWarehouse(warehouse))
 
 
 @pytest.fixture(scope="module")
 def open_data_dir(inputs, tmp_path_factory) -> Path:
     """The open dataset published from the fixture's warehouse by the open-science code itself."""
     public_root = tmp_path_factory.mktemp("open_data")
-    with duckdb.connect(str(inputs.warehouse), read_only=True) as connection:
+    with inputs.warehouse.read_only() as connection:
         publish_open_dispensations(
             connection, inputs.warehouse, public_root, now=datetime(2026, 1, 15, tzinfo=UTC)
         )
@@ -277,7 +278,7 @@ def test_dagster_asset_materialises_with_its_metadata(inputs, open_data_dir, tmp
         "hub": HubResource(
             private_root=str(inputs.raw_root.parent), keyring_file="unused", provider_registry_file="unused"
         ),
-        "warehouse": WarehouseResource(path=str(inputs.warehouse)),
+        "warehouse": WarehouseResource(path=str(inputs.warehouse.path)),
     }
     with dg.instance_for_test() as instance:
         result = dg.materialize([healthdcat_catalogue], instance=instance, resources=resources)

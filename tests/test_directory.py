@@ -16,6 +16,7 @@ from hdh_pipelines.catalogue import AccessLevel, CatalogueInputs, build_catalogu
 from hdh_pipelines.catalogue.opendata import open_data_descriptions, open_data_statistics
 from hdh_pipelines.catalogue.records import HubIdentity, dataset_record
 from hdh_pipelines.catalogue.resources import CatalogueResource
+from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.rights.assets import project_directory
 from hdh_pipelines.rights.directory import DIRECTORY_CSV, DIRECTORY_JSON, DIRECTORY_NAME, publish_directory
 from hdh_pipelines.workspaces import WorkspaceRefused, load_project, scan_registry
@@ -120,7 +121,7 @@ def test_directory_asset_publishes_with_counts_only(registry, tmp_path):
                 ),
                 "workspaces": WorkspaceResource(
                     root=str(tmp_path / "ws"),
-                    warehouse_path=str(tmp_path / "w.duckdb"),
+                    warehouse=WarehouseResource(path=str(tmp_path / "w.duckdb")),
                     projects_dir=str(registry),
                     audit_root=str(tmp_path / "audit"),
                 ),

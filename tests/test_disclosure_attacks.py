@@ -31,6 +31,7 @@ from hdh_pipelines.catalogue.model import DatasetDescription, Layer, Variable
 from hdh_pipelines.catalogue.statistics import warehouse_statistics
 from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 from hdh_pipelines.open_science import (
     TOTAL,
     IndicatorSpec,
@@ -249,7 +250,7 @@ def _publish(warehouse: Path, root: Path, spec: IndicatorSpec):
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         return run_indicator(
             connection,
-            warehouse,
+            DuckDBWarehouse(warehouse),
             spec,
             root / "indicators",
             root / "log.jsonl",
@@ -461,7 +462,7 @@ def test_catalogue_statistics_hold_records_to_persons(tmp_path, records_by_perso
         event_date="visit_date",
         relation="marts.visits",
     )
-    statistics = warehouse_statistics(description, path, reference=date(2026, 1, 1))
+    statistics = warehouse_statistics(description, DuckDBWarehouse(path), reference=date(2026, 1, 1))
     assert statistics.records_suppressed is not records_shown
     assert statistics.records == (sum(records_by_person) if records_shown else None)
     persons = len(records_by_person)

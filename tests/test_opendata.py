@@ -23,6 +23,7 @@ from test_disclosure_attacks import plain_attack
 
 from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 from hdh_pipelines.open_science import (
     TOTAL,
     IndicatorSpec,
@@ -189,7 +190,7 @@ def _run(warehouse: Path, root: Path, request: IndicatorSpec):
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         return run_indicator(
             connection,
-            warehouse,
+            DuckDBWarehouse(warehouse),
             request,
             root / "indicators",
             root / "log" / "requests.jsonl",
@@ -281,8 +282,9 @@ def test_bad_requests_are_refused_and_logged(warehouse, tmp_path, overrides, rea
 
 
 def test_open_dispensations_published_with_open_licence(warehouse, tmp_path):
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
-        protected, folder, _ = publish_open_dispensations(connection, warehouse, tmp_path / "public", now=NOW)
+    on_duckdb = DuckDBWarehouse(warehouse)
+    with on_duckdb.read_only() as connection:
+        protected, folder, _ = publish_open_dispensations(connection, on_duckdb, tmp_path / "public", now=NOW)
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["license"]["identifier"] == "etalab-2.0"
     parquet = pd.read_parquet(folder / "dispensations_atc_year_region.parquet")
@@ -300,7 +302,7 @@ def test_open_dispensations_published_with_open_licence(warehouse, tmp_path):
 def test_data_challenge_export(warehouse, tmp_path):
     key = secrets.token_bytes(32)
     export = export_challenge(
-        warehouse,
+        DuckDBWarehouse(warehouse),
         "hospital_stays",
         key,
         tmp_path / "challenges",
@@ -322,7 +324,7 @@ def test_data_challenge_export(warehouse, tmp_path):
     assert stat.S_IMODE(export.folder.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in export.folder.iterdir())
     again = export_challenge(
-        warehouse,
+        DuckDBWarehouse(warehouse),
         "hospital_stays",
         key,
         tmp_path / "challenges",

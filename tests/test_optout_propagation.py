@@ -38,6 +38,7 @@ from hdh_pipelines.linkage.assets import LinkageConfig, cohort_linkage
 from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
 from hdh_pipelines.normalisation.assets import normalisation_upstream
 from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_resource
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 from hdh_pipelines.open_science import export_challenge
 from hdh_pipelines.open_science.resources import OpenScienceResource
 from hdh_pipelines.rights.opt_out_purge import opt_out_purge_job
@@ -237,7 +238,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             warehouse=warehouse,
             workspaces=WorkspaceResource(
                 root=str(root / "workspaces"),
-                warehouse_path=str(warehouse),
+                warehouse=WarehouseResource(path=str(warehouse)),
                 projects_dir=str(root / "projects"),
                 audit_root=str(root / "audit"),
             ),
@@ -275,7 +276,7 @@ def test_an_opt_out_reaches_every_copy_through_the_sensor(world: World, spark_re
             today=date.today(),
         )
         export_challenge(
-            world.warehouse,
+            DuckDBWarehouse(world.warehouse),
             "persons",
             world.challenge_key,
             Path(world.open_science.challenge_root),

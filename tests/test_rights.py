@@ -93,7 +93,7 @@ class Hub:
         self.secrets.chmod(0o600)
         self.workspaces = WorkspaceResource(
             root=str(folder / "workspaces"),
-            warehouse_path=str(self.warehouse),
+            warehouse=WarehouseResource(path=str(self.warehouse)),
             projects_dir=str(self.projects),
             audit_root=str(folder / "audit"),
             secrets_file=str(self.secrets),

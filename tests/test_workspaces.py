@@ -25,6 +25,8 @@ import yaml
 
 from hdh_devtools.demo import daemonless
 from hdh_pipelines.core.constants import REQUESTER_TAG
+from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 from hdh_pipelines.rights.opt_out_purge import workspace_retention_job
 from hdh_pipelines.workspaces import (
     HUB_IDENTIFIER_COLUMNS,
@@ -213,7 +215,7 @@ def hub(tmp_path: Path, warehouse_template: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(key_variable("mi-outcomes-linked"), secrets.token_hex(32))
     return WorkspaceSettings(
         root=tmp_path / "workspaces",
-        warehouse_path=warehouse,
+        warehouse=DuckDBWarehouse(warehouse),
         projects_dir=projects,
         audit_root=tmp_path / "audit",
         secrets_file=secrets_file,
@@ -380,7 +382,7 @@ def test_only_approved_columns_appear_in_any_output(hub):
             listed = {(row["dataset"], row["column"]) for row in csv.DictReader(handle)}
         assert {c for _, c in listed} - allowed_everywhere <= set().union(*approved.values())
         text = all_text(workspace)
-        every_mart_column = _warehouse_columns(hub.warehouse_path)
+        every_mart_column = _warehouse_columns(hub.warehouse.path)
         never = every_mart_column - set().union(*approved.values()) - allowed_everywhere
         mentioned = {
             column
@@ -475,7 +477,7 @@ def test_opt_out_removes_a_person_from_every_month_retroactively_and_is_audited(
     assert person_4 in values_of(hub.root / project, "person_id")
 
     # Person 4 opts out; the next run rebuilds only June, yet January to May lose them too.
-    set_opt_outs(hub.warehouse_path, [1, 4], delivery="oo-2")
+    set_opt_outs(hub.warehouse.path, [1, 4], delivery="oo-2")
     result = materialise(hub, project, ["2024-06"], run_id="run-after-opt-out")
     workspace = hub.root / project
     assert person_4 not in values_of(workspace, "person_id")
@@ -555,7 +557,7 @@ def test_failed_run_leaves_the_previous_workspace_intact(hub):
     workspace = hub.root / project
     before = {p.relative_to(workspace): p.read_bytes() for p in every_file(workspace)}
     # The drug dispensations fail when read, after persons and stays were already extracted.
-    with duckdb.connect(str(hub.warehouse_path)) as db:
+    with duckdb.connect(str(hub.warehouse.path)) as db:
         db.execute("alter table marts.drug_dispensations rename to drug_dispensations_kept")
         db.execute(
             "create view marts.drug_dispensations as select * from marts.drug_dispensations_kept "
@@ -600,7 +602,7 @@ def instance(tmp_path: Path):
 def resource_for(settings: WorkspaceSettings) -> WorkspaceResource:
     return WorkspaceResource(
         root=str(settings.root),
-        warehouse_path=str(settings.warehouse_path),
+        warehouse=WarehouseResource(path=str(settings.warehouse.path)),
         projects_dir=str(settings.projects_dir),
         audit_root=str(settings.audit_root),
         secrets_file=str(settings.secrets_file),
@@ -727,7 +729,7 @@ def test_purge_removes_a_new_opt_out_from_a_published_workspace_without_a_build(
     assert person_6 in values_of(workspace, "person_id") and person_6 in _duckdb_person_ids(workspace)
     dictionary = (workspace / "data_dictionary.csv").read_bytes()
 
-    set_opt_outs(hub.warehouse_path, [1, 6], delivery="oo-2")
+    set_opt_outs(hub.warehouse.path, [1, 6], delivery="oo-2")
     outcome = purge_workspace(hub, project, run_id="purge-1")
     assert (outcome.outcome, outcome.persons_removed) == ("purged", 1)
     # Person 6 had a stay, its diagnoses (DP, DAS) and a dispensation each month, a person row, a cohort row.

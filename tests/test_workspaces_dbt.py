@@ -19,6 +19,7 @@ import pytest
 from dbt_inputs import run_dbt, write_synthetic_raw
 
 from hdh_pipelines.normalisation.manifest import read_manifest
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 from hdh_pipelines.workspaces import (
     HUB_IDENTIFIER_COLUMNS,
     WorkspaceSettings,
@@ -58,7 +59,7 @@ def test_sample_projects_materialise_on_the_dbt_warehouse(warehouse, tmp_path, m
         monkeypatch.setenv(key_variable(project), secrets.token_hex(32))
     settings = WorkspaceSettings(
         root=tmp_path / "workspaces",
-        warehouse_path=warehouse,
+        warehouse=DuckDBWarehouse(warehouse),
         projects_dir=REPO / "projects",
         audit_root=tmp_path / "audit",
         column_descriptions=read_manifest().column_descriptions(),

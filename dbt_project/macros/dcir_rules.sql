@@ -70,7 +70,9 @@ with dispensing_lines as (
 netted as (
     select
         *,
-        sum(pha_act_qsn) over dispensing as net_boxes,
+        -- A count of boxes: BIGINT on both engines (DuckDB's sum would be HUGEINT, which Parquet
+        -- copies of the mart, workspaces included, hold as DOUBLE).
+        cast(sum(pha_act_qsn) over dispensing as {{ dbt.type_bigint() }}) as net_boxes,
         sum(pha_act_qsn * pha_act_pru) over dispensing as net_reimbursement_base,
         count(*) over dispensing as netted_line_count
     from dispensing_lines

@@ -55,7 +55,7 @@ def healthdcat_catalogue(
     output = Path(catalogue.output_dir).resolve()
     inputs = CatalogueInputs(
         raw_root=hub.storage().raw_root,
-        warehouse=Path(warehouse.path),
+        warehouse=warehouse.warehouse(),
         validator_dir=Path(catalogue.validator_dir) if catalogue.validator_dir else None,
         open_data_dir=Path(catalogue.open_data_dir) if catalogue.open_data_dir else None,
     )

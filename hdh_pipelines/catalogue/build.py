@@ -50,6 +50,7 @@ from hdh_pipelines.catalogue.statistics import (
 )
 from hdh_pipelines.ingestion.storage import QUALITY_SUMMARY
 from hdh_pipelines.normalisation.manifest import read_manifest
+from hdh_pipelines.normalisation.warehouse import Warehouse
 from hdh_pipelines.registry import DatasetRegistry, default_registry
 from hdh_pipelines.rights.directory import read_directory
 
@@ -63,7 +64,8 @@ class CatalogueInvalid(RuntimeError):
 @dataclass(frozen=True)
 class CatalogueInputs:
     raw_root: Path | None
-    warehouse: Path | None
+    # The warehouse dbt built, on either engine; None for a catalogue of the raw tables only.
+    warehouse: Warehouse | None
     # The dbt manifest describing the marts and OMOP tables; the repository project's when None.
     dbt_manifest: Path | None = None
     registry: DatasetRegistry = field(default_factory=default_registry)

@@ -30,6 +30,7 @@ from hdh_pipelines.catalogue.model import DatasetDescription, DatasetStatistics,
 from hdh_pipelines.catalogue.sources import age_column
 from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.core.sql import quote_identifier, quote_literal
+from hdh_pipelines.normalisation.warehouse import Warehouse, has_relation
 from hdh_pipelines.open_science.indicators import dominance_sql
 from hdh_pipelines.registry import DatasetRegistry, names_carry_year, year_in_name
 
@@ -204,22 +205,18 @@ def raw_statistics(
 
 def warehouse_statistics(
     description: DatasetDescription,
-    warehouse: Path,
+    warehouse: Warehouse,
     *,
     reference: date,
     memory_limit: str = "1GB",
     scratch: Path | None = None,
 ) -> DatasetStatistics | None:
-    """Statistics of a warehouse table, read-only; None when the table does not exist (not built yet)."""
+    """Statistics of a warehouse table (either engine's), read-only; None when the table does not exist (not
+    built yet)."""
     schema, table = description.relation.split(".", 1)
     with _connect(memory_limit, scratch) as connection:
-        connection.execute(f"ATTACH {quote_literal(str(warehouse))} AS warehouse (READ_ONLY)")
-        exists = connection.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'warehouse' "
-            "AND schema_name = ? AND table_name = ?",
-            [schema, table],
-        ).fetchone()[0]
-        if not exists:
+        warehouse.attach(connection, "warehouse")
+        if not has_relation(connection, "warehouse", description.relation):
             return None
         relation = f"warehouse.{quote_identifier(schema)}.{quote_identifier(table)}"
         event = quote_identifier(description.event_date) if description.event_date else None

@@ -5,10 +5,20 @@ default) or, on Spark (engine ``spark``, ``HDH_WAREHOUSE_ENGINE``), as Parquet
 tables under a warehouse folder, one folder per schema and table
 (``<folder>/marts.db/claims/``, partition folders inside for the monthly
 models). The stages after normalisation (workspaces, open data, catalogue
-statistics, checks) read through :class:`Warehouse`: a read-only DuckDB
-connection in which every model is ``<schema>.<table>`` either way, or a
-table as Arrow. Spark's tables are DuckDB views over their Parquet files, so
-the readers' SQL does not change with the engine.
+statistics, rights, linkage staging, checks) read through :class:`Warehouse`:
+a read-only DuckDB connection in which every model is ``<schema>.<table>``
+either way, the models attached read-only as ``<alias>.<schema>.<table>`` to a
+reader's own DuckDB session (its memory cap, spill folder and functions), a
+table as Arrow, and the state (engine, name, time of the last write) a reader
+records. Spark's tables are DuckDB views over their Parquet files, so the
+readers' SQL does not change with the engine.
+
+Why DuckDB over Spark's files rather than a Spark session for the readers:
+what they produce is small (one project's extract, aggregates, one
+person's lookup) and their SQL, with its HMAC functions, is DuckDB's; a Spark
+session would cost seconds to start and a second dialect of every reader.
+DuckDB reads only the row groups and partitions a query needs, on one machine;
+readers never write the engine's tables (dbt does, on either engine).
 """
 
 from __future__ import annotations
@@ -16,11 +26,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
 import duckdb
 import pyarrow as pa
+
+from hdh_pipelines.core.sql import quote_identifier, quote_literal
 
 WarehouseEngine = Literal["duckdb", "spark"]
 WAREHOUSE_ENGINES: tuple[WarehouseEngine, ...] = ("duckdb", "spark")
@@ -37,6 +51,28 @@ def split_relation(relation: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def has_relation(connection: duckdb.DuckDBPyConnection, alias: str, relation: str) -> bool:
+    """True when the warehouse attached as ``alias`` holds ``relation`` (DuckDB: a table; Spark: a view)."""
+    schema, _, table = relation.partition(".")
+    return bool(
+        connection.execute(
+            "select count(*) from information_schema.tables "
+            "where table_catalog = ? and table_schema = ? and table_name = ?",
+            [alias, schema, table],
+        ).fetchone()[0]
+    )
+
+
+@dataclass(frozen=True)
+class WarehouseState:
+    """What a reader records of the warehouse it read: the engine, the file or folder's name, the time of
+    its last write (no path: copies of this record leave the private area)."""
+
+    engine: WarehouseEngine
+    name: str
+    modified_at: datetime
+
+
 class Warehouse(Protocol):
     """What the stages after normalisation may do with the warehouse: read."""
 
@@ -44,6 +80,18 @@ class Warehouse(Protocol):
 
     def read_only(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """A read-only DuckDB connection holding every model as ``<schema>.<table>``."""
+        ...
+
+    def attach(self, connection: duckdb.DuckDBPyConnection, alias: str) -> None:
+        """Every model readable, not writable, as ``<alias>.<schema>.<table>`` in the caller's connection."""
+        ...
+
+    def exists(self) -> bool:
+        """False before the first build."""
+        ...
+
+    def state(self) -> WarehouseState:
+        """The engine, name and last write of the warehouse (it must exist)."""
         ...
 
     def read_table(self, relation: str) -> pa.Table:
@@ -78,6 +126,17 @@ class DuckDBWarehouse:
         finally:
             connection.close()
 
+    def attach(self, connection: duckdb.DuckDBPyConnection, alias: str) -> None:
+        """Raises ``duckdb.Error`` when the file is missing or dbt holds it."""
+        connection.execute(f"attach {quote_literal(str(self.path))} as {quote_identifier(alias)} (read_only)")
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def state(self) -> WarehouseState:
+        modified_at = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+        return WarehouseState(self.engine, self.path.name, modified_at)
+
     def read_table(self, relation: str) -> pa.Table:
         return _read_table(self, relation)
 
@@ -108,24 +167,46 @@ class SparkParquetWarehouse:
             and next(table_folder.rglob("*.parquet"), None) is not None
         )
 
+    def _create_views(self, connection: duckdb.DuckDBPyConnection, catalog: str) -> None:
+        """One view per table over its Parquet files; partition folders (``column=value``) come back as
+        columns. A table Spark wrote no file for (a partitioned table without rows) is absent."""
+        for relation in self.relations():
+            schema, table = split_relation(relation)
+            files = str(self.relation_path(relation) / "**" / "*.parquet")
+            qualified_schema = f"{quote_identifier(catalog)}.{quote_identifier(schema)}"
+            connection.execute(f"create schema if not exists {qualified_schema}")
+            connection.execute(
+                f"create view {qualified_schema}.{quote_identifier(table)} as select * from "
+                f"read_parquet({quote_literal(files)}, hive_partitioning = true, union_by_name = true)"
+            )
+
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """An in-memory DuckDB with one view per table over its Parquet files; partition folders
-        (``column=value``) come back as columns. A table Spark wrote no file for (a partitioned
-        table without rows) is absent."""
+        """An in-memory DuckDB holding the views: reading them never writes Spark's files."""
         connection = duckdb.connect()
         try:
-            for relation in self.relations():
-                schema, table = split_relation(relation)
-                files = str(self.relation_path(relation) / "**" / "*.parquet").replace("'", "''")
-                connection.execute(f'create schema if not exists "{schema}"')
-                connection.execute(
-                    f'create view "{schema}"."{table}" as select * from '
-                    f"read_parquet('{files}', hive_partitioning = true, union_by_name = true)"
-                )
+            self._create_views(connection, "memory")
             yield connection
         finally:
             connection.close()
+
+    def attach(self, connection: duckdb.DuckDBPyConnection, alias: str) -> None:
+        """An in-memory catalogue ``alias`` of views over the Parquet files; raises ``duckdb.Error`` when the
+        folder holds no table (nothing built yet), as attaching a missing DuckDB file does."""
+        if not self.relations():
+            raise duckdb.IOException("The Spark warehouse folder holds no table yet.")
+        connection.execute(f"attach ':memory:' as {quote_identifier(alias)}")
+        self._create_views(connection, alias)
+
+    def exists(self) -> bool:
+        return self.folder.is_dir() and bool(self.relations())
+
+    def state(self) -> WarehouseState:
+        """The last write is the newest table or partition folder: Spark replaces a table's or a partition's
+        folder whenever it rewrites it."""
+        folders = [self.folder, *self.folder.glob("*.db/*"), *self.folder.glob("*.db/*/*=*")]
+        latest = max(folder.stat().st_mtime for folder in folders)
+        return WarehouseState(self.engine, self.folder.name, datetime.fromtimestamp(latest, UTC))
 
     def read_table(self, relation: str) -> pa.Table:
         return _read_table(self, relation)

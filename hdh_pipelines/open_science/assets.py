@@ -98,7 +98,7 @@ def compute_indicator(
         with warehouse.read_only() as connection:
             result = run_indicator(
                 connection,
-                Path(warehouse.path),
+                warehouse.warehouse(),
                 spec,
                 Path(open_science.indicator_root),
                 Path(open_science.request_log),
@@ -155,7 +155,7 @@ def open_dispensations(
         with warehouse.read_only() as connection:
             protected, folder, metadata = publish_open_dispensations(
                 connection,
-                Path(warehouse.path),
+                warehouse.warehouse(),
                 Path(open_science.public_root),
                 now=datetime.now().astimezone(),
                 atc_level=config.atc_level,
@@ -197,7 +197,7 @@ def data_challenge(
     descriptions = read_manifest().column_descriptions()
     try:
         export = export_challenge(
-            Path(warehouse.path),
+            warehouse.warehouse(),
             config.mart,
             load_challenge_key(open_science.challenge_key),
             Path(open_science.challenge_root),

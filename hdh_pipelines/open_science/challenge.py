@@ -30,6 +30,7 @@ import duckdb
 import pandas as pd
 
 from hdh_pipelines.core.private_files import make_private_dir
+from hdh_pipelines.normalisation.warehouse import Warehouse
 from hdh_pipelines.open_science.errors import OpenDataRefused
 from hdh_pipelines.open_science.geography import DEPARTEMENT_REGION, UNKNOWN, departement_sql
 from hdh_pipelines.open_science.publish import replace_folder
@@ -120,6 +121,12 @@ def load_challenge_key(encoded: str | None) -> bytes:
     return key
 
 
+def _attach_warehouse(connection: duckdb.DuckDBPyConnection, warehouse: Warehouse) -> None:
+    """The warehouse read-only as the connection's default catalogue: the SQL names ``marts.<mart>``."""
+    warehouse.attach(connection, "wh")
+    connection.execute("use wh")
+
+
 def _require_opt_out_registry(connection: duckdb.DuckDBPyConnection) -> None:
     try:
         connection.execute(f"select count(*) from {EXCLUSIONS_TABLE}, {OPT_OUT_STAGING_TABLE} limit 0")
@@ -138,7 +145,7 @@ class ChallengeExport:
 
 
 def export_challenge(
-    warehouse_path: Path,
+    warehouse: Warehouse,
     mart: str,
     key: bytes,
     root: Path,
@@ -169,8 +176,7 @@ def export_challenge(
 
     def write(staging: Path) -> None:
         with duckdb.connect() as connection:
-            connection.execute("attach $path as wh (read_only)", {"path": str(warehouse_path)})
-            connection.execute("use wh")
+            _attach_warehouse(connection, warehouse)
             install_project_key(connection, key)
             _require_opt_out_registry(connection)
             connection.register(
@@ -241,7 +247,7 @@ def challenge_exports(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file())
 
 
-def purge_challenge_export(warehouse_path: Path, key: bytes, folder: Path) -> PurgeOutcome:
+def purge_challenge_export(warehouse: Warehouse, key: bytes, folder: Path) -> PurgeOutcome:
     """Remove every person the opt-out registry now excludes from one export, swapped in whole.
 
     An export made under another challenge key cannot be purged (its persons
@@ -264,8 +270,7 @@ def purge_challenge_export(warehouse_path: Path, key: bytes, folder: Path) -> Pu
             row_counts=rows,
         )
     with duckdb.connect() as connection:
-        connection.execute("attach $path as wh (read_only)", {"path": str(warehouse_path)})
-        connection.execute("use wh")
+        _attach_warehouse(connection, warehouse)
         install_project_key(connection, key)
         _require_opt_out_registry(connection)
         version = opt_out_version(connection)

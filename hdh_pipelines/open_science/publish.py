@@ -24,6 +24,7 @@ import pandas as pd
 
 from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE, make_private_dir
+from hdh_pipelines.normalisation.warehouse import Warehouse
 from hdh_pipelines.open_science.disclosure import (
     DOMINANCE_CONTRIBUTORS,
     DOMINANCE_SHARE,
@@ -96,14 +97,13 @@ def read_log(log_path: Path) -> list[dict]:
     return [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def data_versions(connection: duckdb.DuckDBPyConnection, warehouse_path: Path, tables: Sequence[str]) -> dict:
-    """What the output was computed from: the warehouse file's state, input row counts, algorithm versions."""
-    stat = warehouse_path.stat()
+def data_versions(connection: duckdb.DuckDBPyConnection, warehouse: Warehouse, tables: Sequence[str]) -> dict:
+    """What the output was computed from: the warehouse's state, input row counts, algorithm versions."""
+    state = warehouse.state()
     versions: dict = {
-        "warehouse": warehouse_path.name,
-        "warehouse_modified_at": datetime.fromtimestamp(stat.st_mtime)
-        .astimezone()
-        .isoformat(timespec="seconds"),
+        "warehouse": state.name,
+        "warehouse_engine": state.engine,
+        "warehouse_modified_at": state.modified_at.astimezone().isoformat(timespec="seconds"),
         "tables": {},
     }
     for table in tables:
@@ -136,7 +136,7 @@ class IndicatorResult:
 
 def run_indicator(
     connection: duckdb.DuckDBPyConnection,
-    warehouse_path: Path,
+    warehouse: Warehouse,
     spec: IndicatorSpec,
     output_root: Path,
     log_path: Path,
@@ -145,7 +145,8 @@ def run_indicator(
     requester: str,
     now: datetime,
 ) -> IndicatorResult:
-    """Compute, protect and publish one indicator (CSV + JSON under ``<root>/<name>/<request_id>/``).
+    """Compute, protect and publish one indicator (CSV + JSON under ``<root>/<name>/<request_id>/``) from
+    ``connection``, ``warehouse`` opened read-only.
 
     The request is logged either way.
     """
@@ -159,7 +160,7 @@ def run_indicator(
     }
     try:
         spec.validate()
-        versions = data_versions(connection, warehouse_path, _indicator_inputs(spec))
+        versions = data_versions(connection, warehouse, _indicator_inputs(spec))
         history = published_history(read_log(log_path), spec, versions)
         protected = protect_indicator(compute_indicator(connection, spec), spec, history)
     except OpenDataRefused as refusal:
@@ -348,7 +349,7 @@ def build_open_dispensations(
 
 def publish_open_dispensations(
     connection: duckdb.DuckDBPyConnection,
-    warehouse_path: Path,
+    warehouse: Warehouse,
     public_root: Path,
     *,
     now: datetime,
@@ -385,9 +386,7 @@ def publish_open_dispensations(
             "boxes": "boxes dispensed; suppressed with patients",
         },
         "region_names": REGION_NAMES,
-        "data_versions": data_versions(
-            connection, warehouse_path, ["marts.drug_dispensations", "marts.persons"]
-        ),
+        "data_versions": data_versions(connection, warehouse, ["marts.drug_dispensations", "marts.persons"]),
         **_suppression_metadata(protected),
     }
     folder = public_root / OPEN_DISPENSATIONS

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from hdh_pipelines.normalisation.warehouse import Warehouse
 from hdh_pipelines.rights.requests import RightsRequest
 from hdh_pipelines.workspaces import WorkspaceRefused, WorkspaceSettings, read_audit_trail
 from hdh_pipelines.workspaces.datasets import PERSON_PSEUDONYM
@@ -39,9 +40,9 @@ class ProjectDisclosure:
     authorisation: Mapping[str, str]
 
 
-def person_of(warehouse: Path, ben_nir_psa: str, ben_rng_gem: int) -> str | None:
+def person_of(warehouse: Warehouse, ben_nir_psa: str, ben_rng_gem: int) -> str | None:
     """The person (BEN_IDT_ANO) behind a national pseudonym, or None when the hub does not hold it."""
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
+    with warehouse.read_only() as connection:
         found = connection.execute(
             "select any_value(ben_idt_ano) from intermediate.int_pseudonym_persons "
             "where ben_nir_psa = ? and ben_rng_gem = ?",
@@ -68,7 +69,7 @@ def _holds(workspace: Path, key: bytes, person: str) -> bool:
 def projects_for_person(
     settings: WorkspaceSettings, request: RightsRequest, environ: Mapping[str, str] = os.environ
 ) -> list[ProjectDisclosure]:
-    person = person_of(settings.warehouse_path, request.ben_nir_psa, request.ben_rng_gem)
+    person = person_of(settings.warehouse, request.ben_nir_psa, request.ben_rng_gem)
     if person is None:
         return []
     materialised: dict[str, list[dict]] = {}

@@ -112,7 +112,7 @@ def purge_challenge_exports(
         else:
             for folder in exports:
                 try:
-                    outcomes.append(purge_challenge_export(Path(workspaces.warehouse_path), key, folder))
+                    outcomes.append(purge_challenge_export(workspaces.warehouse.warehouse(), key, folder))
                 except Exception as error:
                     outcomes.append(failed_outcome(f"challenge/{folder.name}", error, _REFUSALS))
     _report(

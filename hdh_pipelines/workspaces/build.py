@@ -39,6 +39,7 @@ from hdh_pipelines.core.private_files import (
     make_tree_owner_only,
     write_private_file,
 )
+from hdh_pipelines.normalisation.warehouse import Warehouse, has_relation
 from hdh_pipelines.rights.opt_out import (
     EXCLUSIONS_TABLE,
     OPT_OUT_STAGING_TABLE,
@@ -75,7 +76,8 @@ STAGING_DIR = ".staging"
 @dataclass(frozen=True)
 class WorkspaceSettings:
     root: Path
-    warehouse_path: Path
+    # Read-only, whichever engine built it (hdh_pipelines.normalisation.warehouse).
+    warehouse: Warehouse
     projects_dir: Path
     audit_root: Path
     secrets_file: Path | None = None
@@ -232,7 +234,7 @@ def _sql_list(values: Sequence[str]) -> str:
 
 
 class _Extraction:
-    """One run's DuckDB session: the warehouse attached read-only, the project key, the population."""
+    """One run's DuckDB session: the warehouse read-only as ``wh``, the project key, the population."""
 
     def __init__(self, settings: WorkspaceSettings, project: Project, key: bytes, spill_dir: Path):
         self.project = project
@@ -246,7 +248,7 @@ class _Extraction:
             }
         )
         try:
-            self.connection.execute(f"attach {_sql_text(str(settings.warehouse_path))} as wh (read_only)")
+            settings.warehouse.attach(self.connection, "wh")
         except duckdb.Error as error:
             self.connection.close()
             raise WorkspaceRefused(
@@ -261,18 +263,7 @@ class _Extraction:
         self.connection.close()
 
     def has_table(self, schema: str, table: str) -> bool:
-        return bool(
-            self.connection.execute(
-                "select count(*) from duckdb_tables() where database_name = 'wh' and schema_name = ? "
-                "and table_name = ?",
-                [schema, table],
-            ).fetchone()[0]
-            or self.connection.execute(
-                "select count(*) from duckdb_views() where database_name = 'wh' and schema_name = ? "
-                "and view_name = ?",
-                [schema, table],
-            ).fetchone()[0]
-        )
+        return has_relation(self.connection, "wh", f"{schema}.{table}")
 
     def require_table(self, schema: str, table: str, reason: str, why: str) -> None:
         if not self.has_table(schema, table):
@@ -480,6 +471,12 @@ class _Extraction:
         self.connection.execute("detach out")
 
 
+def warehouse_record(warehouse: Warehouse) -> dict[str, str]:
+    """The warehouse a copy was made from, as its manifest records it."""
+    state = warehouse.state()
+    return {"engine": state.engine, "name": state.name, "modified_at": state.modified_at.isoformat()}
+
+
 def _previous_files(previous: Path | None) -> list[str]:
     if previous is None:
         return []
@@ -558,12 +555,7 @@ def _build(
             "months_carried_over": plan.carry_over,
             "months_outside_period_ignored": plan.outside_period,
             "opt_out_registry_version": opt_out,
-            "warehouse": {
-                "file": settings.warehouse_path.name,
-                "modified_at": datetime.fromtimestamp(
-                    settings.warehouse_path.stat().st_mtime, UTC
-                ).isoformat(),
-            },
+            "warehouse": warehouse_record(settings.warehouse),
             "datasets": {
                 doc.name: {
                     "source": EXTRACTABLE_DATASETS[doc.name].model,

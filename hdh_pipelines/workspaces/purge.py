@@ -168,7 +168,7 @@ def _purge_into(
     )
     try:
         try:
-            connection.execute(f"attach {_sql_text(str(settings.warehouse_path))} as wh (read_only)")
+            settings.warehouse.attach(connection, "wh")
             version = opt_out_version(connection, "wh")
         except duckdb.Error as error:
             raise WorkspaceRefused(

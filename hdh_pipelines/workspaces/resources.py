@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from hdh_pipelines.normalisation.manifest import read_manifest
+from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.workspaces import WorkspaceSettings
 
 
@@ -13,7 +14,7 @@ class WorkspaceResource(dg.ConfigurableResource):
     """Where workspaces are written and what they are built from; keys come from the environment."""
 
     root: str = Field(description="Owner-only folder holding one workspace folder per project.")
-    warehouse_path: str = Field(description="The DuckDB warehouse built by dbt (opened read-only).")
+    warehouse: WarehouseResource = Field(description="The warehouse dbt built, on either engine (read-only).")
     projects_dir: str = Field(description="The project registry: one YAML file per project.")
     audit_root: str = Field(description="Owner-only folder of the append-only audit trail.")
     secrets_file: str | None = Field(
@@ -30,7 +31,7 @@ class WorkspaceResource(dg.ConfigurableResource):
     def settings(self) -> WorkspaceSettings:
         return WorkspaceSettings(
             root=Path(self.root),
-            warehouse_path=Path(self.warehouse_path),
+            warehouse=self.warehouse.warehouse(),
             projects_dir=Path(self.projects_dir),
             audit_root=Path(self.audit_root),
             secrets_file=Path(self.secrets_file) if self.secrets_file else None,
