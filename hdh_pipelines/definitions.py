@@ -13,7 +13,7 @@ from hdh_pipelines.ingestion.sensors import sftp_inbox_sensor
 from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
 from hdh_pipelines.linkage.assets import cohort_linkage
 from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
-from hdh_pipelines.normalisation.assets import normalisation_assets
+from hdh_pipelines.normalisation.assets import normalisation_assets, snds_staging_automation
 from hdh_pipelines.normalisation.checks import cip13_mapped_to_atc
 from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_resource
 from hdh_pipelines.open_science.assets import (
@@ -63,7 +63,13 @@ defs = dg.Definitions(
         workspace_retention_job,
         rights_request_job,
     ],
-    sensors=[sftp_inbox_sensor, project_registry_sensor, opt_out_purge_sensor, rights_request_sensor],
+    sensors=[
+        sftp_inbox_sensor,
+        project_registry_sensor,
+        opt_out_purge_sensor,
+        rights_request_sensor,
+        snds_staging_automation,
+    ],
     schedules=[nightly_schedule],
     resources={
         "catalogue": CatalogueResource(

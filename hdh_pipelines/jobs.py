@@ -5,6 +5,7 @@ import dagster as dg
 from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.ingestion.assets import ingest_delivery_assets
 from hdh_pipelines.ingestion.partitions import DELIVERIES
+from hdh_pipelines.normalisation.assets import SNDS_STAGING_GROUP
 from hdh_pipelines.open_science.assets import data_challenge, synthetic_snds
 from hdh_pipelines.rights.assets import REQUESTS_KEY
 from hdh_pipelines.workspaces.assets import project_workspace
@@ -28,7 +29,9 @@ nightly_job = dg.define_asset_job(
     # A challenge export is prepared when a challenge is opened, not every night.
     - dg.AssetSelection.assets(data_challenge, synthetic_snds)
     # Requests are processed when they arrive (rights_request_sensor); their deadlines are checked nightly.
-    - dg.AssetSelection.assets(REQUESTS_KEY),
+    - dg.AssetSelection.assets(REQUESTS_KEY)
+    # Views over the raw Parquet, rebuilt when their raw table is loaded (snds_staging_automation).
+    - dg.AssetSelection.groups(SNDS_STAGING_GROUP),
     partitions_def=MONTHS,
     description="Nightly refresh of everything built from the raw tables (normalisation, catalogue…); "
     "monthly models over the last HDH_NIGHTLY_LOOKBACK_MONTHS months.",

@@ -15,9 +15,12 @@ import pytest
 
 from hdh_pipelines.registry import DATASETS_DIR, DatasetRegistry, default_registry
 from hdh_pipelines.registry.dbt_sources import SOURCES_PATH, sources_yaml
+from hdh_pipelines.registry.dbt_staging import GENERATED_DIR, generated_schemas, model_sql, staging_files
+from hdh_pipelines.registry.dbt_staging import stale_files as dbt_staging_stale_files
 from hdh_pipelines.registry.generate import GENERATED_KEY, generate, stale_files
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/snds"
+PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 TABLES = REFERENCE / "schema-snds/schemas"
 NOMENCLATURES = REFERENCE / "synthetic-snds/nomenclatures"
 
@@ -112,3 +115,43 @@ def test_the_dbt_raw_source_is_the_registry() -> None:
     assert SOURCES_PATH.read_text(encoding="utf-8") == sources_yaml(default_registry()), (
         "run: python -m hdh_pipelines.registry.dbt_sources"
     )
+
+
+def test_the_generated_staging_is_the_registry() -> None:
+    """``models/staging/generated/`` is generated: one model per generated dataset, the committed bytes."""
+    registry = default_registry()
+    files = staging_files(registry)
+    differing = sorted(
+        name
+        for name, text in files.items()
+        if not (GENERATED_DIR / name).is_file() or (GENERATED_DIR / name).read_text(encoding="utf-8") != text
+    )
+    assert differing == [], "run: python -m hdh_pipelines.registry.dbt_staging"
+    assert dbt_staging_stale_files(GENERATED_DIR, files) == [], (
+        "run: python -m hdh_pipelines.registry.dbt_staging"
+    )
+    generated = {s.name for s in generated_schemas(registry)}
+    assert generated == {n for n in registry.names() if registry.resolve(n).generated}
+    # Hand-written staging stays for the curated datasets: none of them is generated too.
+    hand_written = {p.stem for p in (PROJECT / "models/staging").glob("stg_*.sql")}
+    assert not hand_written & {f"stg_{n.lower()}" for n in generated}
+    assert len(files) == len(generated) + 2  # and the models' docs, and their raw sources
+
+
+def test_generated_staging_follows_the_registry_types() -> None:
+    """Each registry type gets the typing macro of hand-written staging; keys of a family hold per table."""
+    registry = default_registry()
+    ripc = model_sql(registry.resolve("T_RIPaaC"))
+    assert "{{ as_date('ENT_DAT', '%d%m%Y') }} as ent_dat," in ripc
+    assert "{{ as_month('ENT_MOI') }} as ent_moi," in ripc
+    assert "{{ as_datetime('EXE_SOI_DTD') }} as exe_soi_dtd," in ripc
+    assert "{{ as_boolean('NIR_RET') }} as nir_ret," in ripc
+    assert "partition by hdh_dataset, eta_num_epmsi, rip_num" in ripc
+    dtr = model_sql(registry.resolve("NS_DTR_F"))
+    assert "{{ as_date('EXE_SOI_AMD', '%Y%m') }} as exe_soi_amd," in dtr
+    assert "{{ as_number('RGO_REM_TAU') }} as rgo_rem_tau," in dtr
+    assert "{{ as_string('BEN_RES_DPT') }} as ben_res_dpt," in dtr
+    assert "qualify" not in dtr  # no primary key: every delivered row
+    atc2 = model_sql(registry.resolve("openmedic_ATC2"))
+    assert """{{ as_string('"Libellé ATC2"') }} as libelle_atc2,""" in atc2
+    assert "partition by atc2\n" in atc2  # not a family: the key alone

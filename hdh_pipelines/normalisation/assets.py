@@ -8,6 +8,11 @@ Two ``@dbt_assets`` share one cached ``DbtProject`` and one translator:
   (``BackfillPolicy.single_run()``) with ``hdh_partition_start``/``_end`` set to
   the range; the models replace exactly those months.
 - ``normalisation``: everything else (staging, persons, OMOP…), rebuilt whole.
+- ``snds_staging``: the staging views generated from the registry (dbt tag
+  ``hdh_generated``), one per dataset without hand-written staging, in their own
+  group so the lineage graph stays readable. No job selects them: the sensor
+  ``snds_staging_automation`` builds a view when its raw table is loaded, and
+  the nightly run does not pay for them.
 
 dbt sources map to the raw assets (``raw/<dataset>``), so the UI shows one
 graph from delivery to OMOP. Both write the one DuckDB warehouse file, which
@@ -31,6 +36,7 @@ from dagster_dbt import (
 from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.normalisation.manifest import dbt_project, prepared_manifest_path
+from hdh_pipelines.registry.dbt_staging import GENERATED_TAG
 
 PARTITIONED_TAG = "hdh_partitioned"
 # Tests that read tables of several steps run in the last one only.
@@ -38,6 +44,16 @@ CROSS_LAYER_TAG = "hdh_cross_layer"
 OWNERS = ["team:data-engineering"]
 # How the row count starts in the log line macros/dagster_metadata.sql writes for each model it builds.
 ROW_COUNT_PREFIX = "hdh_row_count="
+SNDS_STAGING_GROUP = "snds_staging"
+# A generated view is built once a load of its raw table is handled: a view reads the Parquet when
+# queried, so only a first delivery (or a changed model) needs a build. Not eager(): a delivery partition
+# that does not hold the dataset leaves the raw asset's partition missing for good, which would block
+# eager() forever; and eager() would build every missing view, ~350 of them, at the first tick.
+REBUILT_ON_LOAD = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("rebuilt_on_load")
 _GROUPS = {
     "staging": "normalisation",
     "intermediate": "normalisation",
@@ -64,7 +80,16 @@ class HubDbtTranslator(DagsterDbtTranslator):
         return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if GENERATED_TAG in dbt_resource_props.get("tags", ()):
+            return SNDS_STAGING_GROUP
         return _GROUPS.get(dbt_resource_props.get("schema", ""), "normalisation")
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        if GENERATED_TAG in dbt_resource_props.get("tags", ()):
+            return REBUILT_ON_LOAD
+        return None
 
     def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> list[str]:
         return OWNERS
@@ -168,7 +193,8 @@ def upstream_models(manifest: Mapping[str, Any]) -> list[str]:
 # Three steps, so that the op graph has no cycle: the models the monthly ones
 # read, the monthly ones, then the rest (OMOP, cohort, algorithms…), each
 # rebuilt whole.
-_UPSTREAM = " ".join(upstream_models(json.loads(MANIFEST_PATH.read_text())))
+_MANIFEST = json.loads(MANIFEST_PATH.read_text())
+_UPSTREAM = " ".join(upstream_models(_MANIFEST))
 normalisation_upstream = _whole_models(
     "normalisation_upstream",
     select=_UPSTREAM,
@@ -203,8 +229,33 @@ def normalisation_monthly(context: dg.AssetExecutionContext, dbt: DbtCliResource
 normalisation_downstream = _whole_models(
     "normalisation_downstream",
     select="fqn:*",
-    exclude=f"{_UPSTREAM} tag:{PARTITIONED_TAG}",
+    exclude=f"{_UPSTREAM} tag:{PARTITIONED_TAG} tag:{GENERATED_TAG}",
     description="Everything built from the monthly models or beside them (OMOP, cohort…), rebuilt whole.",
 )
 
-normalisation_assets = [normalisation_upstream, normalisation_monthly, normalisation_downstream]
+# A manifest parsed with HDH_DBT_GENERATED_STAGING=off (dbt_project.yml) has no generated model.
+snds_staging = (
+    _whole_models(
+        "snds_staging",
+        select=f"tag:{GENERATED_TAG}",
+        exclude="",
+        description="Typed staging views generated from the registry, one per dataset without hand-written "
+        "staging; a run builds the requested ones only.",
+    )
+    if any(GENERATED_TAG in node["tags"] for node in _MANIFEST["nodes"].values())
+    else None
+)
+
+snds_staging_automation = dg.AutomationConditionSensorDefinition(
+    "snds_staging_automation",
+    target=dg.AssetSelection.groups(SNDS_STAGING_GROUP),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Builds a generated staging view when its raw table is loaded.",
+)
+
+normalisation_assets = [
+    normalisation_upstream,
+    normalisation_monthly,
+    normalisation_downstream,
+    *([snds_staging] if snds_staging is not None else []),
+]

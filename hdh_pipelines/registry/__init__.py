@@ -286,6 +286,11 @@ def _family_pattern(name: str) -> re.Pattern[str] | None:
     return re.compile(regex)
 
 
+def is_family(name: str) -> bool:
+    """Whether a dataset name stands for several delivered names (``T_MCOaaB``: one table per year)."""
+    return _family_pattern(name) is not None
+
+
 def names_carry_year(family: str) -> bool:
     """Whether the delivered names of ``family`` carry a year (``T_MCOaaB``, ``CT_IND_AAAA_GN``)."""
     return any(token in _YEAR_TOKENS for token in _PLACEHOLDER.findall(family))

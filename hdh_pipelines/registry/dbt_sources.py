@@ -2,22 +2,23 @@
 
 ``dbt_project/models/staging/_sources.yml`` is this module's output, committed;
 ``tests/test_registry_generated.py`` fails unless regenerating gives the same
-bytes, so the source cannot drift from the registry. A dataset is a source when
-a staging model reads it: the curated datasets (their staging is hand-written,
-with the rules that apply to them); dbt refuses to parse a model reading a
-source that is not declared.
+bytes, so the source cannot drift from the registry. This file declares the
+datasets whose staging is hand-written (the curated ones, with the rules that
+apply to them); the others, whose staging is generated, are declared beside
+their models by ``hdh_pipelines/registry/dbt_staging.py``. dbt refuses to parse
+a model reading a source that is not declared.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 from hdh_pipelines.ingestion.raw_store import LINEAGE_COLUMNS
 from hdh_pipelines.registry import DatasetRegistry, DatasetSchema, default_registry
-from hdh_pipelines.registry.generate import GENERATED_KEY
 
 SOURCES_PATH = Path(__file__).resolve().parents[2] / "dbt_project/models/staging/_sources.yml"
 HEADER = """\
@@ -40,9 +41,9 @@ LINEAGE_DESCRIPTIONS = {
 }
 
 
-def staged(schema: DatasetSchema) -> bool:
-    """Whether a staging model reads the dataset: the curated ones."""
-    return GENERATED_KEY not in schema.raw
+def source_name(schema: DatasetSchema) -> str:
+    """The dataset's table in the ``raw`` source: its name in lower case."""
+    return schema.name.lower()
 
 
 def _table(schema: DatasetSchema) -> dict:
@@ -56,7 +57,7 @@ def _table(schema: DatasetSchema) -> dict:
         for name in LINEAGE_COLUMNS
     ]
     return {
-        "name": schema.name.lower(),
+        "name": source_name(schema),
         "identifier": schema.name,
         "config": {"meta": {"hdh_providers": list(schema.providers)}},
         "description": f"{schema.title}. {schema.description}",
@@ -64,8 +65,8 @@ def _table(schema: DatasetSchema) -> dict:
     }
 
 
-def sources_yaml(registry: DatasetRegistry) -> str:
-    schemas = [registry.resolve(name) for name in registry.names()]
+def sources_document(schemas: Iterable[DatasetSchema], header: str = HEADER) -> str:
+    """The YAML declaring ``schemas`` as tables of the ``raw`` source."""
     document = {
         "version": 2,
         "sources": [
@@ -77,12 +78,17 @@ def sources_yaml(registry: DatasetRegistry) -> str:
                 "config": {
                     "external_location": "{{ env_var('HDH_RAW_ROOT', '') }}/*/*/{identifier}/*.parquet"
                 },
-                "tables": [_table(s) for s in schemas if staged(s)],
+                "tables": [_table(s) for s in schemas],
             }
         ],
     }
     body = yaml.safe_dump(document, allow_unicode=True, sort_keys=False, width=1_000_000)
-    return HEADER + body + "\n"
+    return header + body + "\n"
+
+
+def sources_yaml(registry: DatasetRegistry) -> str:
+    """``_sources.yml``: the datasets with hand-written staging (the curated ones)."""
+    return sources_document(s for s in (registry.resolve(n) for n in registry.names()) if not s.generated)
 
 
 def main() -> int:
