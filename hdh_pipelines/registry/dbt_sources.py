@@ -78,6 +78,9 @@ def sources_document(schemas: Iterable[DatasetSchema], header: str = HEADER) -> 
                 "config": {
                     "external_location": "{{ env_var('HDH_RAW_ROOT', '') }}/*/*/{identifier}/*.parquet"
                 },
+                # The load time that `dbt source freshness` compares with the deadlines in dbt_project.yml.
+                # A property of the source, not a config: dbt 1.10-1.11 ignores it there (dbt-core 12945).
+                "loaded_at_field": "hdh_loaded_at",
                 "tables": [_table(s) for s in schemas],
             }
         ],
