@@ -299,7 +299,7 @@ def link(
             max_iterations=settings.em_max_iterations,
             additional_columns_to_retain=["ben_idt_ano"],
         ),
-        log_level=logging.INFO,
+        log_level=logging.WARNING,
     )
     linker.table_management.compute_tf_table("commune")
     training = _train(linker, cohort, snds, settings)
