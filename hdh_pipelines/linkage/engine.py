@@ -165,6 +165,16 @@ def _model_parameters(linker: Linker) -> dict[str, dict[str, dict[str, float | N
     }
 
 
+def _cut(frame: DataFrame) -> DataFrame:
+    """The frame's rows, with its plan cut to a scan of them.
+
+    Splink's SQL inlines each input table several times (blocking, the link-only source filter,
+    term frequencies); with the harmonisation expressions inlined too, Spark's optimiser spent
+    minutes on one statement. A checkpointed input is a leaf in every plan.
+    """
+    return frame.localCheckpoint(eager=True)
+
+
 def _pairs_on(left: DataFrame, right: DataFrame, columns: tuple[str, ...]) -> int:
     """How many pairs an equi-join on ``columns`` gives (NULLs never join), to skip an empty EM."""
     return left.join(right, [left[c] == right[c] for c in columns]).count()
@@ -265,10 +275,9 @@ def link(
     # Keys, not generated numbers: the same record has the same id whatever Spark recomputes.
     cohort = _splink_frame(
         spark.read.parquet(inputs.cohort), COHORT_COLUMNS, "to_json(array(hdh_provider, coh_rec_id))"
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    persons = _splink_frame(spark.read.parquet(inputs.persons), PERSON_COLUMNS, "ben_idt_ano").persist(
-        StorageLevel.MEMORY_AND_DISK
     )
+    cohort = _cut(cohort)
+    persons = _cut(_splink_frame(spark.read.parquet(inputs.persons), PERSON_COLUMNS, "ben_idt_ano"))
     pseudonyms = (
         spark.read.parquet(inputs.pseudonyms)
         .selectExpr("upper(trim(ben_nir_psa)) as pseudonym", "ben_idt_ano as pseudonym_person")
@@ -281,8 +290,8 @@ def link(
         .withColumn("psa", F.col("pseudonym"))
         .withColumn("unique_id", F.to_json(F.array("ben_idt_ano", "psa")))
         .select(*_SPLINK_COLUMNS)
-        .persist(StorageLevel.MEMORY_AND_DISK)
     )
+    snds = _cut(snds)
     cohort_count, person_count = cohort.count(), persons.count()
     if cohort_count == 0 or person_count == 0:
         return _empty_result(spark, cohort, settings, cohort_count, person_count, (cohort, persons, snds))
@@ -308,8 +317,8 @@ def link(
     id_pairs = (
         _scored(
             linker.inference.predict_between(
-                db_api.register(cohort.where("psa is not null")),
-                db_api.register(snds.where("psa is not null")),
+                db_api.register(_cut(cohort.where("psa is not null"))),
+                db_api.register(_cut(snds.where("psa is not null"))),
                 blocking_rules_to_generate_predictions=[block_on(PSEUDONYM_RULE_COLUMN)],
                 warning_mode="never",
             ).as_spark_dataframe()
@@ -327,8 +336,8 @@ def link(
     )
     scored = _scored(
         linker.inference.predict_between(
-            db_api.register(residual),
-            db_api.register(available),
+            db_api.register(_cut(residual)),
+            db_api.register(_cut(available)),
             threshold_match_probability=settings.candidate_floor,
             warning_mode="never",
         ).as_spark_dataframe()
