@@ -67,7 +67,6 @@ class LinkageConfig(dg.Config):
     )
 
 
-
 def _metadata(run) -> dict[str, Any]:
     stats = run.stats
     metadata: dict[str, Any] = {
