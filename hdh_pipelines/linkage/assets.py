@@ -1,4 +1,4 @@
-"""Linkage assets: the external cohort linked to the SNDS persons on Spark, with its quality check.
+"""Linkage assets: the external cohort linked to the SNDS persons (Splink on Spark), and its quality check.
 
 A thin shell over ``hdh_pipelines.linkage``: one multi-asset stages the
 inputs from the warehouse, links on Spark, publishes ``linkage.links``,
@@ -51,6 +51,10 @@ class LinkageConfig(dg.Config):
         description="Weight (log2 m/u) the quasi-identifiers of a pseudonym link must reach; "
         "below it the pseudonym is distrusted and the record goes to the probabilistic stage.",
     )
+    u_max_pairs: float = Field(
+        default=1e6,
+        description="Random cohort × SNDS pairs Splink samples to estimate u (more: steadier u, slower).",
+    )
     min_linkage_rate: float = Field(default=0.9, description="The check fails below this linkage rate.")
     max_uncertain_share: float = Field(
         default=0.05,
@@ -62,7 +66,6 @@ class LinkageConfig(dg.Config):
         description="Warehouse table of known true matches (tests, validation samples): "
         "adds precision, recall and F1.",
     )
-
 
 
 def _metadata(run) -> dict[str, Any]:
@@ -78,15 +81,14 @@ def _metadata(run) -> dict[str, Any]:
         "id_rejected_records": coarse_count(stats["id_rejected_records"]),
         "unlinked_records": coarse_count(stats["unlinked_records"]),
         "ambiguous_records": coarse_count(stats["ambiguous_records"]),
-        "blocked_pairs": coarse_count(stats["blocked_pairs"]),
+        "candidate_pairs": coarse_count(stats["candidate_pairs"]),
         "linkage_version": run.version,
         **{name: dg.MetadataValue.float(round(seconds, 2)) for name, seconds in run.durations.items()},
     }
-    if "em_converged" in stats:
+    if stats["em_trained"]:
         metadata |= {
             "em_converged": stats["em_converged"],
             "em_iterations": stats["em_iterations"],
-            "blocked_match_share": dg.MetadataValue.float(round(stats["blocked_match_share"], 6)),
             "model_m_u": dg.MetadataValue.json(run.model_parameters),
         }
     if run.quality:
@@ -133,6 +135,7 @@ def cohort_linkage(
         match_threshold=config.match_threshold,
         ambiguity_margin_bits=config.ambiguity_margin_bits,
         min_id_weight=config.min_id_weight,
+        u_max_pairs=config.u_max_pairs,
     )
     try:
         run = run_linkage(
@@ -183,7 +186,7 @@ def cohort_linkage(
             f"{stats['uncertain_share']:.1%} of the records have an uncertain best candidate "
             f"(at most {config.max_uncertain_share:.0%} allowed)"
         )
-    if stats.get("em_converged") is False:
+    if stats["em_trained"] and not stats["em_converged"]:
         failures.append("EM did not converge")
     yield dg.AssetCheckResult(
         check_name=QUALITY_CHECK,

@@ -53,7 +53,8 @@ def run_linkage(
         for table, frame in zip(
             OUTPUT_TABLES, (result.links, result.unlinked, result.ambiguous), strict=True
         ):
-            frame.coalesce(1).write.mode("error").parquet(root.uri(outputs / table))
+            # Written in parallel, one file per partition; Spark's commit protocol writes _SUCCESS last.
+            frame.write.mode("error").parquet(root.uri(outputs / table))
     finally:
         result.release()
     durations["link_seconds"] = time.perf_counter() - started
@@ -61,7 +62,7 @@ def run_linkage(
     quality = None
     if truth_table:
         quality = quality_against_truth(str(outputs / "links" / "*.parquet"), str(staged["truth"]))
-    model_parameters = result.model.parameters() if result.model else None
+    model_parameters = result.model
     root.write_summary(
         version,
         {"stats": result.stats, "quality": quality, "model": model_parameters, "settings": settings.__dict__},
