@@ -148,6 +148,8 @@ def run(claims: int, year: int, work: Path) -> Timeline:
         _deliver,
         _hub_environment,
         _setup_keys,
+        build_workspace,
+        run_nightly,
     )
     from hdh_devtools.sftp_server import start_sftp_server
     from hdh_pipelines.open_science.synthetic import generate_snds
@@ -198,15 +200,7 @@ def run(claims: int, year: int, work: Path) -> Timeline:
 
             first, last = f"{year - 1}-12-01", f"{year}-12-01"
             with timeline.stage("nightly job (one run)"):
-                nightly = defs.resolve_job_def("nightly_refresh_job").execute_in_process(
-                    instance=instance,
-                    run_config=QUIET,
-                    tags={
-                        "dagster/asset_partition_range_start": first,
-                        "dagster/asset_partition_range_end": last,
-                    },
-                    raise_on_error=False,
-                )
+                nightly = run_nightly(defs, instance, first, last)
             if not nightly.success:
                 raise failure(nightly, "the nightly job")
             for step, seconds in sorted(step_seconds(instance, nightly.run_id).items(), key=lambda s: -s[1]):
@@ -215,20 +209,8 @@ def run(claims: int, year: int, work: Path) -> Timeline:
 
             tick(defs, instance, "project_registry_sensor")
             project = sorted(instance.get_dynamic_partitions("projects"))[0]
-            workspace_job = defs.resolve_implicit_global_asset_job_def().get_subset(
-                asset_selection={dg.AssetKey(["workspaces", "project_workspace"])}
-            )
             with timeline.stage(f"workspace of {project} (12 months)", "bench/workspaces.py"):
-                built = workspace_job.execute_in_process(
-                    instance=instance,
-                    run_config=QUIET,
-                    tags={
-                        "dagster/asset_partition_range_start": f"{first}|{project}",
-                        "dagster/asset_partition_range_end": f"{last}|{project}",
-                        "hdh/requester": "bench",
-                    },
-                    raise_on_error=False,
-                )
+                built = build_workspace(defs, instance, project, first, last, "bench")
             if not built.success:
                 raise failure(built, "the workspace run")
             from hdh_devtools.demo.run import _indicator_request

@@ -46,6 +46,8 @@ METFORMIN, ATORVASTATIN = SYNTHETIC_DRUGS[3], SYNTHETIC_DRUGS[6]
 METFORMIN_LARGE = Drug("3400999000109", METFORMIN.atc, "METFORMINE 1000 MG CPR B/90", 13.54)
 ATORVASTATIN_LARGE = Drug("3400999000116", ATORVASTATIN.atc, "ATORVASTATINE 40 MG CPR B/90", 26.51)
 PARACETAMOL = SYNTHETIC_DRUGS[0]
+# ATC A10 but not an antidiabetic for the algorithm (SCALPEL-Extraction's Diabetes class excludes it).
+BENFLUOREX = Drug("3400999000123", "A10BX06", "MEDIATOR 150 MG CPR B/30", 10.0)
 
 LEGAL_APHP, GEOGRAPHIC_APHP, OTHER_HOSPITAL = "750712184", "750100042", "750001011"
 
@@ -107,6 +109,10 @@ DISPENSINGS = [
     ("DH", "2025-01-02", PARACETAMOL, "1", 1, {}),
     ("DH", "2025-02-02", PARACETAMOL, "1", 1, {}),
     ("DH", "2025-03-02", PARACETAMOL, "1", 1, {}),
+    # Near miss: three dates of benfluorex, whose ATC code is under A10.
+    ("DV", "2025-01-03", BENFLUOREX, "1", 1, {}),
+    ("DV", "2025-02-03", BENFLUOREX, "1", 1, {}),
+    ("DV", "2025-03-03", BENFLUOREX, "1", 1, {}),
     # Near miss: would be selected, but opted out.
     ("DG", "2025-01-05", METFORMIN, "1", 1, {}),
     ("DG", "2025-02-05", METFORMIN, "1", 1, {}),
@@ -277,13 +283,13 @@ def selected(warehouse: Path, model: str) -> list[tuple]:
 
 def test_diabetes(warehouse):
     assert selected(warehouse, "alg_treated_diabetes") == [
-        (person("DA"), 2025, date(2025, 1, 10), 3, "2.0.0"),
-        (person("DB"), 2025, date(2025, 3, 5), 2, "2.0.0"),
-        (person("DK"), 2025, date(2025, 1, 24), 3, "2.0.0"),
-        (person("DN"), 2025, date(2025, 3, 1), 1, "2.0.0"),
-        (person("DQ"), 2025, date(2025, 6, 1), 1, "2.0.0"),
-        (person("DR"), 2024, date(2024, 9, 1), 1, "2.0.0"),
-        (person("DR"), 2025, date(2024, 9, 1), 1, "2.0.0"),
+        (person("DA"), 2025, date(2025, 1, 10), 3, "2.1.0"),
+        (person("DB"), 2025, date(2025, 3, 5), 2, "2.1.0"),
+        (person("DK"), 2025, date(2025, 1, 24), 3, "2.1.0"),
+        (person("DN"), 2025, date(2025, 3, 1), 1, "2.1.0"),
+        (person("DQ"), 2025, date(2025, 6, 1), 1, "2.1.0"),
+        (person("DR"), 2024, date(2024, 9, 1), 1, "2.1.0"),
+        (person("DR"), 2025, date(2024, 9, 1), 1, "2.1.0"),
     ]
     criteria = query(
         warehouse,
@@ -326,7 +332,7 @@ def test_dispensings_are_netted_and_counted_by_hand(warehouse):
     )
     expected = {
         "DA": 3, "DB": 2, "DC": 2, "DD": 2, "DE": 3, "DF": 2, "DL": 2, "DM": 2, "DJ": 2, "DK": 3, "DH": 3,
-        "LA": 3, "LB": 2, "LC": 2, "LD": 2,
+        "DV": 3, "LA": 3, "LB": 2, "LC": 2, "LD": 2,
     }  # fmt: skip
     assert dispensed == {person(tag): count for tag, count in expected.items()}
     netted = query(
@@ -426,7 +432,7 @@ def test_algorithms_are_versioned_and_documented(warehouse):
     }  # fmt: skip
     for node in algorithms:
         meta = node["config"]["meta"]
-        assert meta["algorithm_version"] == "2.0.0"
+        assert meta["algorithm_version"] == ("2.1.0" if node["name"] == "alg_treated_diabetes" else "2.0.0")
         assert meta["reference"].startswith("Caisse nationale de l'Assurance Maladie")
         assert meta["inputs"]
         assert set(meta["fiche"]) == {"definition", "data", "codes", "source", "limits"}
@@ -438,7 +444,8 @@ def test_catalogue_site_renders_every_fiche(tmp_path):
     page = (tmp_path / "algorithms.html").read_text(encoding="utf-8")
     for fiche in algorithm_fiches():
         assert f'<section id="{fiche.name}">' in page
-        assert fiche.version == "2.0.0" and f"version {fiche.version}" in page
+        assert fiche.version == ("2.1.0" if fiche.name == "alg_treated_diabetes" else "2.0.0")
+        assert f"version {fiche.version}" in page
         assert all(fiche.parts.values()), fiche.name
         assert escape(fiche.parts["limits"]) in page
 
@@ -457,8 +464,10 @@ def indicator(warehouse: Path, **request) -> dict[tuple[str, ...], tuple[int, in
 # By hand from the planted tables: the persons and stays each request must count, per year.
 DIABETES = {"2024": {"DR"}, "2025": {"DA", "DB", "DK", "DN", "DQ", "DR"}}
 CORONARY = {"2024": {"AA", "AI"}, "2025": {"AA", "AB", "AH", "AJ"}}
-# A10 dispensed, netted positive and countable: DG opted out; DE in both years.
-ANTIDIABETICS = {"2024": {"DE"}, "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK"}}
+# A10 dispensed, netted positive and countable: DG opted out; DE in both years; DV's benfluorex is A10.
+ANTIDIABETICS = {
+    "2024": {"DE"}, "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK", "DV"},
+}  # fmt: skip
 # I21* as principal diagnosis in the mart (error, duplicate, inter-hospital and opted-out stays are out),
 # whether or not the stay's person is known (AE ambiguous twins, AK and AL unusable return codes).
 ACS_STAYS = {
@@ -501,7 +510,7 @@ def test_stay_indicators_equal_the_hand_count(warehouse):
 
 def test_omop_counts_equal_the_hand_count(warehouse):
     dispensings = query(warehouse, "select count(*) from marts.drug_dispensations")[0][0]
-    assert dispensings == 35  # the 15 persons' netted dispensings counted in the test above
+    assert dispensings == 38  # the 16 persons' netted dispensings counted in the test above
     assert query(warehouse, "select count(*) from omop.drug_exposure") == [(dispensings,)]
     # Every visit is a stay of the mart whose person is known (AE, AK and AL have none).
     known_stays = query(warehouse, "select count(*) from marts.hospital_stays where ben_idt_ano is not null")

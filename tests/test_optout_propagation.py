@@ -308,7 +308,13 @@ def test_an_opt_out_reaches_every_copy_through_the_sensor(world: World, spark_re
         assert first.skip_reason and not first.launched
 
         # The insurer delivers P05's opt-out; the nightly rebuilds the opt-out models (real dbt, via Dagster).
-        write_raw(world.raw, "OPT_OUT", [opt_out(OPTED_OUT, "1", "2026-11-30")], delivery_id="oo-2")
+        write_raw(
+            world.raw,
+            "OPT_OUT",
+            [opt_out(OPTED_OUT, "1", "2026-11-30")],
+            delivery_id="oo-2",
+            loaded_at=datetime(2026, 12, 1, 2, 0),
+        )
         rebuilt = dg.materialize(
             [normalisation_upstream],
             instance=instance,

@@ -9,8 +9,9 @@
 {#- Drug criterion: dispensings of the ATC class on at least 3 distinct dates
     in the calendar year, or on at least 2 if one of them was a large pack
     (about three months of treatment). One row per person and year: the first
-    dispensing date of the year and how many distinct dates qualified. -#}
-{% macro drug_treated_persons(atc_prefixes) %}
+    dispensing date of the year and how many distinct dates qualified. Codes
+    under excluded_atc_prefixes do not count, though their class does. -#}
+{% macro drug_treated_persons(atc_prefixes, excluded_atc_prefixes=[]) %}
 with class_dispensings as (
     select
         dispensations.ben_idt_ano,
@@ -20,6 +21,9 @@ with class_dispensings as (
     left join {{ ref('int_drug_presentations') }} as presentations
         on presentations.cip13 = cast(dispensations.cip13 as bigint)
     where {{ has_code_prefix('dispensations.atc_code', atc_prefixes) }}
+        {%- if excluded_atc_prefixes %}
+        and not {{ has_code_prefix('dispensations.atc_code', excluded_atc_prefixes) }}
+        {%- endif %}
         and dispensations.ben_idt_ano is not null
         and dispensations.dispensing_date is not null
 ),

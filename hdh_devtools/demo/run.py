@@ -255,6 +255,35 @@ def _warehouse_row_counts(warehouse: Path) -> dict[str, int]:
         return {f"{s}.{t}": connection.execute(count.format(s, t)).fetchone()[0] for s, t in tables}
 
 
+def run_nightly(defs, instance, first: str, last: str):
+    """The nightly job over the months ``first``..``last`` in one run, as the schedule launches it."""
+    return defs.resolve_job_def("nightly_refresh_job").execute_in_process(
+        instance=instance,
+        run_config=QUIET,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        raise_on_error=False,
+    )
+
+
+def build_workspace(defs, instance, project: str, first: str, last: str, requester: str):
+    """One project's workspace over the months ``first``..``last`` in one run, as a lead's backfill."""
+    import dagster as dg
+
+    workspace_job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={dg.AssetKey(["workspaces", "project_workspace"])}
+    )
+    return workspace_job.execute_in_process(
+        instance=instance,
+        run_config=QUIET,
+        tags={
+            "dagster/asset_partition_range_start": f"{first}|{project}",
+            "dagster/asset_partition_range_end": f"{last}|{project}",
+            REQUESTER_TAG: requester,
+        },
+        raise_on_error=False,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hdh-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "demo")
@@ -287,9 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         home = work / "dagster_home"
         home.mkdir()
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        (work / "hdh.env").write_text(
-            "".join(f"{k}={v}\n" for k, v in hub_environment.items())
-        )
+        (work / "hdh.env").write_text("".join(f"{k}={v}\n" for k, v in hub_environment.items()))
 
         # The hospital sends Parquet, to show both media types of the format.
         cohort = {"COHORT_EXT": _to_parquet(files["COHORT_EXT"])}
@@ -339,32 +366,12 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"second tick requested {len(again.launched)} run(s): deliveries are never ingested twice")
             first, last = f"{args.year - 1}-12-01", f"{args.year}-12-01"
             _say(f"nightly job over {first[:7]}..{last[:7]}: dbt normalisation, catalogue… (one run)")
-            nightly = defs.resolve_job_def("nightly_refresh_job").execute_in_process(
-                instance=instance,
-                run_config=QUIET,
-                tags={
-                    "dagster/asset_partition_range_start": first,
-                    "dagster/asset_partition_range_end": last,
-                },
-                raise_on_error=False,
-            )
+            nightly = run_nightly(defs, instance, first, last)
             _say(f"  run {nightly.run_id[:8]}: {'succeeded' if nightly.success else 'FAILED (see the UI)'}")
             tick(defs, instance, "project_registry_sensor")  # adds one partition per valid project
-            workspace_job = defs.resolve_implicit_global_asset_job_def().get_subset(
-                asset_selection={dg.AssetKey(["workspaces", "project_workspace"])}
-            )
             for project in instance.get_dynamic_partitions("projects"):
                 _say(f"workspace of project {project}, {first[:7]}..{last[:7]} (one run)")
-                built = workspace_job.execute_in_process(
-                    instance=instance,
-                    run_config=QUIET,
-                    tags={
-                        "dagster/asset_partition_range_start": f"{first}|{project}",
-                        "dagster/asset_partition_range_end": f"{last}|{project}",
-                        REQUESTER_TAG: "demo",
-                    },
-                    raise_on_error=False,
-                )
+                built = build_workspace(defs, instance, project, first, last, "demo")
                 _say(f"  run {built.run_id[:8]}: {'succeeded' if built.success else 'refused (see the UI)'}")
             submitted = _submit_rights_requests(work, keys, files["IR_BEN_R"])
             _say(f"rights requests from the hub's form: {', '.join(submitted)} (one of each type)")

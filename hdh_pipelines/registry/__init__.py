@@ -56,6 +56,7 @@ from hdh_deliver.names import is_provider
 
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
 REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"
+GENERATED_KEY = "x-hdh-generated"
 REFERENCE_SOURCES = ("schema-snds", "dico-snds", "synthetic-snds")
 DATASETS_DIR = Path(__file__).parent / "datasets"
 # Placeholder in a family's name -> what it stands for in a delivered name (see the module docstring).
@@ -130,6 +131,11 @@ class DatasetSchema:
     # The providers allowed to deliver this dataset (``providers``): a file of it
     # from anyone else is refused before decryption, and staging reads only their rows.
     providers: tuple[str, ...] = ()
+
+    @property
+    def generated(self) -> bool:
+        """Generated from the SNDS references (``x-hdh-generated``), not curated by hand."""
+        return GENERATED_KEY in self.raw
 
     def field(self, name: str) -> Field:
         for candidate in self.fields:
@@ -261,19 +267,23 @@ def _providers(value: Any, fail: Callable[[str], RegistryError]) -> tuple[str, .
     return tuple(value)
 
 
+# The placeholders that stand for a year (two digits: 20xx; four digits).
+_YEAR_TOKENS = frozenset({"aa", "xx", "AAAA"})
+
+
 def _family_pattern(name: str) -> re.Pattern[str] | None:
-    """The delivered names a family's name stands for, or None if ``name`` has no placeholder."""
+    """The delivered names a family's name stands for, or None if ``name`` has no placeholder; the first
+    year placeholder is the group ``year``."""
     parts = _PLACEHOLDER.split(name)
     if len(parts) == 1:
         return None
-    tokens = _PLACEHOLDER.findall(name)
-    regex = re.escape(parts[0]) + "".join(
-        NAME_PLACEHOLDERS[token] + re.escape(after) for token, after in zip(tokens, parts[1:], strict=True)
-    )
+    regex, year_seen = re.escape(parts[0]), False
+    for token, after in zip(_PLACEHOLDER.findall(name), parts[1:], strict=True):
+        piece = NAME_PLACEHOLDERS[token]
+        if token in _YEAR_TOKENS and not year_seen:
+            piece, year_seen = f"(?P<year>{piece})", True
+        regex += piece + re.escape(after)
     return re.compile(regex)
-
-
-_YEAR_TOKENS = {"aa": 2, "xx": 2, "AAAA": 4}
 
 
 def names_carry_year(family: str) -> bool:
@@ -284,19 +294,11 @@ def names_carry_year(family: str) -> bool:
 def year_in_name(family: str, delivered_name: str) -> int | None:
     """The year a per-year table's delivered name carries (``T_MCO23B`` of ``T_MCOaaB`` is 2023), or None
     when the family has no year in its names or the name is not one of the family's."""
-    if not names_carry_year(family):
+    pattern = _family_pattern(family)
+    match = pattern.fullmatch(delivered_name) if pattern is not None else None
+    year = match.groupdict().get("year") if match is not None else None
+    if year is None:
         return None
-    parts = _PLACEHOLDER.split(family)
-    tokens = _PLACEHOLDER.findall(family)
-    regex = re.escape(parts[0]) + "".join(
-        (f"([0-9]{{{_YEAR_TOKENS[token]}}})" if token in _YEAR_TOKENS else NAME_PLACEHOLDERS[token])
-        + re.escape(after)
-        for token, after in zip(tokens, parts[1:], strict=True)
-    )
-    match = re.fullmatch(regex, delivered_name)
-    if match is None:
-        return None
-    year = match.group(1)
     return 2000 + int(year) if len(year) == 2 else int(year)
 
 

@@ -39,9 +39,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hdh_pipelines.registry import DATASETS_DIR, REFERENCE_OVERRIDE_KEY
+from hdh_pipelines.registry import DATASETS_DIR, GENERATED_KEY, REFERENCE_OVERRIDE_KEY
 
-GENERATED_KEY = "x-hdh-generated"
 GENERATED_BY = "python -m hdh_pipelines.registry.generate"
 OVERRIDES_PATH = Path(__file__).parent / "reference_overrides.json"
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[3] / "shared/reference/snds"

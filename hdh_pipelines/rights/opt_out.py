@@ -48,7 +48,9 @@ def opt_out_version(connection: duckdb.DuckDBPyConnection, database: str | None 
     """The registry a copy was built or purged with: latest delivery, counts, digest of the exclusions."""
     active, latest_loaded, latest_delivery = connection.execute(
         "select count(*) filter (where opt_status = 'ACTIVE'), max(hdh_loaded_at)::varchar, "
-        "arg_max(hdh_provider || '/' || hdh_delivery_id, hdh_loaded_at) "
+        # Ties on the load time (one nightly loads several deliveries) are broken by the delivery name,
+        # so the version a copy records never depends on scan order.
+        "arg_max(hdh_provider || '/' || hdh_delivery_id, (hdh_loaded_at, hdh_provider, hdh_delivery_id)) "
         f"from {_relation(OPT_OUT_STAGING_TABLE, database)}"
     ).fetchone()
     excluded, digest = connection.execute(
