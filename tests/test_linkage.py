@@ -96,6 +96,44 @@ def test_residence_is_harmonised_to_insee_codes(spark: SparkSession) -> None:
     ] == [("05", "05001"), ("2A", "2A004")]
 
 
+def test_linkage_roots_parse_local_and_object_store_uris(tmp_path: Path) -> None:
+    """Spark and DuckDB names of a root's files; nothing is contacted when a root is parsed."""
+    local = LinkageRoot.from_uri(str(tmp_path / "linkage"))
+    assert local.local == tmp_path / "linkage" and local.uri == (tmp_path / "linkage").as_uri()
+    assert LinkageRoot.from_uri((tmp_path / "linkage").as_uri()) == local
+    assert local.spark_uri("outputs", "v1", "links") == f"{(tmp_path / 'linkage').as_uri()}/outputs/v1/links"
+    assert local.duckdb_uri("outputs", "v1", "links") == str(
+        tmp_path / "linkage" / "outputs" / "v1" / "links"
+    )
+
+    s3 = LinkageRoot.from_uri("s3a://hub-bucket/private/linkage/")
+    assert (s3.uri, s3.local) == ("s3a://hub-bucket/private/linkage", None)
+    assert (
+        s3.spark_uri("inputs", "v1", "cohort.parquet")
+        == "s3a://hub-bucket/private/linkage/inputs/v1/cohort.parquet"
+    )
+    assert s3.duckdb_uri("outputs", "v1", "links", "*.parquet") == (
+        "s3://hub-bucket/private/linkage/outputs/v1/links/*.parquet"
+    )
+    adls = "abfss://linkage@hubaccount.dfs.core.windows.net/runs"
+    azure = LinkageRoot.from_uri(adls)
+    assert (azure.uri, azure.local) == (adls, None)
+    assert azure.spark_uri("CURRENT") == azure.duckdb_uri("CURRENT") == f"{adls}/CURRENT"
+
+    for refused in (
+        "s3://hub-bucket/linkage",  # Spark's connector is s3a://
+        "gs://hub-bucket/linkage",
+        "s3a://hub-bucket",  # no prefix: the root would be the whole bucket
+        "s3a:///linkage",  # no bucket
+        "abfss://linkage/runs",  # no account
+        "abfss://linkage@hubaccount.blob.core.windows.net/runs",  # the blob endpoint, not ADLS Gen2
+        "s3a://hub-bucket/linkage?versionId=1",
+    ):
+        with pytest.raises(LinkageStorageError) as raised:
+            LinkageRoot.from_uri(refused)
+        assert raised.value.reason == "unsupported_root", refused
+
+
 # --- the linkage on Spark ----------------------------------------------------------------------------
 
 
@@ -127,7 +165,8 @@ def test_five_percent_errors_meet_the_targets(spark: SparkSession, tmp_path: Pat
             "(SELECT upper(trim(ben_nir_psa)) FROM intermediate.int_opt_out_exclusions)"
         ).fetchall()[0][0]
         assert outputs + set_aside == 1_000  # every other record in exactly one of the three tables
-    version_dir = root.outputs_dir(run.version)
+    assert root.local is not None
+    version_dir = root.local / "outputs" / run.version
     assert stat.S_IMODE(version_dir.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in version_dir.rglob("*") if p.is_file())
 
@@ -187,10 +226,7 @@ def test_missing_inputs_fail_clearly_and_publish_nothing(tmp_path: Path) -> None
     with pytest.raises(LinkageStorageError) as raised:
         root.stage_inputs(warehouse, "v1")
     assert raised.value.reason == "missing_input"
-    assert not root.inputs_dir("v1").exists()
-    with pytest.raises(LinkageStorageError) as raised:
-        LinkageRoot.from_uri("s3a://bucket/linkage")
-    assert raised.value.reason == "unsupported_root"
+    assert root.local is not None and not (root.local / "inputs" / "v1").exists()
 
 
 def _published_rows(warehouse: str) -> dict[str, list[tuple]]:
@@ -208,7 +244,8 @@ def test_a_rerun_replaces_the_outputs_with_the_same_rows(spark: SparkSession, tm
     first_rows = _published_rows(warehouse)
     second = run_linkage(spark, root, warehouse, SETTINGS, truth_table=TRUTH_TABLE)
     assert second.stats == first.stats
-    assert [p.name for p in (root.root / "outputs").iterdir()] == [second.version]
+    assert root.local is not None
+    assert [p.name for p in (root.local / "outputs").iterdir()] == [second.version]
     assert _published_rows(warehouse) == first_rows
     assert len(first_rows["links"]) == first.stats["deterministic_links"] + first.stats["probabilistic_links"]
 

@@ -12,6 +12,7 @@ from dagster_pyspark import PySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 
 from hdh_devtools.linkage_testdata import PROVIDER, TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.linkage.assets import (
     AMBIGUOUS,
     LINKS,
@@ -39,6 +40,16 @@ def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PySpark
     # The session starts once here, quiet; the resource's getOrCreate() reuses it in every run.
     spark_session_from_config(resource.spark_config).sparkContext.setLogLevel("ERROR")
     yield resource
+
+
+def test_spark_runs_in_a_step_that_holds_no_warehouse_pool() -> None:
+    """Staging and publication open the warehouse (pool); the Spark step reads only the staged files."""
+    pools = {node.name: node.pool for node in cohort_linkage.node_def.node_defs}
+    assert pools == {
+        "stage_linkage_inputs": WAREHOUSE_POOL,
+        "link_on_spark": None,
+        "publish_linkage": WAREHOUSE_POOL,
+    }
 
 
 def _materialize(
@@ -123,7 +134,7 @@ def test_check_fails_when_the_linkage_rate_drops_below_ninety_percent(
 def test_missing_inputs_fail_with_a_reason(spark_resource: PySparkResource, tmp_path: Path) -> None:
     result = _materialize(spark_resource, tmp_path, None, LinkageConfig(u_max_pairs=2e5))
     assert not result.success
-    failure = result.failure_data_for_node("cohort_linkage")
+    failure = result.failure_data_for_node("cohort_linkage.stage_linkage_inputs")
     assert failure is not None
     # An empty warehouse: the opt-out registry is the first input read, before anything is staged.
     assert failure.user_failure_data.metadata["reason"].value == "opt_out_registry_missing"

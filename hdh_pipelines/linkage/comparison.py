@@ -74,7 +74,10 @@ def _exact_near(field: str) -> list[dict[str, Any]]:
 # Residence as one comparison: a shared commune implies a shared département, so comparing them
 # separately would count the same evidence twice (the model assumes fields independent given the
 # match status). A shared commune under another département is the département typo. Sharing a
-# village says more than sharing Paris: the commune level is adjusted by the commune's frequency.
+# village says more than sharing Paris: the commune level is adjusted by the commune's frequency,
+# u(level) / f(commune). Splink takes that u from the level it detects as the exact match on the tf
+# column, which here is the département-typo level (plain ``commune_l = commune_r``, u ≈ 1e-5):
+# the adjustment then cost every shared commune about 7 bits. The level's own u is the right base.
 _RESIDENCE = [
     _missing("(dpt_l IS NULL OR dpt_r IS NULL) AND (commune_l IS NULL OR commune_r IS NULL)"),
     _level(
@@ -82,6 +85,7 @@ _RESIDENCE = [
         "commune_l = commune_r AND dpt_l = dpt_r",
         tf_adjustment_column="commune",
         tf_adjustment_weight=1.0,
+        disable_tf_exact_match_detection=True,
     ),
     _level("same_commune_other_departement", "commune_l = commune_r"),
     _level("same_departement", "dpt_l = dpt_r"),
