@@ -1,4 +1,4 @@
-"""Linkage library: generator, comparisons, Fellegi–Sunter EM, and the linkage on a real local Spark."""
+"""Linkage library: generator, harmonisation, and the linkage (Splink on a real local Spark session)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pytest
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
 from hdh_devtools.linkage_testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
-from hdh_pipelines.linkage import fellegi_sunter
-from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, COMPARISONS, PERSON_COLUMNS, pattern_levels
+from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, PERSON_COLUMNS
+from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import LinkageRun, run_linkage
 from hdh_pipelines.linkage.resources import spark_config
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
@@ -36,6 +35,10 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     yield session
 
 
+# Small data: a smaller u sample than production's keeps each run to a few Spark jobs' worth.
+SETTINGS = LinkageSettings(u_max_pairs=2e5)
+
+
 def _warehouse(folder: Path, spec: LinkageTestSpec) -> str:
     path = str(folder / "warehouse.duckdb")
     with duckdb.connect(path) as connection:
@@ -46,7 +49,7 @@ def _warehouse(folder: Path, spec: LinkageTestSpec) -> str:
 def _link(spark: SparkSession, folder: Path, spec: LinkageTestSpec) -> tuple[LinkageRun, str, LinkageRoot]:
     warehouse = _warehouse(folder, spec)
     root = LinkageRoot.from_uri(str(folder / "linkage"))
-    return run_linkage(spark, root, warehouse, truth_table=TRUTH_TABLE), warehouse, root
+    return run_linkage(spark, root, warehouse, SETTINGS, truth_table=TRUTH_TABLE), warehouse, root
 
 
 # --- pure parts ---------------------------------------------------------------------------------------
@@ -73,61 +76,6 @@ def test_generator_plants_errors_at_the_requested_rate() -> None:
     assert 0.015 < truth_null < 0.03
 
 
-def test_em_recovers_known_m_and_u() -> None:
-    """Blocked pairs drawn from known m and u: EM finds m and the match share back."""
-    rng = np.random.default_rng(1)
-    u = [
-        np.array(p)
-        for p in (
-            [0.0, 0.95, 0.03, 0.02],
-            [0.0, 0.76, 0.16, 0.08],
-            [0.0, 0.5, 0.5],
-            [0.0, 0.95, 0.045, 0.0005, 0.0045],
-            [0.9, 0.03, 0.06, 0.01],
-        )
-    ]
-    m = [
-        np.array(p)
-        for p in (
-            [0.0, 0.01, 0.01, 0.98],
-            [0.0, 0.01, 0.05, 0.94],
-            [0.0, 0.05, 0.95],
-            [0.0, 0.01, 0.05, 0.05, 0.89],
-            [0.9, 0.002, 0.05, 0.048],
-        )
-    ]
-
-    def draw(probabilities: list[np.ndarray], size: int) -> np.ndarray:
-        levels = np.stack([rng.choice(len(p), size=size, p=p) for p in probabilities], axis=1)
-        radix = np.cumprod([1, *[c.level_count for c in COMPARISONS][:-1]])
-        return levels @ radix
-
-    mask = fellegi_sunter.blocked_mask()
-    matches, non_matches = draw(m, 50_000), draw(u, 20_000_000)
-    matches, non_matches = matches[mask[matches]], non_matches[mask[non_matches]]
-    ids, counts = np.unique(np.concatenate([matches, non_matches]), return_counts=True)
-    model = fellegi_sunter.estimate(
-        dict(zip(ids.tolist(), counts.tolist(), strict=True)), [np.maximum(p, 1e-6) for p in u]
-    )
-    assert model.converged
-    assert model.blocked_match_share == pytest.approx(
-        len(matches) / (len(matches) + len(non_matches)), rel=0.1
-    )
-    for estimated, true in zip(model.m, m, strict=True):
-        assert np.abs(estimated - true).max() < 0.03
-
-
-def test_every_blocked_vector_is_allowed_by_the_mask() -> None:
-    """The top level of an equality means equal values, so each rule's vectors are in the mask."""
-    exact = next(
-        i
-        for i in range(len(fellegi_sunter.blocked_mask()))
-        if all(level == c.level_count - 1 for level, c in zip(pattern_levels(i), COMPARISONS, strict=True))
-    )
-    assert fellegi_sunter.blocked_mask()[exact]
-    assert not fellegi_sunter.blocked_mask()[0]
-
-
 def test_residence_is_harmonised_to_insee_codes(spark: SparkSession) -> None:
     persons = spark.createDataFrame(
         [("a", "075", "056"), ("b", "02A", "004"), ("c", "971", "101"), ("d", "097", "101")],
@@ -148,12 +96,50 @@ def test_residence_is_harmonised_to_insee_codes(spark: SparkSession) -> None:
     ] == [("05", "05001"), ("2A", "2A004")]
 
 
+def test_linkage_roots_parse_local_and_object_store_uris(tmp_path: Path) -> None:
+    """Spark and DuckDB names of a root's files; nothing is contacted when a root is parsed."""
+    local = LinkageRoot.from_uri(str(tmp_path / "linkage"))
+    assert local.local == tmp_path / "linkage" and local.uri == (tmp_path / "linkage").as_uri()
+    assert LinkageRoot.from_uri((tmp_path / "linkage").as_uri()) == local
+    assert local.spark_uri("outputs", "v1", "links") == f"{(tmp_path / 'linkage').as_uri()}/outputs/v1/links"
+    assert local.duckdb_uri("outputs", "v1", "links") == str(
+        tmp_path / "linkage" / "outputs" / "v1" / "links"
+    )
+
+    s3 = LinkageRoot.from_uri("s3a://hub-bucket/private/linkage/")
+    assert (s3.uri, s3.local) == ("s3a://hub-bucket/private/linkage", None)
+    assert (
+        s3.spark_uri("inputs", "v1", "cohort.parquet")
+        == "s3a://hub-bucket/private/linkage/inputs/v1/cohort.parquet"
+    )
+    assert s3.duckdb_uri("outputs", "v1", "links", "*.parquet") == (
+        "s3://hub-bucket/private/linkage/outputs/v1/links/*.parquet"
+    )
+    adls = "abfss://linkage@hubaccount.dfs.core.windows.net/runs"
+    azure = LinkageRoot.from_uri(adls)
+    assert (azure.uri, azure.local) == (adls, None)
+    assert azure.spark_uri("CURRENT") == azure.duckdb_uri("CURRENT") == f"{adls}/CURRENT"
+
+    for refused in (
+        "s3://hub-bucket/linkage",  # Spark's connector is s3a://
+        "gs://hub-bucket/linkage",
+        "s3a://hub-bucket",  # no prefix: the root would be the whole bucket
+        "s3a:///linkage",  # no bucket
+        "abfss://linkage/runs",  # no account
+        "abfss://linkage@hubaccount.blob.core.windows.net/runs",  # the blob endpoint, not ADLS Gen2
+        "s3a://hub-bucket/linkage?versionId=1",
+    ):
+        with pytest.raises(LinkageStorageError) as raised:
+            LinkageRoot.from_uri(refused)
+        assert raised.value.reason == "unsupported_root", refused
+
+
 # --- the linkage on Spark ----------------------------------------------------------------------------
 
 
 def test_five_percent_errors_meet_the_targets(spark: SparkSession, tmp_path: Path) -> None:
     run, warehouse, root = _link(
-        spark, tmp_path, LinkageTestSpec(persons=20_000, cohort=2_000, error_rate=0.05)
+        spark, tmp_path, LinkageTestSpec(persons=10_000, cohort=1_000, error_rate=0.05)
     )
     assert run.quality is not None
     assert run.quality["precision"] >= 0.995
@@ -178,8 +164,9 @@ def test_five_percent_errors_meet_the_targets(spark: SparkSession, tmp_path: Pat
             "SELECT count(*) FROM staging.stg_cohort_ext WHERE upper(trim(ben_nir_psa)) IN "
             "(SELECT upper(trim(ben_nir_psa)) FROM intermediate.int_opt_out_exclusions)"
         ).fetchall()[0][0]
-        assert outputs + set_aside == 2_000  # every other record in exactly one of the three tables
-    version_dir = root.outputs_dir(run.version)
+        assert outputs + set_aside == 1_000  # every other record in exactly one of the three tables
+    assert root.local is not None
+    version_dir = root.local / "outputs" / run.version
     assert stat.S_IMODE(version_dir.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in version_dir.rglob("*") if p.is_file())
 
@@ -239,19 +226,67 @@ def test_missing_inputs_fail_clearly_and_publish_nothing(tmp_path: Path) -> None
     with pytest.raises(LinkageStorageError) as raised:
         root.stage_inputs(warehouse, "v1")
     assert raised.value.reason == "missing_input"
-    assert not root.inputs_dir("v1").exists()
-    with pytest.raises(LinkageStorageError) as raised:
-        LinkageRoot.from_uri("s3a://bucket/linkage")
-    assert raised.value.reason == "unsupported_root"
+    assert root.local is not None and not (root.local / "inputs" / "v1").exists()
 
 
-def test_a_rerun_replaces_the_outputs(spark: SparkSession, tmp_path: Path) -> None:
+def _published_rows(warehouse: str) -> dict[str, list[tuple]]:
+    with duckdb.connect(warehouse, read_only=True) as connection:
+        return {
+            table: connection.execute(f"SELECT * FROM linkage.{table} ORDER BY ALL").fetchall()
+            for table in ("links", "unlinked", "ambiguous")
+        }
+
+
+def test_a_rerun_replaces_the_outputs_with_the_same_rows(spark: SparkSession, tmp_path: Path) -> None:
+    """Rows are identified by their keys, not by generated numbers: two runs publish the same rows."""
     spec = LinkageTestSpec(persons=2_000, cohort=300, error_rate=0.05, seed=5)
     first, warehouse, root = _link(spark, tmp_path, spec)
-    second = run_linkage(spark, root, warehouse, truth_table=TRUTH_TABLE)
+    first_rows = _published_rows(warehouse)
+    second = run_linkage(spark, root, warehouse, SETTINGS, truth_table=TRUTH_TABLE)
     assert second.stats == first.stats
-    assert [p.name for p in (root.root / "outputs").iterdir()] == [second.version]
-    with duckdb.connect(warehouse, read_only=True) as connection:
-        assert connection.execute("SELECT count(*) FROM linkage.links").fetchall()[0][0] == (
-            first.stats["deterministic_links"] + first.stats["probabilistic_links"]
-        )
+    assert root.local is not None
+    assert [p.name for p in (root.local / "outputs").iterdir()] == [second.version]
+    assert _published_rows(warehouse) == first_rows
+    assert len(first_rows["links"]) == first.stats["deterministic_links"] + first.stats["probabilistic_links"]
+
+
+def _empty_like(warehouse: str, table: str, where: str) -> None:
+    with duckdb.connect(warehouse) as connection:
+        connection.execute(f"DELETE FROM {table} WHERE {where}")
+
+
+@pytest.mark.parametrize(
+    ("table", "where", "expected_unlinked"),
+    [
+        ("staging.stg_cohort_ext", "true", 0),  # no cohort record
+        ("marts.persons", "true", 40),  # nobody to link to
+        # No pseudonym and no blocking rule's equality: no pair survives blocking.
+        ("marts.persons", "birth_year < 3000", 40),
+    ],
+    ids=["empty_cohort", "no_persons", "no_pairs"],
+)
+def test_empty_inputs_publish_empty_outputs(
+    spark: SparkSession, tmp_path: Path, table: str, where: str, expected_unlinked: int
+) -> None:
+    spec = LinkageTestSpec(
+        persons=200, cohort=40, error_rate=0.0, no_match_rate=0.0, opt_out_rate=0.0, seed=8
+    )
+    warehouse = _warehouse(tmp_path, spec)
+    if where != "true":
+        # Persons nobody can be blocked with: another century, no sex, no residence, no pseudonym.
+        with duckdb.connect(warehouse) as connection:
+            connection.execute(
+                "UPDATE marts.persons SET birth_year = birth_year - 300, birth_month = NULL, sex_code = 0, "
+                "residence_departement = NULL, residence_commune = NULL; "
+                "DELETE FROM intermediate.int_pseudonym_persons"
+            )
+    else:
+        _empty_like(warehouse, table, where)
+    root = LinkageRoot.from_uri(str(tmp_path / "linkage"))
+    run = run_linkage(spark, root, warehouse, SETTINGS)
+    assert run.stats["deterministic_links"] == run.stats["probabilistic_links"] == 0
+    assert run.stats["unlinked_records"] == expected_unlinked
+    rows = _published_rows(warehouse)
+    assert rows["links"] == rows["ambiguous"] == []
+    assert len(rows["unlinked"]) == expected_unlinked
+    assert {row[2] for row in rows["unlinked"]} <= {"no_candidate"}

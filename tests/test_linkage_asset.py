@@ -12,6 +12,7 @@ from dagster_pyspark import PySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 
 from hdh_devtools.linkage_testdata import PROVIDER, TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.linkage.assets import (
     AMBIGUOUS,
     LINKS,
@@ -20,7 +21,7 @@ from hdh_pipelines.linkage.assets import (
     LinkageConfig,
     cohort_linkage,
 )
-from hdh_pipelines.linkage.engine import LinkageInputs, link
+from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
 from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
 from hdh_pipelines.linkage.storage import INPUT_QUERIES
 
@@ -39,6 +40,16 @@ def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PySpark
     # The session starts once here, quiet; the resource's getOrCreate() reuses it in every run.
     spark_session_from_config(resource.spark_config).sparkContext.setLogLevel("ERROR")
     yield resource
+
+
+def test_spark_runs_in_a_step_that_holds_no_warehouse_pool() -> None:
+    """Staging and publication open the warehouse (pool); the Spark step reads only the staged files."""
+    pools = {node.name: node.pool for node in cohort_linkage.node_def.node_defs}
+    assert pools == {
+        "stage_linkage_inputs": WAREHOUSE_POOL,
+        "link_on_spark": None,
+        "publish_linkage": WAREHOUSE_POOL,
+    }
 
 
 def _materialize(
@@ -72,7 +83,9 @@ def test_materialises_the_three_tables_with_quality_metadata(
     spark_resource: PySparkResource, tmp_path: Path
 ) -> None:
     spec = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, seed=2)
-    result = _materialize(spark_resource, tmp_path, spec, LinkageConfig(truth_table=TRUTH_TABLE))
+    result = _materialize(
+        spark_resource, tmp_path, spec, LinkageConfig(truth_table=TRUTH_TABLE, u_max_pairs=2e5)
+    )
     assert result.success
     materialized = {m.asset_key: m for m in result.get_asset_materialization_events()}
     assert set(materialized) == {LINKS, UNLINKED, AMBIGUOUS}
@@ -110,7 +123,7 @@ def test_check_fails_when_the_linkage_rate_drops_below_ninety_percent(
 ) -> None:
     """A third of the cohort is not in the SNDS: the asset materialises, its check fails."""
     spec = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, no_match_rate=0.3, seed=4)
-    result = _materialize(spark_resource, tmp_path, spec, LinkageConfig())
+    result = _materialize(spark_resource, tmp_path, spec, LinkageConfig(u_max_pairs=2e5))
     assert result.success
     evaluation = _check(result)
     assert not evaluation.passed
@@ -119,9 +132,9 @@ def test_check_fails_when_the_linkage_rate_drops_below_ninety_percent(
 
 
 def test_missing_inputs_fail_with_a_reason(spark_resource: PySparkResource, tmp_path: Path) -> None:
-    result = _materialize(spark_resource, tmp_path, None, LinkageConfig())
+    result = _materialize(spark_resource, tmp_path, None, LinkageConfig(u_max_pairs=2e5))
     assert not result.success
-    failure = result.failure_data_for_node("cohort_linkage")
+    failure = result.failure_data_for_node("cohort_linkage.stage_linkage_inputs")
     assert failure is not None
     # An empty warehouse: the opt-out registry is the first input read, before anything is staged.
     assert failure.user_failure_data.metadata["reason"].value == "opt_out_registry_missing"
@@ -179,7 +192,11 @@ def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookal
             unfiltered[name] = tmp_path / f"unfiltered-{name}.parquet"
             connection.execute(f"COPY ({query}) TO '{unfiltered[name]}' (FORMAT parquet)")
     spark = spark_session_from_config(spark_resource.spark_config)
-    control = link(spark, LinkageInputs(**{k: v.as_uri() for k, v in unfiltered.items()}))
+    control = link(
+        spark,
+        LinkageInputs(**{k: v.as_uri() for k, v in unfiltered.items()}),
+        LinkageSettings(u_max_pairs=2e5),
+    )
     linked = {
         (row["coh_rec_id"], row["ben_idt_ano"], row["method"])
         for row in control.links.where(f"coh_rec_id = '{OPTED_OUT_RECORD}'").collect()
@@ -187,7 +204,7 @@ def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookal
     control.release()
     assert linked == {(OPTED_OUT_RECORD, LOOKALIKE[1], "probabilistic")}
 
-    result = _materialize(spark_resource, tmp_path, None, LinkageConfig())
+    result = _materialize(spark_resource, tmp_path, None, LinkageConfig(u_max_pairs=2e5))
     assert result.success
     root = tmp_path / "linkage"
     (version,) = [p.name for p in (root / "inputs").iterdir()]

@@ -1,8 +1,7 @@
 """Linkage of an external cohort to the SNDS persons: a pure core and its Dagster shell.
 
-- ``comparison``: harmonised columns, comparison levels, blocking rules;
-- ``fellegi_sunter``: u from random pairs, m and match share by EM;
-- ``engine``: deterministic (verified) then probabilistic linkage on Spark, 1:1;
+- ``comparison``: harmonised columns, Splink comparisons, blocking rules;
+- ``engine``: deterministic (verified) then probabilistic (Splink on Spark) linkage, 1:1;
 - ``storage``: Parquet staging, versioned outputs, warehouse views;
 - ``quality``: precision, recall, F1 against a truth;
 - ``pipeline``: one run end to end;

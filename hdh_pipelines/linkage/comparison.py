@@ -1,18 +1,23 @@
-"""How a cohort record and an SNDS person are put side by side: harmonised columns and comparison levels.
+"""How a cohort record and an SNDS person are put side by side: harmonised columns, Splink comparisons.
 
 Both sides are first written in one coding (INSEE): the SNDS writes residence
 as BEN_RES_DPT (3 characters: 075, 02A, 971 or 097) plus BEN_RES_COM (3
 characters inside the département), the cohort as RES_DPT (75, 2A, 971) and
-RES_COM (5-character INSEE commune). Each field is then compared into a small
-integer level; level 0 always means "a side is missing" (no evidence either
-way), level 1 "disagree", higher levels stronger agreement. Every level is a
-Spark SQL expression over the columns ``c_<field>`` (cohort) and
-``p_<field>`` (person), so one projection computes a pair's whole vector.
+RES_COM (5-character INSEE commune). Each field is then compared by a Splink
+comparison whose levels are Spark SQL conditions over ``<field>_l`` (the
+cohort record) and ``<field>_r`` (the person): only functions Spark SQL has
+natively (equality, ``abs``, ``datediff``), so no similarity jar is needed on
+the cluster. Splink numbers the levels: -1 "a side is missing" (no
+evidence), 0 the plain disagreement (the last level), higher values stronger
+agreement.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
+
+import splink.comparison_library as cl
+from splink import block_on
 
 # Harmonised cohort record: (hdh_provider, coh_rec_id) identifies it.
 COHORT_COLUMNS = {
@@ -48,109 +53,118 @@ PERSON_COLUMNS = {
 }
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """One compared field: the SQL giving its level and the levels' names (index = level)."""
-
-    name: str
-    level_sql: str
-    labels: tuple[str, ...]
-
-    @property
-    def level_count(self) -> int:
-        return len(self.labels)
+def _level(label: str, condition: str, **extra: Any) -> dict[str, Any]:
+    return {"sql_condition": condition, "label_for_charts": label, **extra}
 
 
-def _exact_near_sql(field: str) -> str:
-    c, p = f"c_{field}", f"p_{field}"
-    return (
-        f"case when {c} is null or {p} is null then 0 when {c} = {p} then 3 "
-        f"when abs({c} - {p}) = 1 then 2 else 1 end"
-    )
+def _missing(condition: str) -> dict[str, Any]:
+    return _level("missing", condition, is_null_level=True)
 
 
-def _equal_sql(field: str) -> str:
-    c, p = f"c_{field}", f"p_{field}"
-    return f"case when {c} is null or {p} is null then 0 when {c} = {p} then 2 else 1 end"
+def _exact_near(field: str) -> list[dict[str, Any]]:
+    left, right = f"{field}_l", f"{field}_r"
+    return [
+        _missing(f"{left} IS NULL OR {right} IS NULL"),
+        _level("exact", f"{left} = {right}"),
+        _level("one_off", f"abs({left} - {right}) = 1"),
+        _level("different", "ELSE"),
+    ]
 
 
 # Residence as one comparison: a shared commune implies a shared département, so comparing them
 # separately would count the same evidence twice (the model assumes fields independent given the
-# match status). A shared commune under another département is the département typo.
-_RESIDENCE_SQL = (
-    "case when (c_dpt is null or p_dpt is null) and (c_commune is null or p_commune is null) then 0 "
-    "when c_commune = p_commune and c_dpt = p_dpt then 4 "
-    "when c_commune = p_commune then 3 "
-    "when c_dpt = p_dpt then 2 else 1 end"
-)
-
-# Death: both known and within a month agree; one known is weak evidence; a known death before the
-# record's inclusion date, or two deaths far apart, contradict.
-_DEATH_SQL = (
-    "case when p_death_date is not null and c_inclusion_date is not null "
-    "and p_death_date < c_inclusion_date then 1 "
-    "when c_death_date is null and p_death_date is null then 0 "
-    "when c_death_date is null or p_death_date is null then 2 "
-    "when abs(datediff(c_death_date, p_death_date)) <= 31 then 3 else 1 end"
-)
-
-COMPARISONS: tuple[Comparison, ...] = (
-    Comparison("birth_year", _exact_near_sql("birth_year"), ("missing", "different", "one_off", "exact")),
-    Comparison("birth_month", _exact_near_sql("birth_month"), ("missing", "different", "one_off", "exact")),
-    Comparison("sex", _equal_sql("sex"), ("missing", "different", "same")),
-    Comparison(
-        "residence",
-        _RESIDENCE_SQL,
-        ("missing", "different", "same_departement", "same_commune_other_departement", "same_commune"),
+# match status). A shared commune under another département is the département typo. Sharing a
+# village says more than sharing Paris: the commune level is adjusted by the commune's frequency,
+# u(level) / f(commune). Splink takes that u from the level it detects as the exact match on the tf
+# column, which here is the département-typo level (plain ``commune_l = commune_r``, u ≈ 1e-5):
+# the adjustment then cost every shared commune about 7 bits. The level's own u is the right base.
+_RESIDENCE = [
+    _missing("(dpt_l IS NULL OR dpt_r IS NULL) AND (commune_l IS NULL OR commune_r IS NULL)"),
+    _level(
+        "same_commune",
+        "commune_l = commune_r AND dpt_l = dpt_r",
+        tf_adjustment_column="commune",
+        tf_adjustment_weight=1.0,
+        disable_tf_exact_match_detection=True,
     ),
-    Comparison("death", _DEATH_SQL, ("missing", "contradicts", "one_known", "same")),
-)
-DISAGREE = 1
-RESIDENCE = next(k for k, c in enumerate(COMPARISONS) if c.name == "residence")
-SAME_COMMUNE = COMPARISONS[RESIDENCE].labels.index("same_commune")
+    _level("same_commune_other_departement", "commune_l = commune_r"),
+    _level("same_departement", "dpt_l = dpt_r"),
+    _level("different", "ELSE"),
+]
 
-
-@dataclass(frozen=True)
-class BlockingRule:
-    """Candidate pairs agree exactly on ``columns``; ``levels`` says the same in comparison levels.
-
-    The second form lets the model know exactly which vectors blocking can produce
-    (see ``fellegi_sunter.blocked_mask``).
-    """
-
-    columns: tuple[str, ...]
-    levels: dict[str, tuple[int, ...]]
-
-
-BLOCKING_RULES: tuple[BlockingRule, ...] = (
-    BlockingRule(
-        ("birth_year", "birth_month", "sex"), {"birth_year": (3,), "birth_month": (3,), "sex": (2,)}
+# Death: a person who died before the record's inclusion date contradicts it (inclusion_date only
+# exists on the cohort side, so the test is written both ways); both known and within a month
+# agree; one known is weak evidence; two deaths far apart contradict.
+_DEATH_CONTRADICTS = "coalesce(death_date_r < inclusion_date_l, death_date_l < inclusion_date_r, false)"
+_DEATH = [
+    _missing("death_date_l IS NULL AND death_date_r IS NULL"),
+    _level(
+        "same",
+        f"NOT {_DEATH_CONTRADICTS} AND abs(datediff(death_date_l, death_date_r)) <= 31",
     ),
-    BlockingRule(("birth_year", "dpt", "commune"), {"birth_year": (3,), "residence": (4,)}),
-    BlockingRule(
-        ("birth_year", "birth_month", "dpt"), {"birth_year": (3,), "birth_month": (3,), "residence": (2, 4)}
-    ),
-    BlockingRule(("birth_month", "sex", "commune"), {"birth_month": (3,), "sex": (2,), "residence": (3, 4)}),
-)
+    _level("one_known", f"NOT {_DEATH_CONTRADICTS} AND (death_date_l IS NULL OR death_date_r IS NULL)"),
+    _level("contradicts", "ELSE"),
+]
+
+# name -> levels, strongest agreement first after "missing"; the last level is the plain disagreement.
+COMPARISON_LEVELS: dict[str, list[dict[str, Any]]] = {
+    "birth_year": _exact_near("birth_year"),
+    "birth_month": _exact_near("birth_month"),
+    "sex": [
+        _missing("sex_l IS NULL OR sex_r IS NULL"),
+        _level("same", "sex_l = sex_r"),
+        _level("different", "ELSE"),
+    ],
+    "residence": _RESIDENCE,
+    "death": _DEATH,
+}
 
 
-def comparison_vector_label(levels: tuple[int, ...]) -> str:
+def comparisons() -> list[cl.CustomComparison]:
+    """The Splink comparisons of the model (fresh objects: Splink keeps trained values on them)."""
+    return [
+        cl.CustomComparison(output_column_name=name, comparison_levels=levels)
+        for name, levels in COMPARISON_LEVELS.items()
+    ]
+
+
+def level_label_sql(name: str) -> str:
+    """Spark SQL naming the level of ``gamma_<name>`` (Splink: -1 missing, then last level = 0)."""
+    levels = COMPARISON_LEVELS[name]
+    cases = " ".join(
+        f"WHEN {-1 if level.get('is_null_level') else len(levels) - 1 - i} THEN '{level['label_for_charts']}'"
+        for i, level in enumerate(levels)
+    )
+    return f"CASE gamma_{name} {cases} END"
+
+
+def comparison_vector_sql() -> str:
     """Readable vector, e.g. ``birth_year=exact,birth_month=one_off,…``."""
-    return ",".join(f"{c.name}={c.labels[level]}" for c, level in zip(COMPARISONS, levels, strict=True))
+    return (
+        "concat_ws(',', "
+        + ", ".join(f"concat('{name}=', {level_label_sql(name)})" for name in COMPARISON_LEVELS)
+        + ")"
+    )
 
 
-def pattern_id_sql() -> str:
-    """One integer per comparison vector (mixed radix over the fields' level counts)."""
-    terms, radix = [], 1
-    for comparison in COMPARISONS:
-        terms.append(f"{comparison.name}_level * {radix}")
-        radix *= comparison.level_count
-    return " + ".join(terms)
+def disagreements_sql() -> str:
+    """How many fields plainly disagree (level 0 in Splink's numbering)."""
+    return " + ".join(f"CAST(gamma_{name} = 0 AS INT)" for name in COMPARISON_LEVELS)
 
 
-def pattern_levels(pattern_id: int) -> tuple[int, ...]:
-    levels = []
-    for comparison in COMPARISONS:
-        pattern_id, level = divmod(pattern_id, comparison.level_count)
-        levels.append(level)
-    return tuple(levels)
+# Candidate pairs of the probabilistic stage: equal on every column of at least one rule (Splink
+# produces each pair once, whatever the number of rules that find it).
+BLOCKING_COLUMNS: tuple[tuple[str, ...], ...] = (
+    ("birth_year", "birth_month", "sex"),
+    ("birth_year", "dpt", "commune"),
+    ("birth_year", "birth_month", "dpt"),
+    ("birth_month", "sex", "commune"),
+)
+
+
+def blocking_rules() -> list:
+    return [block_on(*columns) for columns in BLOCKING_COLUMNS]
+
+
+# Pairs named by the record's pseudonym: EM learns m on them, and the deterministic stage scores them.
+PSEUDONYM_RULE_COLUMN = "psa"

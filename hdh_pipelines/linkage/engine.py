@@ -1,61 +1,99 @@
-"""The linkage on Spark: deterministic on the pseudonym, verified; Fellegi–Sunter on what remains; 1:1 only.
+"""The linkage on Spark: deterministic on the pseudonym, verified; Splink on what remains; 1:1 only.
 
-Stages (each a handful of Spark jobs, whatever the data size):
+The probabilistic model is Splink's (Fellegi–Sunter) on its Spark back end, so
+the same model runs on one machine (``local[*]``) and on a cluster:
+
+- u by random sampling of cohort × SNDS pairs;
+- m by EM on the pairs the records' pseudonyms name (``block_on("psa")``):
+  mostly true pairs, plus the wrong and shared pseudonyms EM has to tell
+  apart. With no pseudonym pair at all, EM runs on two quasi-identifier
+  blocking rules instead;
+- term-frequency adjustment of a shared commune (sharing a village says more
+  than sharing Paris); the prior is one match per record: 1 / persons.
+
+Stages:
 
 1. Deterministic: the record's BEN_NIR_PSA names persons through
    ``int_pseudonym_persons`` (all its ranks and pseudonyms); persons absent
-   from ``marts.persons`` (opted out) are no candidates. The pair is compared
-   on the quasi-identifiers and weighed (log2 m/u, m first estimated on the
-   pseudonym pairs that agree on all fields but one at most); below
-   ``min_id_weight`` the pseudonym is not trusted (flag ``id_rejected``) and
-   the record goes to stage 2. Twins sharing a pseudonym are told apart by
-   the best weight, or stay ambiguous; a person claimed by several records
-   keeps the one that agrees best, if one does.
-2. Probabilistic, on the records without a deterministic link against the
-   persons not yet linked: candidate pairs from the blocking rules
-   (``comparison.BLOCKING_RULES``; no rule's pairs repeat an earlier rule's),
-   u probabilities from random pairs, m and the match share by EM
-   (``fellegi_sunter``), a weight per pair (the vector's, adjusted for the
-   frequency of a shared commune) and its match probability.
+   from ``marts.persons`` (opted out) are no candidates. Splink scores each
+   such pair; below ``min_id_weight`` bits of evidence (the match weight
+   without the prior) the pseudonym is not trusted (flag ``id_rejected``) and
+   the record goes to stage 2. Twins sharing a pseudonym are told apart by the
+   best weight, or stay ambiguous; a person claimed by several records keeps
+   the one that agrees best, if one does.
+2. Probabilistic: Splink's ``predict_between`` the records without a
+   deterministic link and the persons not linked yet, candidate pairs from
+   ``comparison.BLOCKING_COLUMNS``.
 3. One to one: a record links when exactly one candidate reaches
    ``match_threshold`` (or the best beats the next by ``ambiguity_margin_bits``)
    and no other record claims that person; otherwise it is ambiguous.
 
-Spark only sees integers in the pair stage (record and person indexes and a
-pattern id), so the pairs stay small enough to persist.
+Rows are identified by their keys (``hdh_provider``, ``coh_rec_id`` and
+``ben_idt_ano``), never by generated numbers, so a re-run or a recomputed
+partition names the same rows the same way.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlglot
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from splink import Linker, SettingsCreator, SparkAPI, block_on
 
-from hdh_pipelines.linkage import fellegi_sunter
 from hdh_pipelines.linkage.comparison import (
-    BLOCKING_RULES,
+    BLOCKING_COLUMNS,
     COHORT_COLUMNS,
-    COMPARISONS,
-    DISAGREE,
     PERSON_COLUMNS,
-    RESIDENCE,
-    SAME_COMMUNE,
-    BlockingRule,
-    comparison_vector_label,
-    pattern_id_sql,
-    pattern_levels,
+    PSEUDONYM_RULE_COLUMN,
+    blocking_rules,
+    comparison_vector_sql,
+    comparisons,
+    disagreements_sql,
 )
 
 RECORD_KEY = ["hdh_provider", "coh_rec_id"]
-_QI = [name for name in PERSON_COLUMNS if name != "ben_idt_ano"]
+# Every Splink input has the same columns (name: Spark type), NULL where a side has no such field.
+_SPLINK_TYPES = {
+    "unique_id": "string",
+    "hdh_provider": "string",
+    "coh_rec_id": "string",
+    "ben_idt_ano": "string",
+    "psa": "string",
+    "birth_year": "int",
+    "birth_month": "int",
+    "sex": "int",
+    "dpt": "string",
+    "commune": "string",
+    "death_date": "date",
+    "inclusion_date": "date",
+}
+_SPLINK_COLUMNS = list(_SPLINK_TYPES)
+# EM without pseudonyms: each rule estimates the m of the fields it does not block on.
+_FALLBACK_TRAINING_COLUMNS = (BLOCKING_COLUMNS[1], BLOCKING_COLUMNS[0])
+
+
+class _SparkAPI(SparkAPI):
+    """Splink's Spark back end, writing its SQL with sqlglot's own Spark dialect.
+
+    Splink rewrites each statement through a subclass of sqlglot's Spark dialect, which only spells
+    float casts ``0.5D`` instead of ``CAST(0.5 AS DOUBLE)`` (the same value for Spark). With
+    sqlglot's compiled build installed (``sqlglotc``), a subclass of its compiled generator cannot
+    be instantiated ("interpreted classes cannot inherit from compiled", sqlglot issue 7923).
+    """
+
+    def _setup_for_execute_sql(self, sql: str, physical_name: str) -> str:
+        return sqlglot.transpile(sql, read="spark", write="spark", pretty=True)[0]
 
 
 @dataclass(frozen=True)
 class LinkageInputs:
-    """Parquet locations (any URI the Spark cluster can read: file://, a shared mount, s3a://…)."""
+    """Parquet locations (any URI the Spark cluster can read: file://, a shared mount, s3a://, abfss://)."""
 
     pseudonyms: str
     persons: str
@@ -67,9 +105,10 @@ class LinkageSettings:
     match_threshold: float = 0.9
     ambiguity_margin_bits: float = 4.0
     min_id_weight: float = 0.0
-    random_pairs_side: int = 1500
+    u_max_pairs: float = 1e6
     candidate_floor: float = 0.01
     uncertain_floor: float = 0.1
+    em_max_iterations: int = 25
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -87,116 +126,118 @@ class LinkageResult:
     unlinked: DataFrame
     ambiguous: DataFrame
     stats: dict[str, Any] = field(default_factory=dict)
-    model: fellegi_sunter.FellegiSunterModel | None = None
+    model: dict[str, Any] | None = None
     persisted: tuple[DataFrame, ...] = ()
+    db_api: SparkAPI | None = None
 
     def release(self) -> None:
-        """Free what the run persisted (call after writing the outputs)."""
+        """Free what the run persisted, Splink's tables included (call after writing the outputs)."""
         for frame in self.persisted:
             frame.unpersist()
+        if self.db_api is not None:
+            self.db_api.delete_tables_created_by_splink_from_db()
 
 
-def _harmonised(frame: DataFrame, columns: dict[str, str], prefix: str, keys: list[str]) -> DataFrame:
+def _splink_frame(frame: DataFrame, columns: dict[str, str], unique_id: str) -> DataFrame:
+    """A side harmonised into the Splink input columns."""
+    expressions = {"unique_id": unique_id, **columns}
     return frame.selectExpr(
-        *[f"{sql} as {name}" if name in keys else f"{sql} as {prefix}{name}" for name, sql in columns.items()]
+        *[
+            f"cast({expressions.get(name, 'null')} as {kind}) as {name}"
+            for name, kind in _SPLINK_TYPES.items()
+        ]
     )
 
 
-def _compared(pairs: DataFrame) -> DataFrame:
-    """Add every field's level, the pattern id and the count of plain disagreements."""
-    with_levels = pairs.selectExpr("*", *[f"{c.level_sql} as {c.name}_level" for c in COMPARISONS])
-    disagreements = " + ".join(f"cast({c.name}_level = {DISAGREE} as int)" for c in COMPARISONS)
-    return with_levels.selectExpr(
-        "*", f"{pattern_id_sql()} as pattern_id", f"{disagreements} as disagreements"
+def _model_parameters(linker: Linker) -> dict[str, dict[str, dict[str, float | None]]]:
+    """m and u per field and level, rounded, for metadata and the docs."""
+    model = linker.misc.save_model_to_json()
+    return {
+        comparison["output_column_name"]: {
+            level["label_for_charts"]: {
+                key[0]: None if not isinstance(level.get(key), float) else round(level[key], 6)
+                for key in ("m_probability", "u_probability")
+            }
+            for level in comparison["comparison_levels"]
+            if not level.get("is_null_level")
+        }
+        for comparison in model["comparisons"]
+    }
+
+
+def _cut(frame: DataFrame) -> DataFrame:
+    """The frame's rows, with its plan cut to a scan of them.
+
+    Splink's SQL inlines each input table several times (blocking, the link-only source filter,
+    term frequencies); with the harmonisation expressions inlined too, Spark's optimiser spent
+    minutes on one statement. A checkpointed input is a leaf in every plan.
+    """
+    return frame.localCheckpoint(eager=True)
+
+
+def _pairs_on(left: DataFrame, right: DataFrame, columns: tuple[str, ...]) -> int:
+    """How many pairs an equi-join on ``columns`` gives (NULLs never join), to skip an empty EM."""
+    return left.join(right, [left[c] == right[c] for c in columns]).count()
+
+
+def _train(linker: Linker, cohort: DataFrame, snds: DataFrame, settings: LinkageSettings) -> dict[str, Any]:
+    """u by random sampling, m by EM on the pseudonym pairs (or quasi-identifier rules without any)."""
+    # One pass per comparison: chunks and probes would each be a Spark job over a cross join.
+    linker.training.estimate_u_using_random_sampling(
+        max_pairs=settings.u_max_pairs, seed=settings.seed, num_chunks=1, min_count_per_level=None
     )
-
-
-def _pattern_counts(pairs: DataFrame) -> dict[int, int]:
-    return {row["pattern_id"]: row["count"] for row in pairs.groupBy("pattern_id").count().collect()}
-
-
-def _rule_condition(rule: BlockingRule) -> Column:
-    condition = F.lit(True)
-    for name in rule.columns:
-        condition = condition & (F.col(f"c_{name}") == F.col(f"p_{name}"))
-    return F.coalesce(condition, F.lit(False))
-
-
-def _blocked_pairs(records: DataFrame, persons: DataFrame) -> DataFrame:
-    """Union of the blocking rules' equi-joins, each pair once (a rule skips pairs of the earlier ones)."""
-    pairs = None
-    for position, rule in enumerate(BLOCKING_RULES):
-        joined = records.join(persons, [records[f"c_{n}"] == persons[f"p_{n}"] for n in rule.columns])
-        for earlier in BLOCKING_RULES[:position]:
-            joined = joined.where(~_rule_condition(earlier))
-        pairs = joined if pairs is None else pairs.unionByName(joined)
-    return pairs
-
-
-def _pattern_table(spark: SparkSession, weights: Any, probabilities: Any) -> DataFrame:
-    """Every comparison vector with its label, weight and (blocked) match probability: a small broadcast."""
-    rows = [
-        (
-            i,
-            comparison_vector_label(pattern_levels(i)),
-            None if weights is None else float(weights[i]),
-            None if probabilities is None else float(probabilities[i]),
+    if _pairs_on(cohort, snds, (PSEUDONYM_RULE_COLUMN,)):
+        rules = [(PSEUDONYM_RULE_COLUMN,)]
+    else:
+        rules = [columns for columns in _FALLBACK_TRAINING_COLUMNS if _pairs_on(cohort, snds, columns)]
+    iterations, converged, trained = 0, True, False
+    for columns in rules:
+        session = linker.training.estimate_parameters_using_expectation_maximisation(
+            block_on(*columns), estimate_without_term_frequencies=True
         )
-        for i in range(len(fellegi_sunter.blocked_mask()))
-    ]
-    schema = "pattern_id int, comparison_vector string, match_weight double, match_probability double"
-    return F.broadcast(spark.createDataFrame(rows, schema))
+        # The history holds the starting parameters and one entry per iteration.
+        done = len(session._core_model_settings_history) - 1
+        iterations += done
+        converged &= done < settings.em_max_iterations
+        trained = True
+    return {"em_trained": trained, "em_iterations": iterations, "em_converged": converged and trained}
 
 
-def _id_candidates(cohort: DataFrame, pseudonyms: DataFrame, persons: DataFrame) -> DataFrame:
-    """Every (record, person) its pseudonym names, compared; opted-out persons are not in ``persons``."""
-    return _compared(
-        cohort.where("c_psa is not null")
-        .select("rec_idx", "c_psa", *[f"c_{n}" for n in [*_QI, "inclusion_date"]])
-        .join(pseudonyms, cohort["c_psa"] == pseudonyms["psa"])
-        .drop("psa")
-        .dropDuplicates(["rec_idx", "ben_idt_ano"])
-        .join(persons, "ben_idt_ano")
-    )
-
-
-def _deterministic(candidates: DataFrame, id_weights: DataFrame, settings: LinkageSettings):
+def _deterministic(pairs: DataFrame, settings: LinkageSettings) -> tuple[DataFrame, DataFrame]:
     """Per record with a pseudonym: the verified link if one, else why not (id_status).
 
-    A candidate is verified when its quasi-identifiers weigh at least ``min_id_weight`` (log2 of
-    P(vector | same person) / P(vector | anyone)); among verified candidates (twins, persons claimed
-    twice) only a strictly best one is kept.
+    A candidate is verified when its quasi-identifiers weigh at least ``min_id_weight`` bits of
+    evidence; among verified candidates (twins, persons claimed twice) only a strictly best one is kept.
     """
-    weighed = candidates.join(id_weights, "pattern_id")
-    per_record = Window.partitionBy("rec_idx")
+    per_record = Window.partitionBy("rec_id")
     best = (
-        weighed.where(F.col("id_weight") >= settings.min_id_weight)
+        pairs.where(F.col("id_weight") >= settings.min_id_weight)
         .withColumn("best", F.max("id_weight").over(per_record))
         .withColumn("persons_named", F.count(F.lit(1)).over(per_record))
         .where("id_weight = best")
         .withColumn("tied", F.count(F.lit(1)).over(per_record))
     )
-    per_person = Window.partitionBy("person_idx")
+    per_person = Window.partitionBy("ben_idt_ano")
     unique_best = (
         best.where("tied = 1")
         .withColumn("person_best", F.max("id_weight").over(per_person))
         .withColumn("person_tied", F.sum(F.expr("cast(id_weight = person_best as int)")).over(per_person))
     )
     links = unique_best.where("id_weight = person_best and person_tied = 1").select(
-        "rec_idx",
+        "rec_id",
         "ben_idt_ano",
-        "person_idx",
-        "pattern_id",
+        "match_weight",
+        "comparison_vector",
         "disagreements",
         F.when(F.col("persons_named") > 1, F.lit("twin_resolved")).alias("twin_flag"),
     )
     # Why a record with a pseudonym has no deterministic link; the first reason that applies.
     status = (
-        weighed.groupBy("rec_idx")
+        pairs.groupBy("rec_id")
         .agg(F.max("id_weight").alias("strongest"))
-        .join(best.groupBy("rec_idx").agg(F.max("tied").alias("tied")), "rec_idx", "left")
+        .join(best.groupBy("rec_id").agg(F.max("tied").alias("tied")), "rec_id", "left")
         .select(
-            "rec_idx",
+            "rec_id",
             F.when(F.col("strongest") < settings.min_id_weight, "id_rejected")
             .when(F.col("tied") > 1, "id_ambiguous")
             .otherwise("id_conflict")
@@ -206,85 +247,157 @@ def _deterministic(candidates: DataFrame, id_weights: DataFrame, settings: Linka
     return links, status
 
 
+def _scored(predictions: DataFrame) -> DataFrame:
+    """Splink's pairs as (record, person): a person is in the SNDS input once per pseudonym."""
+    return (
+        predictions.selectExpr(
+            "unique_id_l as rec_id",
+            "ben_idt_ano_r as ben_idt_ano",
+            "match_weight",
+            "match_probability",
+            f"{comparison_vector_sql()} as comparison_vector",
+            f"{disagreements_sql()} as disagreements",
+        )
+        .withColumn(
+            "pair_rank",
+            F.row_number().over(Window.partitionBy("rec_id", "ben_idt_ano").orderBy(F.desc("match_weight"))),
+        )
+        .where("pair_rank = 1")
+        .drop("pair_rank")
+    )
+
+
 def link(
     spark: SparkSession, inputs: LinkageInputs, settings: LinkageSettings | None = None
 ) -> LinkageResult:
     """Link the cohort to the persons; see the module docstring for the method."""
     settings = settings or LinkageSettings()
-    cohort = (
-        _harmonised(spark.read.parquet(inputs.cohort), COHORT_COLUMNS, "c_", RECORD_KEY)
-        .withColumn("rec_idx", F.monotonically_increasing_id())
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    # Keys, not generated numbers: the same record has the same id whatever Spark recomputes.
+    cohort = _splink_frame(
+        spark.read.parquet(inputs.cohort), COHORT_COLUMNS, "to_json(array(hdh_provider, coh_rec_id))"
     )
-    persons = (
-        _harmonised(spark.read.parquet(inputs.persons), PERSON_COLUMNS, "p_", ["ben_idt_ano"])
-        .withColumn("person_idx", F.monotonically_increasing_id())
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    cohort = _cut(cohort)
+    persons = _cut(_splink_frame(spark.read.parquet(inputs.persons), PERSON_COLUMNS, "ben_idt_ano"))
     pseudonyms = (
         spark.read.parquet(inputs.pseudonyms)
-        .selectExpr("upper(trim(ben_nir_psa)) as psa", "ben_idt_ano")
-        .where("psa is not null")
+        .selectExpr("upper(trim(ben_nir_psa)) as pseudonym", "ben_idt_ano as pseudonym_person")
+        .where("pseudonym is not null")
         .distinct()
     )
+    # One SNDS row per (person, pseudonym), a person without any once: EM and stage 1 need the pseudonym.
+    snds = (
+        persons.join(pseudonyms, persons["ben_idt_ano"] == pseudonyms["pseudonym_person"], "left")
+        .withColumn("psa", F.col("pseudonym"))
+        .withColumn("unique_id", F.to_json(F.array("ben_idt_ano", "psa")))
+        .select(*_SPLINK_COLUMNS)
+    )
+    snds = _cut(snds)
     cohort_count, person_count = cohort.count(), persons.count()
+    if cohort_count == 0 or person_count == 0:
+        return _empty_result(spark, cohort, settings, cohort_count, person_count, (cohort, persons, snds))
 
-    # u from random pairs of the whole cohort and the whole population.
-    side = settings.random_pairs_side
-    random_records = cohort.sample(fraction=min(1.0, 2 * side / max(cohort_count, 1)), seed=settings.seed)
-    random_persons = persons.sample(fraction=min(1.0, 2 * side / max(person_count, 1)), seed=settings.seed)
-    random_pairs = _compared(random_records.limit(side).crossJoin(random_persons.limit(side)))
-    u = fellegi_sunter.level_frequencies(_pattern_counts(random_pairs))
+    db_api = _SparkAPI(spark_session=spark, break_lineage_method="persist", register_udfs_automatically=False)
+    prior = min(1.0 / person_count, 0.5)
+    linker = Linker(
+        [db_api.register(cohort), db_api.register(snds)],
+        SettingsCreator(
+            link_type="link_only",
+            comparisons=comparisons(),
+            blocking_rules_to_generate_predictions=blocking_rules(),
+            probability_two_random_records_match=prior,
+            max_iterations=settings.em_max_iterations,
+            additional_columns_to_retain=["ben_idt_ano"],
+        ),
+        log_level=logging.WARNING,
+    )
+    linker.table_management.compute_tf_table("commune")
+    training = _train(linker, cohort, snds, settings)
+    prior_bits = math.log2(prior / (1 - prior))
 
-    # Pseudonym pairs that agree on all but at most one field show what matches look like: a first m,
-    # enough to weigh every pseudonym pair and distrust those whose quasi-identifiers say otherwise.
-    id_candidates = _id_candidates(cohort, pseudonyms, persons).persist(StorageLevel.MEMORY_AND_DISK)
-    first_m = fellegi_sunter.initial_m(_pattern_counts(id_candidates.where("disagreements <= 1")))
-    id_weights = _pattern_table(spark, fellegi_sunter.match_weights(first_m, u), None).select(
-        "pattern_id", F.col("match_weight").alias("id_weight")
-    )
-    det_links, id_status = _deterministic(id_candidates, id_weights, settings)
-    det_links = det_links.persist(StorageLevel.MEMORY_AND_DISK)
-    id_status = id_status.persist(StorageLevel.MEMORY_AND_DISK)
-    det_patterns = _pattern_counts(det_links)
-
-    residual = cohort.join(det_links.select("rec_idx"), "rec_idx", "left_anti")
-    # Term frequency of the commune: sharing a village says more than sharing a big city.
-    commune_shares = F.broadcast(
-        persons.where("p_commune is not null")
-        .groupBy("p_commune")
-        .agg((F.count(F.lit(1)) / F.lit(person_count)).alias("p_commune_share"))
-    )
-    available = persons.join(det_links.select("person_idx"), "person_idx", "left_anti").join(
-        commune_shares, "p_commune", "left"
-    )
-    pairs = (
-        _compared(_blocked_pairs(residual, available))
-        .selectExpr(
-            "rec_idx",
-            "person_idx",
-            "pattern_id",
-            f"case when residence_level = {SAME_COMMUNE} then p_commune_share end as commune_share",
+    id_pairs = (
+        _scored(
+            linker.inference.predict_between(
+                db_api.register(_cut(cohort.where("psa is not null"))),
+                db_api.register(_cut(snds.where("psa is not null"))),
+                blocking_rules_to_generate_predictions=[block_on(PSEUDONYM_RULE_COLUMN)],
+                warning_mode="never",
+            ).as_spark_dataframe()
         )
+        .withColumn("id_weight", F.col("match_weight") - F.lit(prior_bits))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    blocked_patterns = _pattern_counts(pairs)
-    model = None
-    if blocked_patterns:
-        model = fellegi_sunter.estimate(blocked_patterns, u, det_patterns)
-    patterns = _pattern_table(
-        spark, model.match_weights() if model else None, model.match_probabilities() if model else None
+    det_links, id_status = _deterministic(id_pairs, settings)
+    det_links = det_links.persist(StorageLevel.MEMORY_AND_DISK)
+    id_status = id_status.persist(StorageLevel.MEMORY_AND_DISK)
+
+    residual = cohort.join(det_links.select(F.col("rec_id").alias("unique_id")), "unique_id", "left_anti")
+    available = persons.join(det_links.select("ben_idt_ano"), "ben_idt_ano", "left_anti").select(
+        *_SPLINK_COLUMNS
+    )
+    scored = _scored(
+        linker.inference.predict_between(
+            db_api.register(_cut(residual)),
+            db_api.register(_cut(available)),
+            threshold_match_probability=settings.candidate_floor,
+            warning_mode="never",
+        ).as_spark_dataframe()
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    candidate_pairs = scored.count()
+
+    decisions = _decide(cohort, det_links, id_status, scored, settings).persist(StorageLevel.MEMORY_AND_DISK)
+    stats = (
+        _stats(decisions, settings, cohort_count, person_count)
+        | training
+        | {"candidate_pairs": candidate_pairs}
+    )
+    model = _model_parameters(linker)
+    return LinkageResult(
+        *_outputs(decisions),
+        stats=stats,
+        model=model,
+        persisted=(cohort, persons, snds, id_pairs, det_links, id_status, scored, decisions),
+        db_api=db_api,
     )
 
-    decisions = _decide(
-        cohort, persons, det_links, id_status, _scored(pairs, patterns, model), patterns, settings
+
+def _empty_result(
+    spark: SparkSession,
+    cohort: DataFrame,
+    settings: LinkageSettings,
+    cohort_count: int,
+    person_count: int,
+    persisted: tuple[DataFrame, ...],
+) -> LinkageResult:
+    """No record or no person: every record (if any) unlinked, no candidate; nothing to train on."""
+    empty_pairs = spark.createDataFrame(
+        [],
+        "rec_id string, ben_idt_ano string, match_weight double, match_probability double, "
+        "comparison_vector string, disagreements int",
     )
-    decisions = decisions.persist(StorageLevel.MEMORY_AND_DISK)
-    stats = _stats(decisions, settings, cohort_count, person_count, sum(blocked_patterns.values()), model)
-    for frame in (pairs, det_links, id_status, id_candidates):
-        frame.unpersist()
-    return LinkageResult(
-        links=decisions.where("outcome in ('deterministic', 'probabilistic')").select(
+    det_links = empty_pairs.select(
+        "rec_id",
+        "ben_idt_ano",
+        "match_weight",
+        "comparison_vector",
+        "disagreements",
+        F.lit(None).cast("string").alias("twin_flag"),
+    )
+    id_status = spark.createDataFrame([], "rec_id string, id_status string")
+    decisions = _decide(cohort, det_links, id_status, empty_pairs, settings).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    stats = _stats(decisions, settings, cohort_count, person_count) | {
+        "em_trained": False,
+        "em_iterations": 0,
+        "em_converged": False,
+        "candidate_pairs": 0,
+    }
+    return LinkageResult(*_outputs(decisions), stats=stats, persisted=(*persisted, decisions))
+
+
+def _outputs(decisions: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    return (
+        decisions.where("outcome in ('deterministic', 'probabilistic')").select(
             *RECORD_KEY,
             "ben_idt_ano",
             F.col("outcome").alias("method"),
@@ -294,13 +407,13 @@ def link(
             "comparison_vector",
             "flags",
         ),
-        unlinked=decisions.where("outcome = 'unlinked'").select(
+        decisions.where("outcome = 'unlinked'").select(
             *RECORD_KEY,
             "reason",
             F.col("best_probability").alias("best_match_probability"),
             "flags",
         ),
-        ambiguous=decisions.where("outcome = 'ambiguous'").select(
+        decisions.where("outcome = 'ambiguous'").select(
             *RECORD_KEY,
             "reason",
             "candidate_count",
@@ -308,48 +421,27 @@ def link(
             "candidate_ben_idt_anos",
             "flags",
         ),
-        stats=stats,
-        model=model,
-        persisted=(cohort, persons, decisions),
     )
 
 
-def _scored(
-    pairs: DataFrame, patterns: DataFrame, model: fellegi_sunter.FellegiSunterModel | None
+def _decide(
+    cohort: DataFrame,
+    det_links: DataFrame,
+    id_status: DataFrame,
+    scored: DataFrame,
+    settings: LinkageSettings,
 ) -> DataFrame:
-    """Each blocked pair's weight (the vector's, adjusted for the commune's frequency) and probability.
-
-    For a shared commune v, u is the chance that two random people share v, about its share f(v) of
-    the population, rather than the average over communes: the weight gains log2(u_same / f(v)).
-    """
-    if model is None:
-        return pairs.select("rec_idx", "person_idx", "pattern_id").withColumns(
-            {"match_weight": F.lit(None).cast("double"), "match_probability": F.lit(None).cast("double")}
-        )
-    u_same_commune = float(model.u[RESIDENCE][SAME_COMMUNE])
-    tf_bits = F.coalesce(F.log2(F.lit(u_same_commune) / F.col("commune_share")), F.lit(0.0))
-    weight = F.col("pattern_weight") + tf_bits
-    return (
-        pairs.join(patterns.select("pattern_id", F.col("match_weight").alias("pattern_weight")), "pattern_id")
-        .withColumn("match_weight", weight)
-        .withColumn("match_probability", 1 / (1 + F.pow(F.lit(2.0), -(F.lit(model.prior_bits) + weight))))
-        .drop("pattern_weight", "commune_share")
-    )
-
-
-def _decide(cohort, persons, det_links, id_status, scored, patterns, settings: LinkageSettings) -> DataFrame:
     """One row per cohort record: its outcome and everything the three outputs show."""
-    scored = scored.where(F.col("match_probability") >= settings.candidate_floor)
-    per_record = Window.partitionBy("rec_idx").orderBy(F.desc("match_weight"), F.asc("person_idx"))
+    per_record = Window.partitionBy("rec_id").orderBy(F.desc("match_weight"), F.asc("ben_idt_ano"))
     ranked = scored.withColumn("rank", F.row_number().over(per_record)).withColumn(
         "next_weight", F.lead("match_weight").over(per_record)
     )
-    per_record_all = Window.partitionBy("rec_idx")
+    per_record_all = Window.partitionBy("rec_id")
     accepted = F.col("match_probability") >= settings.match_threshold
     summary = (
         ranked.withColumn("accepted_count", F.sum(accepted.cast("int")).over(per_record_all))
         .withColumn(
-            "accepted_ids", F.collect_list(F.when(accepted, F.col("person_idx"))).over(per_record_all)
+            "accepted_ids", F.collect_list(F.when(accepted, F.col("ben_idt_ano"))).over(per_record_all)
         )
         .where("rank = 1")
     )
@@ -357,12 +449,11 @@ def _decide(cohort, persons, det_links, id_status, scored, patterns, settings: L
         F.col("match_weight") - F.coalesce(F.col("next_weight"), F.lit(float("-inf")))
         >= settings.ambiguity_margin_bits
     )
-    claims = Window.partitionBy("person_idx")
     proposals = summary.withColumn(
         "proposal", F.when((F.col("accepted_count") >= 1) & clear_winner, F.lit(True)).otherwise(F.lit(False))
-    ).withColumn("claimants", F.sum(F.col("proposal").cast("int")).over(claims))
+    ).withColumn("claimants", F.sum(F.col("proposal").cast("int")).over(Window.partitionBy("ben_idt_ano")))
     probabilistic = proposals.select(
-        "rec_idx",
+        "rec_id",
         F.when(F.col("proposal") & (F.col("claimants") == 1), "probabilistic")
         .when(F.col("accepted_count") >= 1, "ambiguous")
         .otherwise("unlinked")
@@ -371,91 +462,74 @@ def _decide(cohort, persons, det_links, id_status, scored, patterns, settings: L
         .when(~F.col("proposal"), "several_candidates")
         .otherwise("candidate_claimed_twice")
         .alias("prob_reason"),
-        F.col("person_idx").alias("prob_person_idx"),
-        F.col("pattern_id").alias("prob_pattern_id"),
+        F.col("ben_idt_ano").alias("prob_person"),
+        F.col("comparison_vector").alias("prob_vector"),
         F.col("match_probability").alias("best_probability"),
         F.col("match_weight").alias("prob_weight"),
-        F.when(F.col("accepted_count") >= 2, F.col("accepted_ids"))
-        .otherwise(F.array(F.col("person_idx")))
-        .alias("candidate_idx"),
+        F.sort_array(
+            F.when(F.col("accepted_count") >= 2, F.col("accepted_ids")).otherwise(F.array("ben_idt_ano"))
+        ).alias("candidates"),
     )
-    labels = patterns.select("pattern_id", "comparison_vector", F.col("match_weight").alias("vector_weight"))
     decided = (
-        cohort.select("rec_idx", *RECORD_KEY, "c_psa")
+        cohort.select(F.col("unique_id").alias("rec_id"), *RECORD_KEY, "psa")
         .join(
             det_links.select(
-                "rec_idx",
-                F.col("person_idx").alias("det_person_idx"),
-                F.col("pattern_id").alias("det_pattern_id"),
+                "rec_id",
+                F.col("ben_idt_ano").alias("det_person"),
+                F.col("match_weight").alias("det_weight"),
+                F.col("comparison_vector").alias("det_vector"),
                 "disagreements",
                 "twin_flag",
             ),
-            "rec_idx",
+            "rec_id",
             "left",
         )
-        .join(id_status, "rec_idx", "left")
-        .join(probabilistic, "rec_idx", "left")
+        .join(id_status, "rec_id", "left")
+        .join(probabilistic, "rec_id", "left")
         .withColumn(
             "outcome",
-            F.when(F.col("det_person_idx").isNotNull(), "deterministic").otherwise(
+            F.when(F.col("det_person").isNotNull(), "deterministic").otherwise(
                 F.coalesce("prob_outcome", F.lit("unlinked"))
             ),
         )
-        .withColumn(
-            "person_idx",
-            F.when(F.col("outcome") == "deterministic", F.col("det_person_idx")).when(
-                F.col("outcome") == "probabilistic", F.col("prob_person_idx")
-            ),
-        )
-        .withColumn("pattern_id", F.coalesce("det_pattern_id", "prob_pattern_id"))
-        .join(labels, "pattern_id", "left")
-        .join(persons.select("person_idx", "ben_idt_ano"), "person_idx", "left")
     )
-    id_flag = F.when(F.col("c_psa").isNull(), "no_id").when(
-        F.col("outcome") != "deterministic", F.coalesce("id_status", F.lit("id_unknown"))
+    deterministic = F.col("outcome") == "deterministic"
+    probabilistic_link = F.col("outcome") == "probabilistic"
+    id_flag = F.when(F.col("psa").isNull(), "no_id").when(
+        ~deterministic, F.coalesce("id_status", F.lit("id_unknown"))
     )
     partial = F.when(F.col("disagreements") > 0, "quasi_identifiers_partly_disagree")
     flags = F.filter(F.array(id_flag, F.col("twin_flag"), partial), lambda flag: flag.isNotNull())
-    candidate_ids = F.explode_outer("candidate_idx")
-    ambiguous_candidates = (
-        decided.where("outcome = 'ambiguous'")
-        .select("rec_idx", candidate_ids.alias("person_idx"))
-        .join(persons.select("person_idx", "ben_idt_ano"), "person_idx")
-        .groupBy("rec_idx")
-        .agg(F.sort_array(F.collect_set("ben_idt_ano")).alias("candidate_ben_idt_anos"))
-    )
-    return decided.join(ambiguous_candidates, "rec_idx", "left").select(
+    ambiguous = F.col("outcome") == "ambiguous"
+    return decided.select(
         *RECORD_KEY,
         "outcome",
-        "ben_idt_ano",
-        F.when(F.col("outcome") == "probabilistic", F.col("best_probability")).alias("match_probability"),
-        F.when(F.col("outcome") == "probabilistic", F.col("prob_weight"))
-        .otherwise(F.col("vector_weight"))
+        F.when(deterministic, F.col("det_person"))
+        .when(probabilistic_link, F.col("prob_person"))
+        .alias("ben_idt_ano"),
+        F.when(probabilistic_link, F.col("best_probability")).alias("match_probability"),
+        F.when(deterministic, F.col("det_weight"))
+        .when(probabilistic_link, F.col("prob_weight"))
         .alias("match_weight"),
-        F.when(F.col("outcome") == "deterministic", "ben_nir_psa")
-        .when(F.col("outcome") == "probabilistic", "fellegi_sunter")
-        .alias("rule"),
-        "comparison_vector",
+        F.when(deterministic, "ben_nir_psa").when(probabilistic_link, "fellegi_sunter").alias("rule"),
+        F.when(deterministic, F.col("det_vector"))
+        .when(probabilistic_link, F.col("prob_vector"))
+        .alias("comparison_vector"),
         flags.alias("flags"),
         F.when(
             F.col("outcome") == "unlinked",
             F.when(F.col("best_probability").isNull(), "no_candidate").otherwise(F.col("prob_reason")),
         )
-        .when(F.col("outcome") == "ambiguous", F.col("prob_reason"))
+        .when(ambiguous, F.col("prob_reason"))
         .alias("reason"),
         "best_probability",
-        F.size("candidate_ben_idt_anos").alias("candidate_count"),
-        "candidate_ben_idt_anos",
+        F.when(ambiguous, F.size("candidates")).alias("candidate_count"),
+        F.when(ambiguous, F.col("candidates")).alias("candidate_ben_idt_anos"),
     )
 
 
 def _stats(
-    decisions: DataFrame,
-    settings: LinkageSettings,
-    cohort_count: int,
-    person_count: int,
-    blocked_pairs: int,
-    model: fellegi_sunter.FellegiSunterModel | None,
+    decisions: DataFrame, settings: LinkageSettings, cohort_count: int, person_count: int
 ) -> dict[str, Any]:
     """Counts by outcome and the shape of the match-probability distribution, in one Spark job."""
     row = (
@@ -484,7 +558,7 @@ def _stats(
     )
     counts = {key: int(row[key] or 0) for key in row if key != "mean_probability"}
     linked = counts["deterministic"] + counts["probabilistic"]
-    stats: dict[str, Any] = {
+    return {
         "cohort_records": cohort_count,
         "persons": person_count,
         "deterministic_links": counts["deterministic"],
@@ -500,12 +574,4 @@ def _stats(
         "uncertain_share": counts["uncertain"] / cohort_count if cohort_count else 0.0,
         "residual_records": counts["residual"],
         "mean_probabilistic_match_probability": row["mean_probability"],
-        "blocked_pairs": blocked_pairs,
     }
-    if model is not None:
-        stats |= {
-            "em_iterations": model.iterations,
-            "em_converged": model.converged,
-            "blocked_match_share": model.blocked_match_share,
-        }
-    return stats

@@ -1,7 +1,15 @@
-"""One linkage run end to end: stage the inputs, link on Spark, write and publish the outputs."""
+"""One linkage run in three steps: stage the inputs, link on Spark, publish the outputs.
+
+Staging and publication open the warehouse (DuckDB: one writer, so the Dagster
+steps that run them hold the warehouse pool); linking reads and writes only
+files under the linkage root, so the Spark application runs without holding
+the pool, in its own step (or on a remote cluster, docs/linkage.md). Each step
+hands the next a small picklable value: the version and where its files are.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +22,78 @@ from hdh_pipelines.linkage.storage import OUTPUT_TABLES, LinkageRoot, new_versio
 
 
 @dataclass(frozen=True)
+class StagedInputs:
+    """A version's staged inputs: name → path below the linkage root (``truth`` when configured)."""
+
+    version: str
+    files: dict[str, str]
+    stage_seconds: float
+
+
+@dataclass(frozen=True)
 class LinkageRun:
     version: str
     stats: dict[str, Any]
     quality: dict[str, Any] | None
     model_parameters: dict[str, Any] | None
     durations: dict[str, float] = field(default_factory=dict)
+
+
+def stage(root: LinkageRoot, warehouse_path: str, *, truth_table: str | None = None) -> StagedInputs:
+    """Copy a new version's inputs out of the warehouse (opt-outs set aside)."""
+    started = time.perf_counter()
+    version = new_version()
+    files = root.stage_inputs(warehouse_path, version, truth_table=truth_table)
+    return StagedInputs(version, files, time.perf_counter() - started)
+
+
+def link_staged(
+    spark: SparkSession, root: LinkageRoot, staged: StagedInputs, settings: LinkageSettings | None = None
+) -> LinkageRun:
+    """Link the staged inputs on Spark and write the version's outputs and summary; no warehouse access."""
+    settings = settings or LinkageSettings()
+    started = time.perf_counter()
+    result = link(
+        spark,
+        LinkageInputs(**{k: root.spark_uri(staged.files[k]) for k in ("pseudonyms", "persons", "cohort")}),
+        settings,
+    )
+    try:
+        for table, frame in zip(
+            OUTPUT_TABLES, (result.links, result.unlinked, result.ambiguous), strict=True
+        ):
+            # Written in parallel, one file per partition; Spark's commit protocol writes _SUCCESS last.
+            frame.write.mode("error").parquet(root.spark_uri("outputs", staged.version, table))
+    finally:
+        result.release()
+    link_seconds = time.perf_counter() - started
+
+    quality = None
+    if "truth" in staged.files:
+        quality = quality_against_truth(
+            root.duckdb_uri("outputs", staged.version, "links", "*.parquet"),
+            root.duckdb_uri(staged.files["truth"]),
+        )
+    root.write_summary(
+        staged.version,
+        {"stats": result.stats, "quality": quality, "model": result.model, "settings": settings.__dict__},
+    )
+    return LinkageRun(
+        staged.version,
+        result.stats,
+        quality,
+        result.model,
+        {"stage_seconds": staged.stage_seconds, "link_seconds": link_seconds},
+    )
+
+
+def publish(root: LinkageRoot, warehouse_path: str, run: LinkageRun) -> LinkageRun:
+    """Switch the warehouse views to the run's version; the run, with the publication's duration."""
+    started = time.perf_counter()
+    root.publish(warehouse_path, run.version)
+    return dataclasses.replace(
+        run, durations=run.durations | {"publish_seconds": time.perf_counter() - started}
+    )
 
 
 def run_linkage(
@@ -30,43 +104,10 @@ def run_linkage(
     *,
     truth_table: str | None = None,
 ) -> LinkageRun:
-    """Link the warehouse's cohort to its persons and publish ``linkage.{links,unlinked,ambiguous}``.
+    """The three steps in one call (tests, benchmark); the asset runs them as three Dagster steps.
 
     A failure at any step leaves the published views on the previous run; the half-written version
-    is removed by the next successful run.
+    is removed by the next successful publication.
     """
-    settings = settings or LinkageSettings()
-    version = new_version()
-    durations = {}
-    started = time.perf_counter()
-    staged = root.stage_inputs(warehouse_path, version, truth_table=truth_table)
-    durations["stage_seconds"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    result = link(
-        spark,
-        LinkageInputs(**{k: root.uri(staged[k]) for k in ("pseudonyms", "persons", "cohort")}),
-        settings,
-    )
-    outputs = root.outputs_dir(version)
-    try:
-        for table, frame in zip(
-            OUTPUT_TABLES, (result.links, result.unlinked, result.ambiguous), strict=True
-        ):
-            frame.coalesce(1).write.mode("error").parquet(root.uri(outputs / table))
-    finally:
-        result.release()
-    durations["link_seconds"] = time.perf_counter() - started
-
-    quality = None
-    if truth_table:
-        quality = quality_against_truth(str(outputs / "links" / "*.parquet"), str(staged["truth"]))
-    model_parameters = result.model.parameters() if result.model else None
-    root.write_summary(
-        version,
-        {"stats": result.stats, "quality": quality, "model": model_parameters, "settings": settings.__dict__},
-    )
-    started = time.perf_counter()
-    root.publish(warehouse_path, version)
-    durations["publish_seconds"] = time.perf_counter() - started
-    return LinkageRun(version, result.stats, quality, model_parameters, durations)
+    staged = stage(root, warehouse_path, truth_table=truth_table)
+    return publish(root, warehouse_path, link_staged(spark, root, staged, settings))

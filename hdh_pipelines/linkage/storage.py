@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import duckdb
+import pyarrow.fs as pafs
 
 from hdh_pipelines.core.private_files import (
     PRIVATE_FILE_MODE,
@@ -95,44 +95,121 @@ def _require_opt_out_registry(connection: duckdb.DuckDBPyConnection, *, with_ver
         ) from None
 
 
-def local_path(uri: str) -> Path:
-    """The local folder of a ``file://`` URI or plain path; other schemes are not handled by this module."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme else uri).resolve()
-    raise LinkageStorageError(
-        "unsupported_root",
-        f"The linkage root {uri!r} is not a local or mounted folder; mount shared storage on every node "
-        "and give its path (see docs/linkage.md).",
-    )
+# Object stores Spark writes through Hadoop's connectors, and how DuckDB (httpfs, azure) names them.
+OBJECT_STORE_SCHEMES = ("s3a", "abfss")
+_ABFSS_HOST_SUFFIX = ".dfs.core.windows.net"
 
 
 def new_version() -> str:
-    """Sortable by time, unique across concurrent runs."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    """Sortable by time (microseconds, so that a later run sorts later), unique across concurrent runs."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+
+
+def _unsupported(uri: str, why: str) -> LinkageStorageError:
+    return LinkageStorageError(
+        "unsupported_root",
+        f"The linkage root {uri!r} {why}; give a local or mounted folder, an s3a://bucket/prefix or an "
+        "abfss://container@account.dfs.core.windows.net/prefix URI (see docs/linkage.md).",
+    )
 
 
 @dataclass(frozen=True)
 class LinkageRoot:
-    root: Path
+    """Where staged inputs and outputs live: a local (or mounted) folder, or a prefix in object storage.
+
+    ``uri`` is Spark's name of the root (``file:///…``, ``s3a://bucket/prefix``,
+    ``abfss://container@account.dfs.core.windows.net/prefix``), without a trailing slash; ``local`` is
+    the folder when the root is one. Nothing is contacted when a root is parsed.
+    """
+
+    uri: str
+    local: Path | None = None
 
     @classmethod
     def from_uri(cls, uri: str) -> LinkageRoot:
-        return cls(local_path(uri))
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            folder = Path(parsed.path if parsed.scheme else uri).resolve()
+            return cls(folder.as_uri(), folder)
+        if parsed.scheme not in OBJECT_STORE_SCHEMES:
+            hint = " (Spark's S3 connector is s3a://)" if parsed.scheme in ("s3", "s3n") else ""
+            raise _unsupported(uri, f"has a scheme Spark is not set up for here: {parsed.scheme}://{hint}")
+        prefix = parsed.path.strip("/")
+        if not parsed.netloc or not prefix or parsed.query or parsed.fragment:
+            raise _unsupported(uri, "needs a bucket or container and a prefix inside it, and nothing else")
+        if parsed.scheme == "abfss":
+            container, _, host = parsed.netloc.partition("@")
+            if not container or not host.endswith(_ABFSS_HOST_SUFFIX) or host == _ABFSS_HOST_SUFFIX:
+                raise _unsupported(uri, "does not name container@account.dfs.core.windows.net")
+        return cls(f"{parsed.scheme}://{parsed.netloc}/{prefix}")
 
-    def uri(self, path: Path) -> str:
-        return path.as_uri()
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.uri).scheme
 
-    def inputs_dir(self, version: str) -> Path:
-        return self.root / "inputs" / version
+    def spark_uri(self, *parts: str) -> str:
+        """What Spark reads and writes: the root URI and the parts below it."""
+        return "/".join((self.uri, *parts))
 
-    def outputs_dir(self, version: str) -> Path:
-        return self.root / "outputs" / version
+    def duckdb_uri(self, *parts: str) -> str:
+        """What DuckDB reads and writes: a local path, ``s3://`` (httpfs) or the same ``abfss://`` (azure)."""
+        if self.local is not None:
+            return str(self.local.joinpath(*parts))
+        uri = self.spark_uri(*parts)
+        return "s3://" + uri.removeprefix("s3a://") if self.scheme == "s3a" else uri
+
+    def _filesystem(self, *parts: str) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow file system and the path of ``parts`` in it (object stores: credentials from the
+        environment, created only when a file is touched)."""
+        if self.local is not None:
+            return pafs.LocalFileSystem(), str(self.local.joinpath(*parts))
+        parsed = urlparse(self.spark_uri(*parts))
+        if self.scheme == "s3a":
+            return pafs.S3FileSystem(), f"{parsed.netloc}{parsed.path}"
+        container, _, host = parsed.netloc.partition("@")
+        return pafs.AzureFileSystem(
+            account_name=host.removesuffix(_ABFSS_HOST_SUFFIX)
+        ), f"{container}{parsed.path}"
+
+    def _exists(self, *parts: str) -> bool:
+        filesystem, path = self._filesystem(*parts)
+        return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+    def _write(self, data: bytes, *parts: str) -> None:
+        """A small file: owner-only and renamed into place locally; one PUT (atomic) on object stores."""
+        if self.local is not None:
+            write_private_file(make_private_dir(self.local.joinpath(*parts[:-1])) / parts[-1], data)
+            return
+        filesystem, path = self._filesystem(*parts)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+
+    def _read(self, *parts: str) -> bytes | None:
+        if not self._exists(*parts):
+            return None
+        filesystem, path = self._filesystem(*parts)
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+
+    def _remove(self, *parts: str) -> None:
+        filesystem, path = self._filesystem(*parts)
+        if filesystem.get_file_info(path).type == pafs.FileType.Directory:
+            filesystem.delete_dir(path)
+
+    def _versions(self, kind: str) -> list[str]:
+        filesystem, path = self._filesystem(kind)
+        if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+            return []
+        selector = pafs.FileSelector(path, allow_not_found=True)
+        return sorted(info.base_name for info in filesystem.get_file_info(selector))
 
     def stage_inputs(
         self, warehouse_path: str, version: str, *, truth_table: str | None = None
-    ) -> dict[str, Path]:
-        """Copy the inputs (and a truth table, for tests and benchmarks) out of the warehouse as Parquet."""
+    ) -> dict[str, str]:
+        """Copy the inputs (and a truth table, for tests and benchmarks) out of the warehouse as Parquet.
+
+        Returns the name → part below the root (``inputs/<version>/<name>.parquet``) of each file.
+        """
         queries = {
             name: f"SELECT staged.* FROM ({query}) AS staged {OPT_OUT_FILTERS[name]}"
             if name in OPT_OUT_FILTERS
@@ -141,20 +218,26 @@ class LinkageRoot:
         }
         if truth_table:
             queries["truth"] = f"SELECT hdh_provider, coh_rec_id, true_ben_idt_ano FROM {truth_table}"
-        folder = make_private_dir(self.inputs_dir(version))
+        folder = ("inputs", version)
+        if self.local is not None:
+            make_private_dir(self.local.joinpath(*folder))
         written = {}
         try:
             with duckdb.connect(warehouse_path, read_only=True) as connection:
                 _require_opt_out_registry(connection)
                 for name, query in queries.items():
-                    path = folder / f"{name}.parquet"
-                    temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
-                    connection.execute(f"COPY ({query}) TO '{temporary}' (FORMAT parquet)")
-                    os.chmod(temporary, PRIVATE_FILE_MODE)
-                    os.replace(temporary, path)
-                    written[name] = path
+                    parts = (*folder, f"{name}.parquet")
+                    if self.local is None:
+                        # Nobody reads a version's inputs but its own run: no rename needed.
+                        connection.execute(f"COPY ({query}) TO '{self.duckdb_uri(*parts)}' (FORMAT parquet)")
+                    else:
+                        temporary = self.local.joinpath(*folder, f".{name}.{uuid.uuid4().hex}.tmp")
+                        connection.execute(f"COPY ({query}) TO '{temporary}' (FORMAT parquet)")
+                        os.chmod(temporary, PRIVATE_FILE_MODE)
+                        os.replace(temporary, self.local.joinpath(*parts))
+                    written[name] = "/".join(parts)
         except (duckdb.CatalogException, LinkageStorageError) as error:
-            shutil.rmtree(folder, ignore_errors=True)
+            self._remove(*folder)
             if isinstance(error, LinkageStorageError):
                 raise
             raise LinkageStorageError(
@@ -165,44 +248,63 @@ class LinkageRoot:
         return written
 
     def write_summary(self, version: str, summary: dict) -> None:
-        write_private_file(
-            self.outputs_dir(version) / "summary.json",
+        self._write(
             json.dumps(summary, indent=2, sort_keys=True, default=str).encode(),
+            "outputs",
+            version,
+            "summary.json",
         )
 
+    def read_summary(self, version: str) -> dict:
+        data = self._read("outputs", version, "summary.json")
+        return json.loads(data) if data else {}
+
     def publish(self, warehouse_path: str, version: str) -> None:
-        """Point the warehouse views at ``version`` (one transaction), then drop unreferenced versions."""
-        outputs = self.outputs_dir(version)
-        missing = [t for t in OUTPUT_TABLES if not (outputs / t / "_SUCCESS").exists()]
+        """Point the warehouse views at ``version`` (one transaction), then drop the older versions.
+
+        Spark runs outside the warehouse pool, so two runs may overlap: a run older than the published
+        one is refused (``superseded``) rather than put back over newer outputs, and versions newer
+        than ``version`` (runs still under way) are left alone.
+        """
+        current = self.current_version()
+        if current is not None and current > version:
+            self._remove("outputs", version)
+            self._remove("inputs", version)
+            raise LinkageStorageError(
+                "superseded",
+                f"A newer linkage run ({current}) is already published; the outputs of run {version} "
+                "were discarded.",
+            )
+        missing = [t for t in OUTPUT_TABLES if not self._exists("outputs", version, t, "_SUCCESS")]
         if missing:
             raise LinkageStorageError(
                 "incomplete_output", f"Outputs {missing} of run {version} are incomplete."
             )
-        make_tree_owner_only(outputs)
+        if self.local is not None:
+            make_tree_owner_only(self.local / "outputs" / version)
         with duckdb.connect(warehouse_path) as connection:
             connection.execute("BEGIN TRANSACTION")
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {WAREHOUSE_SCHEMA}")
             for table in OUTPUT_TABLES:
-                glob = str(outputs / table / "*.parquet").replace("'", "''")
+                glob = self.duckdb_uri("outputs", version, table, "*.parquet").replace("'", "''")
                 connection.execute(
                     f"CREATE OR REPLACE VIEW {WAREHOUSE_SCHEMA}.{table} AS "
                     f"SELECT * FROM read_parquet('{glob}')"
                 )
             connection.execute("COMMIT")
-        write_private_file(self.root / "CURRENT", version.encode())
-        self.remove_other_versions(version)
+        self._write(version.encode(), "CURRENT")
+        self.remove_versions_before(version)
 
     def current_version(self) -> str | None:
-        marker = self.root / "CURRENT"
-        return marker.read_text().strip() if marker.exists() else None
+        data = self._read("CURRENT")
+        return data.decode().strip() if data else None
 
-    def remove_other_versions(self, keep: str) -> None:
-        """Remove every input and output version but ``keep`` (runs are serialised by the warehouse pool)."""
-        for parent in (self.root / "inputs", self.root / "outputs"):
-            if parent.is_dir():
-                for version in parent.iterdir():
-                    if version.name != keep:
-                        shutil.rmtree(version, ignore_errors=True)
+    def remove_versions_before(self, keep: str) -> None:
+        """Remove every input and output version older than ``keep`` (failed runs' leftovers included)."""
+        for kind in ("inputs", "outputs"):
+            for version in self._versions(kind):
+                if version < keep:
+                    self._remove(kind, version)
 
     def purge_outputs(self, warehouse_path: str) -> PurgeOutcome:
         """Remove opted-out persons and their cohort records from the published outputs.
@@ -217,10 +319,10 @@ class LinkageRoot:
         version = self.current_version()
         if version is None:
             return PurgeOutcome("linkage", "absent", "opt_out_purge", "No linkage output is published.")
-        outputs = self.outputs_dir(version)
-        read = {t: f"read_parquet('{outputs / t / '*.parquet'}')" for t in OUTPUT_TABLES}
+        read = {
+            t: f"read_parquet('{self.duckdb_uri('outputs', version, t, '*.parquet')}')" for t in OUTPUT_TABLES
+        }
         new = new_version()
-        target = self.outputs_dir(new)
         with duckdb.connect(warehouse_path, read_only=True) as connection:
             _require_opt_out_registry(connection, with_version=True)
             registry = opt_out_version(connection)
@@ -237,20 +339,22 @@ class LinkageRoot:
                 CREATE TEMP VIEW purged_unlinked AS
                 SELECT * FROM {read["unlinked"]} ANTI JOIN excluded_records USING (hdh_provider, coh_rec_id);
                 CREATE TEMP TABLE ambiguous_kept AS
-                SELECT *, row_number() OVER () AS hdh_row FROM {read["ambiguous"]}
+                SELECT * FROM {read["ambiguous"]}
                 ANTI JOIN excluded_records USING (hdh_provider, coh_rec_id);
                 CREATE TEMP VIEW purged_ambiguous AS
                 WITH candidates AS (
-                    SELECT hdh_row, unnest(candidate_ben_idt_anos) AS ben_idt_ano FROM ambiguous_kept
+                    SELECT hdh_provider, coh_rec_id, unnest(candidate_ben_idt_anos) AS ben_idt_ano
+                    FROM ambiguous_kept
                 ), kept AS (
-                    SELECT hdh_row, list(ben_idt_ano ORDER BY ben_idt_ano) AS candidates
-                    FROM candidates ANTI JOIN excluded_persons USING (ben_idt_ano) GROUP BY hdh_row
+                    SELECT hdh_provider, coh_rec_id, list(ben_idt_ano ORDER BY ben_idt_ano) AS candidates
+                    FROM candidates ANTI JOIN excluded_persons USING (ben_idt_ano) GROUP BY ALL
                 )
-                SELECT a.* EXCLUDE (hdh_row) REPLACE (
+                -- A record is one row of ambiguous: its key identifies it.
+                SELECT a.* REPLACE (
                     coalesce(kept.candidates, []) AS candidate_ben_idt_anos,
                     CAST(len(coalesce(kept.candidates, [])) AS INTEGER) AS candidate_count
                 )
-                FROM ambiguous_kept AS a LEFT JOIN kept USING (hdh_row)
+                FROM ambiguous_kept AS a LEFT JOIN kept USING (hdh_provider, coh_rec_id)
                 """
             )
             before = {
@@ -287,17 +391,15 @@ class LinkageRoot:
                 )
             try:
                 for table in OUTPUT_TABLES:
-                    folder = make_private_dir(make_private_dir(target) / table)
-                    connection.execute(
-                        f"COPY purged_{table} TO '{folder / 'part-00000.parquet'}' (FORMAT parquet)"
-                    )
-                    write_private_file(folder / "_SUCCESS", b"")
+                    if self.local is not None:
+                        make_private_dir(self.local / "outputs" / new / table)
+                    part = self.duckdb_uri("outputs", new, table, "part-00000.parquet")
+                    connection.execute(f"COPY purged_{table} TO '{part}' (FORMAT parquet)")
+                    self._write(b"", "outputs", new, table, "_SUCCESS")
             except BaseException:
-                shutil.rmtree(target, ignore_errors=True)
+                self._remove("outputs", new)
                 raise
-        summary = (
-            json.loads((outputs / "summary.json").read_text()) if (outputs / "summary.json").exists() else {}
-        )
+        summary = self.read_summary(version)
         summary["opt_out_purge"] = {
             "purged_version": version,
             "rows": after,
