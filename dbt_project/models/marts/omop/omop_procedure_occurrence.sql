@@ -1,8 +1,9 @@
--- OMOP CDM 5.4 PROCEDURE_OCCURRENCE, empty but typed: no dataset of the
--- registry carries a CCAM code today. The PMSI's procedures are in T_MCOaaA
--- and the ambulatory ones in ER_CAM_F, neither of which is registered;
--- T_MCOaaB.NBR_ACT only counts them. The table exists so that OMOP tools find
--- the complete subset; it fills once one of those datasets is registered.
+-- OMOP CDM 5.4 PROCEDURE_OCCURRENCE, empty but typed. The CCAM sources are
+-- registered (T_MCOaaA for the PMSI's acts, ER_CAM_F for the ambulatory ones)
+-- but only with generated staging, which applies no SNDS rule: mapping them
+-- needs hand-written staging that keeps only the acts of retained stays (and of
+-- countable DCIR lines), not done yet. T_MCOaaB.NBR_ACT only counts them. The
+-- table exists so that OMOP tools find the complete subset.
 select
     cast(null as bigint) as procedure_occurrence_id,
     cast(null as bigint) as person_id,
