@@ -39,6 +39,7 @@ from hdh_pipelines.core.private_files import (
     make_tree_owner_only,
     write_private_file,
 )
+from hdh_pipelines.core.sql import quote_literal
 from hdh_pipelines.normalisation.warehouse import Warehouse, has_relation
 from hdh_pipelines.rights.opt_out import (
     EXCLUSIONS_TABLE,
@@ -225,12 +226,8 @@ def _audit_unbuilt(
     )
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _sql_list(values: Sequence[str]) -> str:
-    return ", ".join(_sql_text(v) for v in values) or "null"
+    return ", ".join(quote_literal(v) for v in values) or "null"
 
 
 class _Extraction:
@@ -401,7 +398,7 @@ class _Extraction:
             self.connection.execute(f"create temp view {view} as select {', '.join(outputs)} from {joined}")
             target = staging / "parquet" / f"{dataset.name}.parquet"
             rows = self.connection.execute(
-                f"copy {view} to {_sql_text(str(target))} (format parquet)"
+                f"copy {view} to {quote_literal(str(target))} (format parquet)"
             ).fetchone()[0]
             return DatasetDoc(dataset.name, rows, self._column_docs(dataset, view), [])
 
@@ -418,7 +415,7 @@ class _Extraction:
             # that is what makes an opt-out retroactive.
             query += (
                 f" union all by name select {', '.join(names)}, month from read_parquet("
-                f"{_sql_text(str(carried / 'month=*' / '*.parquet'))}, "
+                f"{quote_literal(str(carried / 'month=*' / '*.parquet'))}, "
                 f"hive_partitioning = true, hive_types = {{'month': varchar}}) "
                 f"where month in ({_sql_list(plan.carry_over)}) "
                 f"and {PERSON_PSEUDONYM} in (select {PERSON_PSEUDONYM} from population)"
@@ -426,13 +423,13 @@ class _Extraction:
         self.connection.execute(f"create temp view {view} as {query}")
         target = staging / "parquet" / dataset.name
         self.connection.execute(
-            f"copy {view} to {_sql_text(str(target))} (format parquet, partition_by (month))"
+            f"copy {view} to {quote_literal(str(target))} (format parquet, partition_by (month))"
         )
         by_month = (
             dict(
                 self.connection.execute(
                     "select month, count(*) from read_parquet("
-                    f"{_sql_text(str(target / 'month=*' / '*.parquet'))}, "
+                    f"{quote_literal(str(target / 'month=*' / '*.parquet'))}, "
                     "hive_partitioning = true, hive_types = {'month': varchar}) group by month order by month"
                 ).fetchall()
             )
@@ -456,15 +453,15 @@ class _Extraction:
 
     def write_duckdb(self, datasets: list[DatasetDoc], staging: Path) -> None:
         target = staging / "workspace.duckdb"
-        self.connection.execute(f"attach {_sql_text(str(target))} as out")
+        self.connection.execute(f"attach {quote_literal(str(target))} as out")
         for doc in datasets:
             dataset = EXTRACTABLE_DATASETS[doc.name]
             view = f"extract_{doc.name}"
             if dataset.period_column is None:
-                source = f"read_parquet({_sql_text(str(staging / 'parquet' / f'{doc.name}.parquet'))})"
+                source = f"read_parquet({quote_literal(str(staging / 'parquet' / f'{doc.name}.parquet'))})"
             elif doc.rows:
                 glob = staging / "parquet" / doc.name / "month=*" / "*.parquet"
-                source = f"read_parquet({_sql_text(str(glob))}, hive_partitioning = false)"
+                source = f"read_parquet({quote_literal(str(glob))}, hive_partitioning = false)"
             else:
                 source = f"(select * exclude (month) from {view} limit 0)"
             self.connection.execute(f"create table out.{doc.name} as select * from {source}")

@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 
 from hdh_pipelines.core.private_files import make_private_dir, make_tree_owner_only, write_private_file
+from hdh_pipelines.core.sql import quote_literal
 from hdh_pipelines.rights.opt_out import PurgeOutcome, excluded_persons_sql, opt_out_version
 from hdh_pipelines.workspaces.audit import AuditRecord, append_audit_record
 from hdh_pipelines.workspaces.build import (
@@ -53,10 +54,6 @@ from hdh_pipelines.workspaces.pseudonyms import install_project_key, key_fingerp
 
 PURGE_REQUESTER = "opt-out-purge"
 RETENTION_REQUESTER = "retention"
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def published_workspaces(root: Path) -> list[str]:
@@ -182,7 +179,7 @@ def _purge_into(
             f"create temp table excluded as select project_pseudonym('person', ben_idt_ano) "
             f"as {PERSON_PSEUDONYM} from ({excluded_persons_sql('wh')})"
         )
-        listed = ", ".join(_sql_text(str(f)) for f in files)
+        listed = ", ".join(quote_literal(str(f)) for f in files)
         present = (
             connection.execute(
                 f"select count(distinct {PERSON_PSEUDONYM}) from read_parquet([{listed}], "
@@ -241,8 +238,8 @@ def _rewrite(
     if EXTRACTABLE_DATASETS[name].period_column is None:
         source, output = target / "parquet" / f"{name}.parquet", staging / "parquet" / f"{name}.parquet"
         rows = connection.execute(
-            f"copy (select * from read_parquet({_sql_text(str(source))}) "
-            f"anti join excluded using ({PERSON_PSEUDONYM})) to {_sql_text(str(output))} (format parquet)"
+            f"copy (select * from read_parquet({quote_literal(str(source))}) "
+            f"anti join excluded using ({PERSON_PSEUDONYM})) to {quote_literal(str(output))} (format parquet)"
         ).fetchone()[0]
         return DatasetDoc(name, rows, columns, [])
     months = target / "parquet" / name
@@ -250,14 +247,14 @@ def _rewrite(
     if not any(months.glob("month=*/*.parquet")):
         return DatasetDoc(name, 0, columns, [])
     reader = (
-        f"read_parquet({_sql_text(str(months / 'month=*' / '*.parquet'))}, hive_partitioning = true, "
+        f"read_parquet({quote_literal(str(months / 'month=*' / '*.parquet'))}, hive_partitioning = true, "
         "hive_types = {'month': varchar})"
     )
     connection.execute(
         f"copy (select * from {reader} anti join excluded using ({PERSON_PSEUDONYM})) "
-        f"to {_sql_text(str(output))} (format parquet, partition_by (month))"
+        f"to {quote_literal(str(output))} (format parquet, partition_by (month))"
     )
-    written = _sql_text(str(output / "month=*" / "*.parquet"))
+    written = quote_literal(str(output / "month=*" / "*.parquet"))
     by_month = (
         dict(
             connection.execute(
@@ -275,8 +272,8 @@ def _rewrite_duckdb(
     connection: duckdb.DuckDBPyConnection, target: Path, staging: Path, tables: list[str]
 ) -> None:
     """``workspace.duckdb`` again, each table without the excluded persons (its schema kept when empty)."""
-    connection.execute(f"attach {_sql_text(str(target / 'workspace.duckdb'))} as previous (read_only)")
-    connection.execute(f"attach {_sql_text(str(staging / 'workspace.duckdb'))} as out")
+    connection.execute(f"attach {quote_literal(str(target / 'workspace.duckdb'))} as previous (read_only)")
+    connection.execute(f"attach {quote_literal(str(staging / 'workspace.duckdb'))} as out")
     for table in tables:
         connection.execute(
             f"create table out.{table} as select * from previous.{table} "
