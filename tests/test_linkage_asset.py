@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,3 +229,25 @@ def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookal
         ).fetchall()
     # Never staged, so never in a candidate pair; in no output; the look-alike linked to nobody.
     assert staged == staged_pseudonyms == outputs == [(0,)]
+
+
+def test_the_nightly_job_plans_linkage_after_the_steps_that_build_its_inputs(monkeypatch, tmp_path) -> None:
+    """The nightly job builds linkage's upstream tables in the same run: Dagster must accept the wiring.
+
+    Planning needs every resource's configuration, read from the environment; any path will do.
+    """
+    from dagster._core.execution.api import create_execution_plan
+
+    from hdh_pipelines.definitions import defs
+
+    package = Path(__file__).resolve().parents[1] / "hdh_pipelines"
+    names = {
+        match.group(1)
+        for source in package.rglob("*.py")
+        for match in re.finditer(r'EnvVar\("([A-Z_]+)"\)', source.read_text(encoding="utf-8"))
+    }
+    for name in names:
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    plan = create_execution_plan(defs.resolve_job_def("nightly_refresh_job"))
+    steps = plan.step_keys_to_execute
+    assert "cohort_linkage.stage_linkage_inputs" in steps and "cohort_linkage.link_on_spark" in steps

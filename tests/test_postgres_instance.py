@@ -29,6 +29,7 @@ from ui_support import free_port
 from hdh_deliver.provider import SourceFile
 from hdh_devtools.demo.daemonless import tick
 from hdh_devtools.postgres_server import PG_SETTINGS, PostgresServer, start_postgres_server
+from hdh_devtools.readiness import wait_for_exit
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.normalisation.assets import normalisation_monthly, normalisation_upstream
 
@@ -260,8 +261,10 @@ def test_instance_script_starts_and_stops_the_stack():
         shutil.rmtree(state, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "PostgreSQL stopped" in stopped.stdout
+    # The script ends with SIGKILL for what SIGTERM did not stop: the kernel finishes that asynchronously,
+    # and a killed process stays in /proc until its new parent reaps it, so wait for each one's exit itself.
     for name, pid in pids.items():
-        assert not Path(f"/proc/{pid}").exists(), f"{name} (pid {pid}) still running"
+        assert wait_for_exit(pid, 30), f"{name} (pid {pid}) still running"
 
 
 _WAIT_FOR_HEARTBEATS = """

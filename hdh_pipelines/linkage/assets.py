@@ -125,7 +125,13 @@ def _failure(error: LinkageStorageError) -> dg.Failure:
     )
 
 
-@dg.op(pool=WAREHOUSE_POOL, ins={"after": dg.In(dg.Nothing)}, tags={"hdh/layer": "linkage"})
+# One Nothing input per upstream table, not one fan-in input: in a job that also builds the upstream
+# assets, a fan-in inside this graph would nest multi-step input sources, which Dagster refuses.
+@dg.op(
+    pool=WAREHOUSE_POOL,
+    ins={"_".join(key.path): dg.In(dg.Nothing) for key in INPUTS},
+    tags={"hdh/layer": "linkage"},
+)
 def stage_linkage_inputs(config: StageConfig, linkage_storage: LinkageStorageResource) -> StagedInputs:
     """Copy the inputs out of the warehouse (opt-outs set aside) as a new version under the linkage root."""
     try:
@@ -287,12 +293,10 @@ def cohort_linkage(
     intermediate_int_opt_out_exclusions,
 ):
     staged = stage_linkage_inputs(
-        [
-            intermediate_int_pseudonym_persons,
-            marts_persons,
-            staging_stg_cohort_ext,
-            intermediate_int_opt_out_exclusions,
-        ]
+        intermediate_int_pseudonym_persons=intermediate_int_pseudonym_persons,
+        marts_persons=marts_persons,
+        staging_stg_cohort_ext=staging_stg_cohort_ext,
+        intermediate_int_opt_out_exclusions=intermediate_int_opt_out_exclusions,
     )
     links, unlinked, ambiguous, quality = publish_linkage(link_on_spark(staged))
     return {
