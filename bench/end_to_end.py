@@ -132,11 +132,20 @@ def ingestion_split(result) -> tuple[float, float]:
 def failure(result, what: str) -> SystemExit:
     """Stop with each failed step's error (synthetic data only: the bench never runs on delivered data)."""
     errors = [
-        f"  {event.step_key}: {event.event_specific_data.error.message.strip()}"
+        f"  {event.step_key}: {error_chain(event.event_specific_data.error)}"
         for event in result.all_events
         if event.event_type_value == "STEP_FAILURE"
     ]
     return SystemExit(f"{what} failed (run {result.run_id}):\n" + "\n".join(errors))
+
+
+def error_chain(error) -> str:
+    """A step error with the errors that caused it: Dagster's own message only says which op failed."""
+    messages = []
+    while error is not None:
+        messages.append(error.message.strip())
+        error = error.cause or error.context
+    return "\n    caused by: ".join(messages)
 
 
 def run(claims: int, year: int, work: Path) -> Timeline:
