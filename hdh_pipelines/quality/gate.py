@@ -4,17 +4,17 @@ Cross-table expectations (orphan claims, orphan stay details…) need the
 related dataset: it is taken from the same delivery and from every delivery
 already published, so a provider may send pharmacy detail after its claims.
 A related dataset nobody has delivered yet leaves the expectation "not
-evaluated", reported but not failed.
+evaluated", reported but not failed. All tables of a delivery are validated
+together, with one GX context (see ``validation``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
 from hdh_pipelines.quality.suites import build_suite
-from hdh_pipelines.quality.validation import DuckDBSettings, ValidationReport, validate_table
+from hdh_pipelines.quality.validation import DuckDBSettings, RawTable, ValidationReport, validate_tables
 from hdh_pipelines.registry import DatasetRegistry
 
 
@@ -42,16 +42,12 @@ def validate_delivery(
 ) -> dict[str, ValidationReport]:
     """Validate every table of a staged delivery; dataset -> report (``success`` False blocks it)."""
     tables = staged_tables(staged_raw)
-    reports = {}
-    for dataset, files in tables.items():
-        schema = registry.resolve(dataset)
-        suite = build_suite(schema)
-        related: Mapping[str, list[Path]] = {
-            name: files_of
-            for name in sorted(_related_datasets(suite))
-            if (files_of := tables.get(name, []) + sorted(published_root.glob(f"*/*/{name}/*.parquet")))
-        }
-        reports[dataset] = validate_table(
-            schema, files, related=related, docs_dir=docs_dir, suite=suite, settings=settings, as_of=as_of
-        )
-    return reports
+    schemas = {dataset: registry.resolve(dataset) for dataset in tables}
+    raw_tables = [RawTable(schemas[d], files, build_suite(schemas[d])) for d, files in tables.items()]
+    needed = sorted(set().union(*(_related_datasets(t.suite) for t in raw_tables)))
+    related = {
+        name: files_of
+        for name in needed
+        if (files_of := tables.get(name, []) + sorted(published_root.glob(f"*/*/{name}/*.parquet")))
+    }
+    return validate_tables(raw_tables, related=related, docs_dir=docs_dir, settings=settings, as_of=as_of)

@@ -1,11 +1,19 @@
 """Validate a raw table (a list of Parquet files) with its Great Expectations suite, in DuckDB SQL.
 
 The files never pass through pandas: each validation writes a throw-away DuckDB
-database holding only views (``batch_table`` over the files, with the derived
-columns its suite reads, and ``related_<DATASET>`` for the other datasets
-cross-table expectations need), and GX's SQL engine queries it through
+database holding only views (``batch_table_<N>`` over each table's files, with
+the derived columns its suite reads, and ``related_<DATASET>`` for the other
+datasets cross-table expectations need), and GX's SQL engine queries it through
 duckdb-engine. DuckDB streams the Parquet files under a memory cap and spills
 to the scratch folder, so memory does not grow with the table.
+
+The tables of one delivery share that database, one ephemeral GX context and
+one GX data source (one connection): setting those up costs far more than
+validating a small table (docs/performance.md, "Quality gate: fixed cost per
+table"), and a delivery may hold dozens of tables. Each table is a query asset
+(``SELECT * FROM batch_table_<N>``): a table asset would make GX reflect the
+view's columns through DuckDB's ``pg_catalog``, about 0.2 s per table, where a
+query asset reads the column names from a ``LIMIT 1`` query.
 
 The report is plain data: one outcome per expectation with counts, threshold,
 at most five example values (pseudonymised identifiers masked) and a sentence
@@ -19,7 +27,7 @@ import contextlib
 import html
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -167,24 +175,42 @@ def _connection_config(settings: DuckDBSettings, scratch: Path) -> dict[str, Any
     }
 
 
+@dataclass(frozen=True)
+class RawTable:
+    """A raw table to validate: its dataset, its Parquet files and the suite to run on them."""
+
+    schema: DatasetSchema
+    files: Sequence[Path]
+    suite: gx.ExpectationSuite
+
+
+def _batch_view(index: int) -> str:
+    return f"{BATCH_VIEW}_{index}"
+
+
 def _write_views(
     database: Path,
-    schema: DatasetSchema,
-    files: Sequence[Path],
-    columns: Sequence[str],
+    tables: Sequence[tuple[RawTable, Sequence[str]]],
     related: Mapping[str, str],
-) -> int:
-    """Create the views GX reads; return the table's row count (from Parquet metadata)."""
-    raw = [c for c in columns if base_column(c) == c] or [schema.fields[0].name]
-    derived = "".join(f", {column_sql(schema, c)} AS {quote_identifier(c)}" for c in columns if c not in raw)
+) -> list[int]:
+    """Create the views GX reads, one per table (with its ``columns``); return each table's row count."""
+    counts = []
     with duckdb.connect(str(database), config={"autoinstall_known_extensions": False}) as connection:
-        connection.execute(
-            f"CREATE VIEW {BATCH_VIEW} AS SELECT *{derived} FROM (SELECT {raw_columns_sql(schema, raw)} "
-            f"FROM read_parquet({_parquet_list(files)}, union_by_name = true)) AS raw"
-        )
         for name, select in related.items():
             connection.execute(f"CREATE VIEW {quote_identifier(RELATED_VIEW_PREFIX + name)} AS {select}")
-        return connection.execute(f"SELECT count(*) FROM {BATCH_VIEW}").fetchone()[0]
+        for index, (table, columns) in enumerate(tables):
+            schema = table.schema
+            raw = [c for c in columns if base_column(c) == c] or [schema.fields[0].name]
+            derived = "".join(
+                f", {column_sql(schema, c)} AS {quote_identifier(c)}" for c in columns if c not in raw
+            )
+            view = _batch_view(index)
+            connection.execute(
+                f"CREATE VIEW {view} AS SELECT *{derived} FROM (SELECT {raw_columns_sql(schema, raw)} "
+                f"FROM read_parquet({_parquet_list(table.files)}, union_by_name = true)) AS raw"
+            )
+            counts.append(connection.execute(f"SELECT count(*) FROM {view}").fetchone()[0])
+    return counts
 
 
 def _validate(batch: Any, expectations: Sequence[Expectation], result_format: dict, parameters: dict) -> list:
@@ -206,13 +232,34 @@ def _end_failed_transaction(context: sa.engine.ExceptionContext) -> None:
             context.connection.connection.dbapi_connection.rollback()
 
 
+@contextlib.contextmanager
+def _duckdb_datasource(database: Path, config: Mapping[str, Any]) -> Iterator[Any]:
+    """One ephemeral GX context and one SQL data source over ``database``, for every table of a validation."""
+    context = ephemeral_context()
+    datasource = context.data_sources.add_sql(
+        name=f"raw-{uuid.uuid4().hex}",
+        connection_string=f"duckdb:///{database}",
+        kwargs={"connect_args": {"read_only": True, "config": dict(config)}},
+    )
+    sa.event.listen(datasource.get_execution_engine().engine, "handle_error", _end_failed_transaction)
+    try:
+        yield datasource
+    finally:
+        engine = datasource.get_execution_engine()
+        connection = getattr(engine, "_connection", None)  # the persisted connection (see _gx)
+        if connection is not None:
+            connection.close()
+        engine.close()
+        datasource.get_engine().dispose()
+
+
 def _run(
-    database: Path,
+    datasource: Any,
+    view: str,
     expectations: Sequence[Expectation],
     parameters: Mapping[str, Any],
-    config: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Validate ``batch_table`` of ``database`` with GX; return expectation name -> GX result.
+    """Validate ``view`` of the data source's database with GX; return expectation name -> GX result.
 
     Column expectations run twice, the second time only where it matters. The
     first pass asks GX for success only: it then computes nothing but the
@@ -223,43 +270,28 @@ def _run(
     SQL expectations fetch their rows (at most 200) anyway, so they run once,
     keeping them.
     """
-    context = ephemeral_context()
-    datasource = context.data_sources.add_sql(
-        name=f"raw-{uuid.uuid4().hex}",
-        connection_string=f"duckdb:///{database}",
-        kwargs={"connect_args": {"read_only": True, "config": dict(config)}},
-    )
-    sa.event.listen(datasource.get_execution_engine().engine, "handle_error", _end_failed_transaction)
+    if not expectations:
+        return {}
     parameters = dict(parameters)
     sql = [e for e in expectations if e.expectation_type == "unexpected_rows_expectation"]
     columnar = [e for e in expectations if e.expectation_type != "unexpected_rows_expectation"]
-    try:
-        batch = (
-            datasource.add_table_asset(name="batch", table_name=BATCH_VIEW)
-            .add_batch_definition_whole_table("whole table")
-            .get_batch()
-        )
-        decided = _validate(batch, columnar, {"result_format": "BOOLEAN_ONLY"}, parameters)
-        results = {r.expectation_config.meta["name"]: r for r in decided}
-        recount = [
-            e
-            for e in columnar
-            if _exception(results[e.meta["name"]]) is None
-            and (not results[e.meta["name"]].success or e.configuration.kwargs.get("mostly", 1.0) < 1)
-        ]
-        examples = {"result_format": "BASIC", "partial_unexpected_count": SAMPLE_SIZE}
-        for result in _validate(batch, recount, examples, parameters) + _validate(
-            batch, sql, {"result_format": "COMPLETE"}, parameters
-        ):
-            results[result.expectation_config.meta["name"]] = result
-        return results
-    finally:
-        engine = datasource.get_execution_engine()
-        connection = getattr(engine, "_connection", None)  # the persisted connection (see _gx)
-        if connection is not None:
-            connection.close()
-        engine.close()
-        datasource.get_engine().dispose()
+    # A batch request straight from the asset: a batch definition would be saved into the context.
+    asset = datasource.add_query_asset(name=view, query=f"SELECT * FROM {view}")
+    batch = asset.get_batch(asset.build_batch_request())
+    decided = _validate(batch, columnar, {"result_format": "BOOLEAN_ONLY"}, parameters)
+    results = {r.expectation_config.meta["name"]: r for r in decided}
+    recount = [
+        e
+        for e in columnar
+        if _exception(results[e.meta["name"]]) is None
+        and (not results[e.meta["name"]].success or e.configuration.kwargs.get("mostly", 1.0) < 1)
+    ]
+    examples = {"result_format": "BASIC", "partial_unexpected_count": SAMPLE_SIZE}
+    for result in _validate(batch, recount, examples, parameters) + _validate(
+        batch, sql, {"result_format": "COMPLETE"}, parameters
+    ):
+        results[result.expectation_config.meta["name"]] = result
+    return results
 
 
 def _exception(result: Any) -> str | None:
@@ -366,44 +398,73 @@ def validate_table(
 ) -> ValidationReport:
     """Validate one raw table (its Parquet ``files``) against ``suite`` (default: ``build_suite(schema)``).
 
+    ``related``, ``docs_dir``, ``as_of`` and ``settings`` as for ``validate_tables``.
+    """
+    table = RawTable(schema, files, suite or build_suite(schema))
+    reports = validate_tables([table], related=related, docs_dir=docs_dir, as_of=as_of, settings=settings)
+    return reports[schema.name]
+
+
+def validate_tables(
+    tables: Sequence[RawTable],
+    *,
+    related: Mapping[str, Sequence[Path]] | None = None,
+    docs_dir: Path | None = None,
+    as_of: date | None = None,
+    settings: DuckDBSettings | None = None,
+) -> dict[str, ValidationReport]:
+    """Validate raw tables of distinct datasets, each against its suite; dataset -> report.
+
     ``related`` maps other datasets (registry or delivered names) to their files,
     for cross-table expectations (``meta.related``); an expectation whose
     dataset is absent is reported as not evaluated, not failed. ``as_of`` is the
     day plausibility checks take as today (suite parameters ``today``,
-    ``current_year``, ``now``). With ``docs_dir``, an HTML page of the report
+    ``current_year``, ``now``). With ``docs_dir``, an HTML page of each report
     is written there (masked samples, no external resources).
     """
-    suite = suite or build_suite(schema)
     settings = settings or DuckDBSettings()
     related_views = _related_views(related or {})
-    identifiers = identifier_columns(schema)
-    runnable, skipped = [], []
-    for expectation in suite.expectations:
-        missing = [n for n in expectation.configuration.meta.get("related", []) if n not in related_views]
-        (skipped if missing else runnable).append((expectation, missing))
-    to_run = [e for e, _ in runnable]
     moment = datetime.combine(as_of, datetime.min.time(), UTC) if as_of else datetime.now(UTC)
     parameters = {
         "today": moment.date().isoformat(),
         "current_year": moment.year,
         "now": moment.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    plans = []  # per table: (expectation, related datasets it misses) to run, and to skip
+    for table in tables:
+        runnable, skipped = [], []
+        for expectation in table.suite.expectations:
+            missing = [n for n in expectation.configuration.meta.get("related", []) if n not in related_views]
+            (skipped if missing else runnable).append((expectation, missing))
+        plans.append((runnable, skipped))
     with tempfile.TemporaryDirectory(prefix="hdh-quality-", dir=settings.scratch) as scratch:
         database = Path(scratch) / "views.duckdb"
-        rows = _write_views(database, schema, files, read_columns(to_run), related_views)
-        by_name = _run(database, to_run, parameters, _connection_config(settings, Path(scratch)))
-    outcomes = [
-        _outcome(e, by_name[e.configuration.meta["name"]], rows, identifiers) for e, _ in runnable
-    ] + [_outcome(e, None, rows, identifiers, missing) for e, missing in skipped]
-    report = ValidationReport(
-        dataset=schema.name,
-        rows=rows,
-        success=not any(o.failed and o.severity == "error" for o in outcomes),
-        outcomes=tuple(outcomes),
-    )
-    if docs_dir is None:
-        return report
-    return replace(report, data_docs_path=write_html(report, docs_dir))
+        views = [
+            (table, read_columns(e for e, _ in runnable))
+            for table, (runnable, _) in zip(tables, plans, strict=True)
+        ]
+        rows = _write_views(database, views, related_views)
+        with _duckdb_datasource(database, _connection_config(settings, Path(scratch))) as datasource:
+            results = [
+                _run(datasource, _batch_view(index), [e for e, _ in runnable], parameters)
+                for index, (runnable, _) in enumerate(plans)
+            ]
+    reports = {}
+    for table, (runnable, skipped), count, by_name in zip(tables, plans, rows, results, strict=True):
+        identifiers = identifier_columns(table.schema)
+        outcomes = [
+            _outcome(e, by_name[e.configuration.meta["name"]], count, identifiers) for e, _ in runnable
+        ] + [_outcome(e, None, count, identifiers, missing) for e, missing in skipped]
+        report = ValidationReport(
+            dataset=table.schema.name,
+            rows=count,
+            success=not any(o.failed and o.severity == "error" for o in outcomes),
+            outcomes=tuple(outcomes),
+        )
+        if docs_dir is not None:
+            report = replace(report, data_docs_path=write_html(report, docs_dir))
+        reports[table.schema.name] = report
+    return reports
 
 
 def write_html(report: ValidationReport, docs_dir: Path) -> Path:
