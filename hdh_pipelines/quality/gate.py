@@ -19,7 +19,7 @@ from hdh_pipelines.registry import DatasetRegistry
 
 
 def _related_datasets(suite) -> set[str]:
-    return {name for e in suite.expectations for name in e.configuration.meta.get("related", [])}
+    return {name for e in suite.expectations for name in e.meta.get("related", [])}
 
 
 def staged_tables(staged_raw: Path) -> dict[str, list[Path]]:

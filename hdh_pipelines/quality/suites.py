@@ -140,12 +140,12 @@ def column_sql(schema: DatasetSchema, column: str) -> str:
 
 def expectation_columns(expectation: Expectation) -> tuple[str, ...]:
     """The view columns an expectation reads (``meta.columns`` for SQL expectations)."""
-    config = expectation.configuration
-    if "column" in config.kwargs:
-        return (config.kwargs["column"],)
-    if "column_list" in config.kwargs:
-        return tuple(config.kwargs["column_list"])
-    return tuple(config.meta.get("columns", ()))
+    # The fields themselves: GX's ``configuration`` rebuilds the whole configuration on every access.
+    if (column := getattr(expectation, "column", None)) is not None:
+        return (column,)
+    if (column_list := getattr(expectation, "column_list", None)) is not None:
+        return tuple(column_list)
+    return tuple((expectation.meta or {}).get("columns", ()))
 
 
 def read_columns(expectations: Iterable[Expectation]) -> list[str]:

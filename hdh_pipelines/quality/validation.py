@@ -284,7 +284,7 @@ def _run(
         e
         for e in columnar
         if _exception(results[e.meta["name"]]) is None
-        and (not results[e.meta["name"]].success or e.configuration.kwargs.get("mostly", 1.0) < 1)
+        and (not results[e.meta["name"]].success or getattr(e, "mostly", 1.0) < 1)
     ]
     examples = {"result_format": "BASIC", "partial_unexpected_count": SAMPLE_SIZE}
     for result in _validate(batch, recount, examples, parameters) + _validate(
@@ -434,7 +434,7 @@ def validate_tables(
     for table in tables:
         runnable, skipped = [], []
         for expectation in table.suite.expectations:
-            missing = [n for n in expectation.configuration.meta.get("related", []) if n not in related_views]
+            missing = [n for n in expectation.meta.get("related", []) if n not in related_views]
             (skipped if missing else runnable).append((expectation, missing))
         plans.append((runnable, skipped))
     with tempfile.TemporaryDirectory(prefix="hdh-quality-", dir=settings.scratch) as scratch:
@@ -452,9 +452,9 @@ def validate_tables(
     reports = {}
     for table, (runnable, skipped), count, by_name in zip(tables, plans, rows, results, strict=True):
         identifiers = identifier_columns(table.schema)
-        outcomes = [
-            _outcome(e, by_name[e.configuration.meta["name"]], count, identifiers) for e, _ in runnable
-        ] + [_outcome(e, None, count, identifiers, missing) for e, missing in skipped]
+        outcomes = [_outcome(e, by_name[e.meta["name"]], count, identifiers) for e, _ in runnable] + [
+            _outcome(e, None, count, identifiers, missing) for e, missing in skipped
+        ]
         report = ValidationReport(
             dataset=table.schema.name,
             rows=count,
