@@ -12,10 +12,19 @@ subprocess so that peak RSS (``ru_maxrss`` of the child) is its own:
 
 The raw SQL is derived from the same suite (each GX expectation type has one SQL
 translation below), so both sides check exactly the same things on the same
-view. Usage::
+view.
 
-    .venv/bin/python bench/quality.py                  # 1 M and 10 M rows
-    .venv/bin/python bench/quality.py --rows 1000000   # one size
+``--small-tables N`` measures the other end, the fixed cost of a table: N SNDS
+tables of 10 rows (the HDH synthetic samples of generated datasets, read from
+``../shared/reference/snds/synthetic-snds`` at run time, spread over the names),
+validated as the gate validates one delivery (``small-gx``: ``validate_tables``,
+one GX context for all), one ``validate_table`` each (``small-gx-per-table``: a
+context, data source and database per table), and as the same checks in direct
+DuckDB SQL on one connection (``small-sql``). Usage::
+
+    .venv/bin/python bench/quality.py                    # 1 M and 10 M rows
+    .venv/bin/python bench/quality.py --rows 1000000     # one size
+    .venv/bin/python bench/quality.py --small-tables 40  # fixed cost per table
 """
 
 from __future__ import annotations
@@ -35,8 +44,10 @@ from hdh_devtools.raw_tables import registry_columns_select
 from hdh_pipelines.core.sql import quote_literal
 
 MODES = ("gx", "sql-per-check", "sql-combined")
+SMALL_MODES = ("small-gx", "small-gx-per-table", "small-sql")
 # Rows of one Parquet file: a large delivery arrives as several files.
 ROWS_PER_FILE = 2_500_000
+SAMPLES = Path(__file__).resolve().parents[2] / "shared/reference/snds/synthetic-snds/schemas"
 
 
 def generate(directory: Path, rows: int) -> list[Path]:
@@ -127,10 +138,18 @@ def _count_sql(expectation, schema) -> tuple[str, str]:
 
 def run_sql(files: list[Path], combined: bool, memory_limit: str) -> dict[str, int]:
     """The ER_PRS_F suite as raw DuckDB SQL over the same view; returns check name -> unexpected count."""
-    from hdh_pipelines.quality.suites import build_suite, raw_columns_sql
     from hdh_pipelines.registry import default_registry
 
-    schema = default_registry().resolve("ER_PRS_F")
+    config = {"threads": 2, "memory_limit": memory_limit, "autoinstall_known_extensions": False}
+    with tempfile.TemporaryDirectory() as scratch, duckdb.connect(config=config) as connection:
+        connection.execute(f"SET temp_directory = {quote_literal(scratch)}")
+        return _sql_checks(connection, default_registry().resolve("ER_PRS_F"), files, combined, "t")
+
+
+def _sql_checks(connection, schema, files: list[Path], combined: bool, view: str) -> dict[str, int]:
+    """``schema``'s suite as raw SQL over a view ``view`` of ``files``; check name -> unexpected count."""
+    from hdh_pipelines.quality.suites import build_suite, raw_columns_sql
+
     suite = build_suite(schema)
     source = ", ".join(quote_literal(str(f)) for f in files)
     counts: dict[str, int] = {}
@@ -140,30 +159,80 @@ def run_sql(files: list[Path], combined: bool, memory_limit: str) -> dict[str, i
         if config.meta.get("related"):
             continue  # not evaluated without the related dataset, as in validate_table
         if config.type == "unexpected_rows_expectation":
-            queries[config.meta["name"]] = config.kwargs["unexpected_rows_query"].format(batch="t")
+            queries[config.meta["name"]] = config.kwargs["unexpected_rows_query"].format(batch=view)
         else:
             row_wise[config.meta["name"]] = _count_sql(expectation, schema)
-    config = {"threads": 2, "memory_limit": memory_limit, "autoinstall_known_extensions": False}
-    with tempfile.TemporaryDirectory() as scratch, duckdb.connect(config=config) as connection:
-        connection.execute(f"SET temp_directory = {quote_literal(scratch)}")
-        connection.execute(
-            f"CREATE VIEW t AS SELECT {raw_columns_sql(schema)} "
-            f"FROM read_parquet([{source}], union_by_name = true)"
-        )
-        if combined:
-            sums = ", ".join(f"count(*) FILTER (WHERE {cond})" for cond, _ in row_wise.values())
-            counts.update(zip(row_wise, connection.execute(f"SELECT {sums} FROM t").fetchone(), strict=True))
-        else:
-            for name, (cond, _) in row_wise.items():
-                counts[name] = connection.execute(f"SELECT count(*) FROM t WHERE {cond}").fetchone()[0]
-        for name, (cond, value) in row_wise.items():
-            if counts[name]:
-                connection.execute(f"SELECT {value} FROM t WHERE {cond} LIMIT 5").fetchall()
-        for name, query in queries.items():
-            counts[name] = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
-            if counts[name]:
-                connection.execute(f"{query} LIMIT 5").fetchall()
+    connection.execute(
+        f"CREATE VIEW {view} AS SELECT {raw_columns_sql(schema)} "
+        f"FROM read_parquet([{source}], union_by_name = true)"
+    )
+    if combined and row_wise:
+        sums = ", ".join(f"count(*) FILTER (WHERE {cond})" for cond, _ in row_wise.values())
+        counts.update(zip(row_wise, connection.execute(f"SELECT {sums} FROM {view}").fetchone(), strict=True))
+    else:
+        for name, (cond, _) in row_wise.items():
+            counts[name] = connection.execute(f"SELECT count(*) FROM {view} WHERE {cond}").fetchone()[0]
+    for name, (cond, value) in row_wise.items():
+        if counts[name]:
+            connection.execute(f"SELECT {value} FROM {view} WHERE {cond} LIMIT 5").fetchall()
+    for name, query in queries.items():
+        counts[name] = connection.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+        if counts[name]:
+            connection.execute(f"{query} LIMIT 5").fetchall()
     return counts
+
+
+def small_tables(directory: Path, count: int) -> list[Path]:
+    """``count`` 10-row raw tables, ``<DATASET>/sample.parquet``: samples of generated datasets."""
+    from hdh_pipelines.registry import default_registry
+    from hdh_pipelines.registry.generate import GENERATED_KEY
+
+    if not SAMPLES.is_dir():
+        raise SystemExit(f"--small-tables reads the SNDS synthetic samples; {SAMPLES} is missing.")
+    registry = default_registry()
+    samples = [
+        (schema, path)
+        for path in sorted(SAMPLES.rglob("*.csv"))
+        if (schema := registry.resolve(path.stem)) is not None and GENERATED_KEY in schema.raw
+    ]
+    files = []
+    with duckdb.connect(config={"autoinstall_known_extensions": False}) as connection:
+        for schema, path in samples[:: max(1, len(samples) // count)][:count]:
+            target = directory / schema.name / "sample.parquet"
+            target.parent.mkdir(parents=True)
+            # As the raw loader stores them: every cell text, empty cells NULL.
+            csv = f"read_csv({quote_literal(str(path))}, all_varchar = true, header = true)"
+            connection.execute(f"COPY (SELECT * FROM {csv}) TO {quote_literal(str(target))} (FORMAT parquet)")
+            files.append(target)
+    return files
+
+
+def run_small(mode: str, files: list[Path]) -> dict[str, dict[str, int]]:
+    """Validate each ``<DATASET>/*.parquet`` in ``mode``; dataset -> check name -> unexpected count."""
+    from hdh_pipelines.quality import RawTable, build_suite, validate_table, validate_tables
+    from hdh_pipelines.registry import default_registry
+
+    schemas = [default_registry().resolve(f.parent.name) for f in files]
+    if mode == "small-sql":
+        config = {"threads": 2, "autoinstall_known_extensions": False}
+        with duckdb.connect(config=config) as connection:
+            return {
+                schema.name: _sql_checks(connection, schema, [file], True, f"t{index}")
+                for index, (schema, file) in enumerate(zip(schemas, files, strict=True))
+            }
+    if mode == "small-gx":
+        tables = [
+            RawTable(schema, [file], build_suite(schema)) for schema, file in zip(schemas, files, strict=True)
+        ]
+        reports = validate_tables(tables)
+    else:
+        reports = {
+            schema.name: validate_table(schema, [file]) for schema, file in zip(schemas, files, strict=True)
+        }
+    return {
+        name: {o.name: o.unexpected_count for o in report.outcomes if o.evaluated}
+        for name, report in reports.items()
+    }
 
 
 def run_gx(files: list[Path], memory_limit: str) -> dict[str, int]:
@@ -180,7 +249,9 @@ def child(mode: str, memory_limit: str, files: list[Path]) -> None:
     import hdh_pipelines.quality  # noqa: F401  (import time is not validation time)
 
     started = time.perf_counter()
-    if mode == "gx":
+    if mode in SMALL_MODES:
+        counts = run_small(mode, files)
+    elif mode == "gx":
         counts = run_gx(files, memory_limit)
     else:
         counts = run_sql(files, combined=mode == "sql-combined", memory_limit=memory_limit)
@@ -214,11 +285,17 @@ def main() -> None:
     parser.add_argument(
         "--memory-limit", default="1GB", help="DuckDB memory_limit of every mode (default 1GB)"
     )
+    parser.add_argument(
+        "--small-tables", type=int, metavar="N", help="instead: the fixed cost of N tables of 10 rows"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.memory_limit, [Path(f) for f in args.files])
+        return
+    if args.small_tables:
+        bench_small_tables(args.small_tables, args.repeat, args.memory_limit)
         return
     for rows in args.rows or [1_000_000, 10_000_000]:
         with tempfile.TemporaryDirectory(prefix="hdh-bench-quality-") as folder:
@@ -242,6 +319,29 @@ def main() -> None:
             gx_seconds = results["gx"]["seconds"]
             for mode in ("sql-per-check", "sql-combined"):
                 print(f"  ratio gx / {mode}: {gx_seconds / results[mode]['seconds']:.2f}")
+
+
+def bench_small_tables(count: int, repeat: int, memory_limit: str) -> None:
+    """Print seconds per 10-row table of each small mode, and the ratio of GX to direct SQL."""
+    with tempfile.TemporaryDirectory(prefix="hdh-bench-quality-small-") as folder:
+        files = small_tables(Path(folder), count)
+        print(f"\n{len(files)} tables of 10 rows (SNDS synthetic samples), os.getloadavg() {os.getloadavg()}")
+        results = {}
+        for _ in range(repeat):
+            for mode in SMALL_MODES:  # interleaved, as above
+                run = measure(mode, memory_limit, files)
+                if mode not in results or run["seconds"] < results[mode]["seconds"]:
+                    results[mode] = run
+        reference = results["small-sql"]["counts"]
+        for mode, run in results.items():
+            agree = "same counts" if run["counts"] == reference else "COUNTS DIFFER"
+            print(
+                f"  {mode:18} {run['seconds']:7.2f} s  {run['seconds'] / len(files):6.3f} s per table  "
+                f"peak RSS {run['peak_mib']:5,.0f} MiB  {agree}"
+            )
+        sql_seconds = results["small-sql"]["seconds"]
+        for mode in ("small-gx", "small-gx-per-table"):
+            print(f"  ratio {mode} / small-sql: {results[mode]['seconds'] / sql_seconds:.1f}")
 
 
 if __name__ == "__main__":
