@@ -27,7 +27,11 @@ os.environ["GX_ANALYTICS_ENABLED"] = "False"
 
 import great_expectations as gx
 import great_expectations.execution_engine.sqlalchemy_execution_engine as _sql_engine
-from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.expectation_configuration import (
     ExpectationConfiguration,
@@ -56,8 +60,15 @@ _enable_duckdb()
 
 
 def ephemeral_context() -> gx.data_context.AbstractDataContext:
-    """An in-memory GX context: nothing written to disk, no analytics, no progress bars."""
-    context = gx.get_context(mode="ephemeral")
-    context.enable_analytics(False)
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    return context
+    """An in-memory GX context: nothing written to disk, no analytics, no progress bars, no Data Docs site.
+
+    Configured at construction: ``enable_analytics`` and setting ``variables``
+    afterwards each re-serialise the project configuration, and GX's default
+    ephemeral configuration declares a temporary Data Docs site we never build.
+    """
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
