@@ -23,6 +23,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from hdh_pipelines.core.private_files import make_tree_owner_only
 from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
 from hdh_pipelines.linkage.quality import quality_against_truth
 from hdh_pipelines.linkage.storage import (
@@ -98,6 +99,8 @@ def link_staged(
         elif "truth" in frames:
             # A test or validation table, not a mart: Spark writes it with the inputs' record, for DuckDB.
             frames["truth"].write.mode("error").parquet(root.spark_uri("inputs", staged.version, "truth"))
+            if root.local is not None:
+                make_tree_owner_only(root.local / "inputs" / staged.version / "truth")
             truth = root.duckdb_uri("inputs", staged.version, "truth", "*.parquet")
     except Exception as error:
         _refuse_if_inputs_changed(root, staged, error)

@@ -1,18 +1,23 @@
 """Where the linkage reads and writes: Parquet under a linkage root, published to the warehouse as views.
 
-Spark executors on a cluster cannot open the driver's DuckDB file, so the
-inputs are first copied out of the warehouse as Parquet under the linkage
-root (a folder every executor sees: local for ``local[*]``, a shared mount
-for ``spark://`` or Kubernetes). Layout::
+The inputs are read through the warehouse interface, one query each. On the
+DuckDB engine, Spark executors on a cluster cannot open the driver's DuckDB
+file, so the inputs are first copied out of the warehouse as Parquet under the
+linkage root (a folder every executor sees: local for ``local[*]``, a shared
+mount for ``spark://`` or Kubernetes, or object storage). On the Spark engine
+nothing is copied: the tables the queries read are pinned to their current
+files (``PinnedInputs``), which the Spark job reads in place with the same
+queries. Layout::
 
-    <root>/inputs/<version>/{pseudonyms,persons,cohort}.parquet
+    <root>/inputs/<version>/{pseudonyms,persons,cohort}.parquet    (DuckDB engine)
+    <root>/inputs/<version>/pinned.json                             (Spark engine)
     <root>/outputs/<version>/{links,unlinked,ambiguous}/part-*.parquet
     <root>/outputs/<version>/summary.json
 
 A version folder is complete before anyone reads it: Spark's commit protocol
 writes under ``_temporary`` and moves files in at the end, and the warehouse
 views (``linkage.links``, ``linkage.unlinked``, ``linkage.ambiguous``) are
-switched to the new version in one DuckDB transaction, so readers see the
+switched to the new version all at once (``Warehouse.publish_views``), so readers see the
 three tables of the same run or of the previous one, never a mix or a part.
 Versions no view points to (older runs, failed runs) are removed by the next
 publication. Folders are owner-only (0700) and files 0600: they hold
