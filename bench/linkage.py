@@ -199,6 +199,7 @@ def spark_child(warehouse: str, root: str) -> dict:
     from hdh_pipelines.linkage.pipeline import run_linkage
     from hdh_pipelines.linkage.resources import spark_config
     from hdh_pipelines.linkage.storage import LinkageRoot
+    from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 
     started = time.perf_counter()
     spark = spark_session_from_config(
@@ -211,7 +212,12 @@ def spark_child(warehouse: str, root: str) -> dict:
         )
     )
     spark.sparkContext.setLogLevel("ERROR")
-    run = run_linkage(spark, LinkageRoot.from_uri(f"{root}/linkage"), warehouse, truth_table=TRUTH_TABLE)
+    run = run_linkage(
+        spark,
+        LinkageRoot.from_uri(f"{root}/linkage"),
+        DuckDBWarehouse(Path(warehouse)),
+        truth_table=TRUTH_TABLE,
+    )
     return {
         "seconds": time.perf_counter() - started,
         "quality": run.quality,

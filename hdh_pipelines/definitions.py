@@ -91,7 +91,7 @@ defs = dg.Definitions(
             )
         ),
         "linkage_storage": LinkageStorageResource(
-            warehouse_path=dg.EnvVar("HDH_WAREHOUSE_PATH"), linkage_root=dg.EnvVar("HDH_LINKAGE_ROOT")
+            warehouse=warehouse, linkage_root=dg.EnvVar("HDH_LINKAGE_ROOT")
         ),
         "sftp": SftpResource(
             host=dg.EnvVar("HDH_SFTP_HOST"),

@@ -17,6 +17,7 @@ from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import LinkageRun, run_linkage
 from hdh_pipelines.linkage.resources import spark_config
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +40,16 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 SETTINGS = LinkageSettings(u_max_pairs=2e5)
 
 
-def _warehouse(folder: Path, spec: LinkageTestSpec) -> str:
-    path = str(folder / "warehouse.duckdb")
-    with duckdb.connect(path) as connection:
+def _warehouse(folder: Path, spec: LinkageTestSpec) -> DuckDBWarehouse:
+    warehouse = DuckDBWarehouse(folder / "warehouse.duckdb")
+    with duckdb.connect(str(warehouse.path)) as connection:
         write_linkage_test_data(connection, spec)
-    return path
+    return warehouse
 
 
-def _link(spark: SparkSession, folder: Path, spec: LinkageTestSpec) -> tuple[LinkageRun, str, LinkageRoot]:
+def _link(
+    spark: SparkSession, folder: Path, spec: LinkageTestSpec
+) -> tuple[LinkageRun, DuckDBWarehouse, LinkageRoot]:
     warehouse = _warehouse(folder, spec)
     root = LinkageRoot.from_uri(str(folder / "linkage"))
     return run_linkage(spark, root, warehouse, SETTINGS, truth_table=TRUTH_TABLE), warehouse, root
@@ -147,7 +150,7 @@ def test_five_percent_errors_meet_the_targets(spark: SparkSession, tmp_path: Pat
     assert run.quality["persons_linked_twice"] == 0 and run.quality["records_linked_twice"] == 0
     assert run.stats["probabilistic_links"] > 0 and run.stats["id_rejected_records"] > 0
 
-    with duckdb.connect(warehouse, read_only=True) as connection:
+    with warehouse.read_only() as connection:
         methods = dict(connection.execute("SELECT method, count(*) FROM linkage.links GROUP BY 1").fetchall())
         assert set(methods) == {"deterministic", "probabilistic"}
         rejected_ids_linked_as_given = connection.execute(
@@ -200,7 +203,7 @@ def test_twins_sharing_a_pseudonym_stay_ambiguous(spark: SparkSession, tmp_path:
     )
     run, warehouse, _ = _link(spark, tmp_path, spec)
     assert run.quality is not None and run.quality["precision"] >= 0.995
-    with duckdb.connect(warehouse, read_only=True) as connection:
+    with warehouse.read_only() as connection:
         ambiguous = connection.execute(
             "SELECT count(*), min(candidate_count) FROM linkage.ambiguous"
         ).fetchall()[0]
@@ -208,14 +211,14 @@ def test_twins_sharing_a_pseudonym_stay_ambiguous(spark: SparkSession, tmp_path:
 
 
 def test_missing_inputs_fail_clearly_and_publish_nothing(tmp_path: Path) -> None:
-    warehouse = str(tmp_path / "empty.duckdb")
-    duckdb.connect(warehouse).close()
+    warehouse = DuckDBWarehouse(tmp_path / "empty.duckdb")
+    duckdb.connect(str(warehouse.path)).close()
     root = LinkageRoot.from_uri(str(tmp_path / "linkage"))
     with pytest.raises(LinkageStorageError) as raised:
         root.stage_inputs(warehouse, "v1")
     # The opt-out registry is read first: nothing is staged before opted-out persons can be set aside.
     assert raised.value.reason == "opt_out_registry_missing"
-    with duckdb.connect(warehouse) as connection:
+    with duckdb.connect(str(warehouse.path)) as connection:
         connection.execute(
             "create schema intermediate; create schema staging; "
             "create table intermediate.int_opt_out_exclusions "
@@ -229,8 +232,8 @@ def test_missing_inputs_fail_clearly_and_publish_nothing(tmp_path: Path) -> None
     assert root.local is not None and not (root.local / "inputs" / "v1").exists()
 
 
-def _published_rows(warehouse: str) -> dict[str, list[tuple]]:
-    with duckdb.connect(warehouse, read_only=True) as connection:
+def _published_rows(warehouse: DuckDBWarehouse) -> dict[str, list[tuple]]:
+    with warehouse.read_only() as connection:
         return {
             table: connection.execute(f"SELECT * FROM linkage.{table} ORDER BY ALL").fetchall()
             for table in ("links", "unlinked", "ambiguous")
@@ -250,8 +253,8 @@ def test_a_rerun_replaces_the_outputs_with_the_same_rows(spark: SparkSession, tm
     assert len(first_rows["links"]) == first.stats["deterministic_links"] + first.stats["probabilistic_links"]
 
 
-def _empty_like(warehouse: str, table: str, where: str) -> None:
-    with duckdb.connect(warehouse) as connection:
+def _empty_like(warehouse: DuckDBWarehouse, table: str, where: str) -> None:
+    with duckdb.connect(str(warehouse.path)) as connection:
         connection.execute(f"DELETE FROM {table} WHERE {where}")
 
 
@@ -274,7 +277,7 @@ def test_empty_inputs_publish_empty_outputs(
     warehouse = _warehouse(tmp_path, spec)
     if where != "true":
         # Persons nobody can be blocked with: another century, no sex, no residence, no pseudonym.
-        with duckdb.connect(warehouse) as connection:
+        with duckdb.connect(str(warehouse.path)) as connection:
             connection.execute(
                 "UPDATE marts.persons SET birth_year = birth_year - 300, birth_month = NULL, sex_code = 0, "
                 "residence_departement = NULL, residence_commune = NULL; "

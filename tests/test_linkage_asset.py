@@ -1,9 +1,13 @@
-"""The linkage multi-asset on a real local Spark session over a DuckDB warehouse built here."""
+"""The linkage multi-asset on a real local Spark session over a DuckDB warehouse built here, and over the
+same tables as Parquet in a Spark warehouse (HDH_WAREHOUSE_ENGINE=spark), read there without a copy."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -23,8 +27,11 @@ from hdh_pipelines.linkage.assets import (
     cohort_linkage,
 )
 from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
+from hdh_pipelines.linkage.pipeline import link_staged, stage
 from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
-from hdh_pipelines.linkage.storage import INPUT_QUERIES
+from hdh_pipelines.linkage.storage import INPUT_QUERIES, LinkageRoot, LinkageStorageError
+from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse, SparkParquetWarehouse, Warehouse
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +61,19 @@ def test_spark_runs_in_a_step_that_holds_no_warehouse_pool() -> None:
 
 
 def _materialize(
-    spark_resource: PySparkResource, folder: Path, spec: LinkageTestSpec | None, config: LinkageConfig
+    spark_resource: PySparkResource,
+    folder: Path,
+    spec: LinkageTestSpec | None,
+    config: LinkageConfig,
+    warehouse: WarehouseResource | None = None,
 ) -> dg.ExecuteInProcessResult:
-    warehouse = str(folder / "warehouse.duckdb")
-    with duckdb.connect(warehouse) as connection:
-        if spec is not None:
-            write_linkage_test_data(connection, spec)
+    """One run of the asset; over the DuckDB file ``folder/warehouse.duckdb`` (the spec's data written
+    into it first) unless another ``warehouse`` is given."""
+    if warehouse is None:
+        warehouse = WarehouseResource(path=str(folder / "warehouse.duckdb"))
+        with duckdb.connect(warehouse.path) as connection:
+            if spec is not None:
+                write_linkage_test_data(connection, spec)
     with dg.instance_for_test() as instance:
         return dg.materialize(
             [cohort_linkage],
@@ -67,7 +81,7 @@ def _materialize(
             resources={
                 "spark": spark_resource,
                 "linkage_storage": LinkageStorageResource(
-                    warehouse_path=warehouse, linkage_root=str(folder / "linkage")
+                    warehouse=warehouse, linkage_root=str(folder / "linkage")
                 ),
             },
             run_config=dg.RunConfig({"cohort_linkage": config}),
@@ -195,7 +209,7 @@ def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookal
     spark = spark_session_from_config(spark_resource.spark_config)
     control = link(
         spark,
-        LinkageInputs(**{k: v.as_uri() for k, v in unfiltered.items()}),
+        LinkageInputs(**{k: spark.read.parquet(v.as_uri()) for k, v in unfiltered.items()}),
         LinkageSettings(u_max_pairs=2e5),
     )
     linked = {
@@ -251,3 +265,138 @@ def test_the_nightly_job_plans_linkage_after_the_steps_that_build_its_inputs(mon
     plan = create_execution_plan(defs.resolve_job_def("nightly_refresh_job"))
     steps = plan.step_keys_to_execute
     assert "cohort_linkage.stage_linkage_inputs" in steps and "cohort_linkage.link_on_spark" in steps
+
+
+# --- the Spark warehouse engine ---------------------------------------------------------------------
+
+# Every pair of this population is in the u sample (a sample of everything is the same on both runs,
+# whatever order Spark reads the rows in), and a fiftieth of the persons opted out.
+SPARK_ENGINE_SPEC = LinkageTestSpec(persons=1_000, cohort=150, error_rate=0.05, opt_out_rate=0.02, seed=21)
+SPARK_ENGINE_CONFIG = LinkageConfig(truth_table=TRUTH_TABLE, u_max_pairs=1e6)
+
+
+@dataclass(frozen=True)
+class BothEngines:
+    duckdb_folder: Path
+    spark_folder: Path
+    spark_warehouse: SparkParquetWarehouse
+    on_duckdb: dg.ExecuteInProcessResult
+    on_spark: dg.ExecuteInProcessResult
+
+
+def _write_as_dbt_spark_does(spark_resource: PySparkResource, duckdb_file: Path, folder: Path) -> None:
+    """Every table of the DuckDB warehouse as a Spark Parquet table under ``folder`` (``<schema>.db/<table>``,
+    several part files), written by Spark as dbt-spark writes its models."""
+    spark = spark_session_from_config(spark_resource.spark_config)
+    exported = folder.parent / "exported"
+    exported.mkdir()
+    with duckdb.connect(str(duckdb_file), read_only=True) as connection:
+        relations = connection.execute(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE'"
+        ).fetchall()
+        for (relation,) in relations:
+            connection.execute(f"COPY {relation} TO '{exported / relation}.parquet' (FORMAT parquet)")
+    for (relation,) in relations:
+        schema, table = relation.split(".")
+        frame = spark.read.parquet(str(exported / f"{relation}.parquet"))
+        frame.repartition(2).write.parquet(str(folder / f"{schema}.db" / table))
+
+
+@pytest.fixture(scope="module")
+def both_engines(spark_resource: PySparkResource, tmp_path_factory: pytest.TempPathFactory) -> BothEngines:
+    """The same delivered tables linked over a DuckDB warehouse, then over a Spark warehouse."""
+    duckdb_folder = tmp_path_factory.mktemp("on-duckdb")
+    on_duckdb = _materialize(spark_resource, duckdb_folder, SPARK_ENGINE_SPEC, SPARK_ENGINE_CONFIG)
+    spark_folder = tmp_path_factory.mktemp("on-spark")
+    spark_warehouse = SparkParquetWarehouse(spark_folder / "spark_warehouse")
+    _write_as_dbt_spark_does(spark_resource, duckdb_folder / "warehouse.duckdb", spark_warehouse.folder)
+    on_spark = _materialize(
+        spark_resource,
+        spark_folder,
+        None,
+        SPARK_ENGINE_CONFIG,
+        WarehouseResource(
+            path=str(spark_folder / "unused.duckdb"),
+            engine="spark",
+            spark_warehouse_dir=str(spark_warehouse.folder),
+        ),
+    )
+    return BothEngines(duckdb_folder, spark_folder, spark_warehouse, on_duckdb, on_spark)
+
+
+def _published(warehouse: Warehouse) -> dict[str, set[tuple]]:
+    """The published outputs' decisions, through the warehouse interface (order-insensitive)."""
+    queries = {
+        "links": "SELECT hdh_provider, coh_rec_id, ben_idt_ano, method, rule, round(match_weight, 6) "
+        "FROM linkage.links",
+        "unlinked": "SELECT hdh_provider, coh_rec_id, reason FROM linkage.unlinked",
+        "ambiguous": "SELECT hdh_provider, coh_rec_id, candidate_count, candidate_ben_idt_anos "
+        "FROM linkage.ambiguous",
+    }
+    with warehouse.read_only() as connection:
+        return {
+            name: {tuple(map(str, row)) for row in connection.execute(query).fetchall()}
+            for name, query in queries.items()
+        }
+
+
+@pytest.mark.timeout(1200)
+def test_on_the_spark_engine_linkage_reads_the_marts_in_place_and_links_the_same(
+    both_engines: BothEngines,
+) -> None:
+    assert both_engines.on_duckdb.success and both_engines.on_spark.success
+    on_duckdb = _published(DuckDBWarehouse(both_engines.duckdb_folder / "warehouse.duckdb"))
+    on_spark = _published(both_engines.spark_warehouse)
+    assert on_spark == on_duckdb
+    assert len(on_spark["links"]) > 100
+
+    stats = {}
+    for name, result in (("duckdb", both_engines.on_duckdb), ("spark", both_engines.on_spark)):
+        (event,) = [m for m in result.get_asset_materialization_events() if m.asset_key == LINKS]
+        stats[name] = {k: v.value for k, v in event.materialization.metadata.items()}
+    for key in ("cohort_records", "linkage_rate", "precision", "recall", "em_iterations"):
+        assert stats["spark"][key] == stats["duckdb"][key], key
+    # Opted-out persons' records were set aside before linking, on Spark as on DuckDB.
+    root = both_engines.spark_folder / "linkage"
+    (version,) = [p.name for p in (root / "inputs").iterdir()]
+    linked = LinkageRoot.from_uri(str(root)).read_summary(version)["stats"]["cohort_records"]
+    with both_engines.spark_warehouse.read_only() as connection:
+        (delivered,) = connection.execute("SELECT count(*) FROM staging.stg_cohort_ext").fetchone()
+    assert 0 < linked < delivered
+
+    # No DuckDB staging copy: the inputs folder records what was read, and holds no table's copy
+    # (the truth table, a test table, is written by Spark for the quality figures).
+    staged = sorted(p.name for p in (root / "inputs" / version).iterdir())
+    assert staged == ["pinned.json", "truth"]
+    assert not (both_engines.spark_folder / "unused.duckdb").exists()
+    pinned = json.loads((root / "inputs" / version / "pinned.json").read_text())
+    assert {t["relation"] for t in pinned["tables"]} == {
+        "intermediate.int_opt_out_exclusions",
+        "intermediate.int_pseudonym_persons",
+        "marts.persons",
+        "staging.stg_cohort_ext",
+        TRUTH_TABLE,
+    }
+    assert all(len(t["files"]) == 2 for t in pinned["tables"])
+    # Written in parallel: several part files per output (Spark's shuffle partitions), none coalesced.
+    assert len(list((root / "outputs").glob("*/links/part-*.parquet"))) > 1
+
+
+def test_a_mart_rewritten_while_linkage_reads_it_discards_the_run(
+    spark_resource: PySparkResource, both_engines: BothEngines, tmp_path: Path
+) -> None:
+    """dbt's insert_overwrite replaces a mart's files under a running link step: the run publishes nothing."""
+    warehouse = SparkParquetWarehouse(tmp_path / "spark_warehouse")
+    shutil.copytree(both_engines.spark_warehouse.folder, warehouse.folder)
+    root = LinkageRoot.from_uri(str(tmp_path / "linkage"))
+    staged = stage(root, warehouse)
+    spark = spark_session_from_config(spark_resource.spark_config)
+    persons = warehouse.relation_path("marts.persons")
+    spark.read.parquet(str(persons)).localCheckpoint().write.mode("overwrite").parquet(str(persons))
+    with pytest.raises(LinkageStorageError) as raised:
+        link_staged(spark, root, staged, LinkageSettings(u_max_pairs=2e5))
+    assert raised.value.reason == "input_changed"
+    assert "marts.persons" in raised.value.message
+    assert not (tmp_path / "linkage" / "inputs" / staged.version).exists()
+    assert not (tmp_path / "linkage" / "outputs" / staged.version).exists()

@@ -249,7 +249,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 challenge_root=str(root / "challenges"),
                 challenge_key=challenge_key.hex(),
             ),
-            linkage=LinkageStorageResource(warehouse_path=str(warehouse), linkage_root=str(root / "linkage")),
+            linkage=LinkageStorageResource(
+                warehouse=WarehouseResource(path=str(warehouse)), linkage_root=str(root / "linkage")
+            ),
             project_key=project_key,
             challenge_key=challenge_key,
         )

@@ -5,8 +5,10 @@ multi-asset in three steps, so that the Spark application never holds the
 warehouse pool (DuckDB has a single writer; Spark may run for a long time):
 
 1. ``stage_linkage_inputs`` (pool ``duckdb_warehouse``) copies the inputs out
-   of the warehouse as Parquet under the linkage root;
-2. ``link_on_spark`` (no pool) links them on Spark and writes the outputs;
+   of a DuckDB warehouse as Parquet under the linkage root, or, on the Spark
+   engine, pins the warehouse tables they read to their current files;
+2. ``link_on_spark`` (no pool) links them on Spark (reading the pinned marts
+   directly on the Spark engine) and writes the outputs;
 3. ``publish_linkage`` (pool ``duckdb_warehouse``) switches the warehouse
    views ``linkage.links``, ``linkage.unlinked`` and ``linkage.ambiguous``,
    reports the quality figures and evaluates the asset check, which fails
@@ -133,11 +135,11 @@ def _failure(error: LinkageStorageError) -> dg.Failure:
     tags={"hdh/layer": "linkage"},
 )
 def stage_linkage_inputs(config: StageConfig, linkage_storage: LinkageStorageResource) -> StagedInputs:
-    """Copy the inputs out of the warehouse (opt-outs set aside) as a new version under the linkage root."""
+    """A new version's inputs: copied out of a DuckDB warehouse (opt-outs set aside), pinned on Spark's."""
     try:
         return stage(
             LinkageRoot.from_uri(linkage_storage.linkage_root),
-            linkage_storage.warehouse_path,
+            linkage_storage.warehouse.warehouse(),
             truth_table=config.truth_table,
         )
     except LinkageStorageError as error:
@@ -148,16 +150,19 @@ def stage_linkage_inputs(config: StageConfig, linkage_storage: LinkageStorageRes
 def link_on_spark(
     config: LinkConfig, spark: PySparkResource, linkage_storage: LinkageStorageResource, staged: StagedInputs
 ) -> LinkageRun:
-    """Link the staged version on Spark and write its outputs; reads no warehouse, holds no pool."""
+    """Link the staged version on Spark and write its outputs; opens no warehouse, holds no pool."""
     settings = LinkageSettings(
         match_threshold=config.match_threshold,
         ambiguity_margin_bits=config.ambiguity_margin_bits,
         min_id_weight=config.min_id_weight,
         u_max_pairs=config.u_max_pairs,
     )
-    return link_staged(
-        spark.spark_session, LinkageRoot.from_uri(linkage_storage.linkage_root), staged, settings
-    )
+    try:
+        return link_staged(
+            spark.spark_session, LinkageRoot.from_uri(linkage_storage.linkage_root), staged, settings
+        )
+    except LinkageStorageError as error:
+        raise _failure(error) from error
 
 
 @dg.op(
@@ -179,7 +184,7 @@ def publish_linkage(
     """Switch the warehouse views to the run's version; report its figures and the quality check."""
     try:
         run = publish(
-            LinkageRoot.from_uri(linkage_storage.linkage_root), linkage_storage.warehouse_path, linked
+            LinkageRoot.from_uri(linkage_storage.linkage_root), linkage_storage.warehouse.warehouse(), linked
         )
     except LinkageStorageError as error:
         raise _failure(error) from error

@@ -93,11 +93,12 @@ class _SparkAPI(SparkAPI):
 
 @dataclass(frozen=True)
 class LinkageInputs:
-    """Parquet locations (any URI the Spark cluster can read: file://, a shared mount, s3a://, abfss://)."""
+    """The three inputs as Spark DataFrames (staged Parquet at any URI the cluster reads: file://, a shared
+    mount, s3a://, abfss://; or the Spark warehouse's pinned tables), opt-outs already set aside."""
 
-    pseudonyms: str
-    persons: str
-    cohort: str
+    pseudonyms: DataFrame
+    persons: DataFrame
+    cohort: DataFrame
 
 
 @dataclass(frozen=True)
@@ -273,14 +274,13 @@ def link(
     """Link the cohort to the persons; see the module docstring for the method."""
     settings = settings or LinkageSettings()
     # Keys, not generated numbers: the same record has the same id whatever Spark recomputes.
-    cohort = _splink_frame(
-        spark.read.parquet(inputs.cohort), COHORT_COLUMNS, "to_json(array(hdh_provider, coh_rec_id))"
-    )
+    cohort = _splink_frame(inputs.cohort, COHORT_COLUMNS, "to_json(array(hdh_provider, coh_rec_id))")
     cohort = _cut(cohort)
-    persons = _cut(_splink_frame(spark.read.parquet(inputs.persons), PERSON_COLUMNS, "ben_idt_ano"))
+    persons = _cut(_splink_frame(inputs.persons, PERSON_COLUMNS, "ben_idt_ano"))
     pseudonyms = (
-        spark.read.parquet(inputs.pseudonyms)
-        .selectExpr("upper(trim(ben_nir_psa)) as pseudonym", "ben_idt_ano as pseudonym_person")
+        inputs.pseudonyms.selectExpr(
+            "upper(trim(ben_nir_psa)) as pseudonym", "ben_idt_ano as pseudonym_person"
+        )
         .where("pseudonym is not null")
         .distinct()
     )

@@ -14,6 +14,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from hdh_pipelines.normalisation.resources import WarehouseResource
+
 
 def spark_config(
     *,
@@ -47,10 +49,11 @@ def spark_config(
 
 
 class LinkageStorageResource(dg.ConfigurableResource):
-    """The warehouse the linkage reads and publishes to, and the folder Spark reads and writes."""
+    """The warehouse the linkage reads and publishes to (the same resource every reader uses, whatever the
+    engine), and the root Spark reads and writes."""
 
-    warehouse_path: str = Field(description="The DuckDB warehouse file (HDH_WAREHOUSE_PATH).")
+    warehouse: WarehouseResource
     linkage_root: str = Field(
-        description="Folder (or file:// URI) for staged inputs and outputs, visible to every Spark node; "
-        "e.g. <private root>/linkage locally, a shared mount on a cluster."
+        description="Folder, file://, s3a:// or abfss:// URI for staged inputs and outputs, visible to every "
+        "Spark node; e.g. <private root>/linkage locally, a shared mount or a bucket on a cluster."
     )

@@ -1,18 +1,23 @@
 """Where the linkage reads and writes: Parquet under a linkage root, published to the warehouse as views.
 
-Spark executors on a cluster cannot open the driver's DuckDB file, so the
-inputs are first copied out of the warehouse as Parquet under the linkage
-root (a folder every executor sees: local for ``local[*]``, a shared mount
-for ``spark://`` or Kubernetes). Layout::
+The inputs are read through the warehouse interface, one query each. On the
+DuckDB engine, Spark executors on a cluster cannot open the driver's DuckDB
+file, so the inputs are first copied out of the warehouse as Parquet under the
+linkage root (a folder every executor sees: local for ``local[*]``, a shared
+mount for ``spark://`` or Kubernetes, or object storage). On the Spark engine
+nothing is copied: the tables the queries read are pinned to their current
+files (``PinnedInputs``), which the Spark job reads in place with the same
+queries. Layout::
 
-    <root>/inputs/<version>/{pseudonyms,persons,cohort}.parquet
+    <root>/inputs/<version>/{pseudonyms,persons,cohort}.parquet    (DuckDB engine)
+    <root>/inputs/<version>/pinned.json                             (Spark engine)
     <root>/outputs/<version>/{links,unlinked,ambiguous}/part-*.parquet
     <root>/outputs/<version>/summary.json
 
 A version folder is complete before anyone reads it: Spark's commit protocol
 writes under ``_temporary`` and moves files in at the end, and the warehouse
 views (``linkage.links``, ``linkage.unlinked``, ``linkage.ambiguous``) are
-switched to the new version in one DuckDB transaction, so readers see the
+switched to the new version all at once (``Warehouse.publish_views``), so readers see the
 three tables of the same run or of the previous one, never a mix or a part.
 Versions no view points to (older runs, failed runs) are removed by the next
 publication. Folders are owner-only (0700) and files 0600: they hold
@@ -28,6 +33,7 @@ the same way (docs/linkage.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -38,12 +44,21 @@ from urllib.parse import urlparse
 
 import duckdb
 import pyarrow.fs as pafs
+import sqlglot
+from pyspark.sql import DataFrame, SparkSession
+from sqlglot import exp
 
 from hdh_pipelines.core.private_files import (
     PRIVATE_FILE_MODE,
     make_private_dir,
     make_tree_owner_only,
     write_private_file,
+)
+from hdh_pipelines.normalisation.warehouse import (
+    PinnedTable,
+    SparkParquetWarehouse,
+    Warehouse,
+    split_relation,
 )
 from hdh_pipelines.rights.opt_out import (
     EXCLUSIONS_TABLE,
@@ -93,6 +108,81 @@ def _require_opt_out_registry(connection: duckdb.DuckDBPyConnection, *, with_ver
             f"The warehouse has no {EXCLUSIONS_TABLE}: the cohort is never linked without the opt-out "
             "registry applied; build the normalisation first.",
         ) from None
+
+
+def _input_queries(truth_table: str | None) -> dict[str, str]:
+    """Each input as one query over the warehouse, opt-outs set aside (and the truth table, if named)."""
+    queries = {
+        name: f"SELECT staged.* FROM ({query}) AS staged {OPT_OUT_FILTERS[name]}"
+        if name in OPT_OUT_FILTERS
+        else query
+        for name, query in INPUT_QUERIES.items()
+    }
+    if truth_table:
+        queries["truth"] = f"SELECT hdh_provider, coh_rec_id, true_ben_idt_ano FROM {truth_table}"
+    return queries
+
+
+def _checked_input_queries(connection: duckdb.DuckDBPyConnection, truth_table: str | None) -> dict[str, str]:
+    """The input queries, once the warehouse holds the opt-out registry and every table they read."""
+    _require_opt_out_registry(connection)
+    queries = _input_queries(truth_table)
+    try:
+        for query in queries.values():
+            connection.execute(f"DESCRIBE {query}")
+    except duckdb.CatalogException as error:
+        raise LinkageStorageError(
+            "missing_input",
+            f"A linkage input is missing from the warehouse (build the dbt models first): "
+            f"{str(error).splitlines()[0]}",
+        ) from error
+    return queries
+
+
+def _relations_of(query: str) -> set[str]:
+    return {
+        f"{table.db}.{table.name}" for table in sqlglot.parse_one(query, read="duckdb").find_all(exp.Table)
+    }
+
+
+def _view_name(relation: str) -> str:
+    return "pinned__" + "__".join(split_relation(relation))
+
+
+def _spark_sql(query: str) -> str:
+    """The DuckDB-dialect input query in Spark's, each table a ``{pinned__schema__table}`` argument of
+    ``SparkSession.sql``: one definition of the inputs for both engines."""
+    tree = sqlglot.parse_one(query, read="duckdb")
+    for table in tree.find_all(exp.Table):
+        view = _view_name(f"{table.db}.{table.name}")
+        table.set("db", None)
+        table.set("this", exp.to_identifier(view))
+    sql = tree.sql(dialect="spark")
+    for relation in _relations_of(query):
+        sql = sql.replace(_view_name(relation), "{" + _view_name(relation) + "}")
+    return sql
+
+
+@dataclass(frozen=True)
+class PinnedInputs:
+    """Spark engine: the input queries and the warehouse tables they read, pinned to their files."""
+
+    tables: tuple[PinnedTable, ...]
+    queries: dict[str, str]
+
+    def read(self, spark: SparkSession) -> dict[str, DataFrame]:
+        """The inputs in the Spark job, lazily: the pinned files only (partition folders as columns)."""
+        tables = {
+            _view_name(table.relation): spark.read.option("basePath", Path(table.folder).as_uri()).parquet(
+                *[Path(pinned.path).as_uri() for pinned in table.files]
+            )
+            for table in self.tables
+        }
+        return {name: spark.sql(_spark_sql(query), **tables) for name, query in self.queries.items()}
+
+    def changed(self) -> list[str]:
+        """The pinned tables dbt rewrote since they were pinned."""
+        return [table.relation for table in self.tables if table.changed()]
 
 
 # Object stores Spark writes through Hadoop's connectors, and how DuckDB (httpfs, azure) names them.
@@ -204,27 +294,20 @@ class LinkageRoot:
         return sorted(info.base_name for info in filesystem.get_file_info(selector))
 
     def stage_inputs(
-        self, warehouse_path: str, version: str, *, truth_table: str | None = None
+        self, warehouse: Warehouse, version: str, *, truth_table: str | None = None
     ) -> dict[str, str]:
-        """Copy the inputs (and a truth table, for tests and benchmarks) out of the warehouse as Parquet.
+        """DuckDB engine: copy the inputs (and a truth table, for tests and benchmarks) out of the warehouse
+        as Parquet, since Spark executors cannot open the DuckDB file.
 
         Returns the name → part below the root (``inputs/<version>/<name>.parquet``) of each file.
         """
-        queries = {
-            name: f"SELECT staged.* FROM ({query}) AS staged {OPT_OUT_FILTERS[name]}"
-            if name in OPT_OUT_FILTERS
-            else query
-            for name, query in INPUT_QUERIES.items()
-        }
-        if truth_table:
-            queries["truth"] = f"SELECT hdh_provider, coh_rec_id, true_ben_idt_ano FROM {truth_table}"
         folder = ("inputs", version)
         if self.local is not None:
             make_private_dir(self.local.joinpath(*folder))
         written = {}
         try:
-            with duckdb.connect(warehouse_path, read_only=True) as connection:
-                _require_opt_out_registry(connection)
+            with warehouse.read_only() as connection:
+                queries = _checked_input_queries(connection, truth_table)
                 for name, query in queries.items():
                     parts = (*folder, f"{name}.parquet")
                     if self.local is None:
@@ -236,16 +319,31 @@ class LinkageRoot:
                         os.chmod(temporary, PRIVATE_FILE_MODE)
                         os.replace(temporary, self.local.joinpath(*parts))
                     written[name] = "/".join(parts)
-        except (duckdb.CatalogException, LinkageStorageError) as error:
+        except LinkageStorageError:
             self._remove(*folder)
-            if isinstance(error, LinkageStorageError):
-                raise
-            raise LinkageStorageError(
-                "missing_input",
-                f"A linkage input is missing from the warehouse (build the dbt models first): "
-                f"{str(error).splitlines()[0]}",
-            ) from error
+            raise
         return written
+
+    def pin_inputs(
+        self, warehouse: SparkParquetWarehouse, version: str, *, truth_table: str | None = None
+    ) -> PinnedInputs:
+        """Spark engine: copy nothing; pin the tables the inputs read to their current data files.
+
+        The link step's Spark job reads exactly these files (opt-outs set aside there, by the same
+        queries), so a dbt run that rewrites a mart meanwhile cannot give it a mix of two states; the
+        pin is recorded as ``inputs/<version>/pinned.json`` (relation, files, sizes, last writes).
+        """
+        with warehouse.read_only() as connection:
+            queries = _checked_input_queries(connection, truth_table)
+        relations = sorted({relation for query in queries.values() for relation in _relations_of(query)})
+        pinned = PinnedInputs(tuple(warehouse.pin(relation) for relation in relations), queries)
+        self._write(
+            json.dumps(dataclasses.asdict(pinned), indent=2, sort_keys=True).encode(),
+            "inputs",
+            version,
+            "pinned.json",
+        )
+        return pinned
 
     def write_summary(self, version: str, summary: dict) -> None:
         self._write(
@@ -259,8 +357,8 @@ class LinkageRoot:
         data = self._read("outputs", version, "summary.json")
         return json.loads(data) if data else {}
 
-    def publish(self, warehouse_path: str, version: str) -> None:
-        """Point the warehouse views at ``version`` (one transaction), then drop the older versions.
+    def publish(self, warehouse: Warehouse, version: str) -> None:
+        """Point the warehouse views at ``version`` (all at once), then drop the older versions.
 
         Spark runs outside the warehouse pool, so two runs may overlap: a run older than the published
         one is refused (``superseded``) rather than put back over newer outputs, and versions newer
@@ -268,8 +366,7 @@ class LinkageRoot:
         """
         current = self.current_version()
         if current is not None and current > version:
-            self._remove("outputs", version)
-            self._remove("inputs", version)
+            self.discard(version)
             raise LinkageStorageError(
                 "superseded",
                 f"A newer linkage run ({current}) is already published; the outputs of run {version} "
@@ -282,18 +379,16 @@ class LinkageRoot:
             )
         if self.local is not None:
             make_tree_owner_only(self.local / "outputs" / version)
-        with duckdb.connect(warehouse_path) as connection:
-            connection.execute("BEGIN TRANSACTION")
-            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {WAREHOUSE_SCHEMA}")
-            for table in OUTPUT_TABLES:
-                glob = self.duckdb_uri("outputs", version, table, "*.parquet").replace("'", "''")
-                connection.execute(
-                    f"CREATE OR REPLACE VIEW {WAREHOUSE_SCHEMA}.{table} AS "
-                    f"SELECT * FROM read_parquet('{glob}')"
-                )
-            connection.execute("COMMIT")
+        warehouse.publish_views(
+            WAREHOUSE_SCHEMA, {t: self.duckdb_uri("outputs", version, t, "*.parquet") for t in OUTPUT_TABLES}
+        )
         self._write(version.encode(), "CURRENT")
         self.remove_versions_before(version)
+
+    def discard(self, version: str) -> None:
+        """Remove a run's inputs and outputs (a superseded run, or one whose inputs changed under it)."""
+        self._remove("outputs", version)
+        self._remove("inputs", version)
 
     def current_version(self) -> str | None:
         data = self._read("CURRENT")
@@ -306,7 +401,7 @@ class LinkageRoot:
                 if version < keep:
                     self._remove(kind, version)
 
-    def purge_outputs(self, warehouse_path: str) -> PurgeOutcome:
+    def purge_outputs(self, warehouse: Warehouse) -> PurgeOutcome:
         """Remove opted-out persons and their cohort records from the published outputs.
 
         Links to an excluded person, and every row of a record under an
@@ -323,7 +418,7 @@ class LinkageRoot:
             t: f"read_parquet('{self.duckdb_uri('outputs', version, t, '*.parquet')}')" for t in OUTPUT_TABLES
         }
         new = new_version()
-        with duckdb.connect(warehouse_path, read_only=True) as connection:
+        with warehouse.read_only() as connection:
             _require_opt_out_registry(connection, with_version=True)
             registry = opt_out_version(connection)
             connection.execute(
@@ -406,7 +501,7 @@ class LinkageRoot:
             "registry_digest": registry["digest"],
         }
         self.write_summary(new, summary)
-        self.publish(warehouse_path, new)
+        self.publish(warehouse, new)
         return PurgeOutcome(
             "linkage",
             "purged",

@@ -13,6 +13,14 @@ table as Arrow, and the state (engine, name, time of the last write) a reader
 records. Spark's tables are DuckDB views over their Parquet files, so the
 readers' SQL does not change with the engine.
 
+Two more things, for the linkage (the one stage whose own Spark job reads the
+marts and whose outputs readers find beside them): a Spark table pinned to the
+data files a reader saw (:class:`PinnedTable`), so that a job running later
+reads exactly those and can tell whether dbt rewrote them meanwhile; and
+``publish_views``, views over Parquet a stage wrote itself, switched together
+(the DuckDB file's views; on Spark a ``_views.json`` per schema that the
+readers' DuckDB views follow).
+
 Why DuckDB over Spark's files rather than a Spark session for the readers:
 what they produce is small (one project's extract, aggregates, one
 person's lookup) and their SQL, with its HMAC functions, is DuckDB's; a Spark
@@ -23,8 +31,10 @@ readers never write the engine's tables (dbt does, on either engine).
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +44,7 @@ from typing import Literal, Protocol
 import duckdb
 import pyarrow as pa
 
+from hdh_pipelines.core.private_files import make_private_dir, write_private_file
 from hdh_pipelines.core.sql import quote_identifier, quote_literal
 
 WarehouseEngine = Literal["duckdb", "spark"]
@@ -41,6 +52,8 @@ WAREHOUSE_ENGINES: tuple[WarehouseEngine, ...] = ("duckdb", "spark")
 
 # A relation is <schema>.<table>, both plain identifiers (dbt's model names).
 _RELATION = re.compile(r"([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)")
+# On Spark, the views a stage published over its own Parquet (linkage outputs), per schema folder.
+PUBLISHED_VIEWS_FILE = "_views.json"
 
 
 def split_relation(relation: str) -> tuple[str, str]:
@@ -73,6 +86,39 @@ class WarehouseState:
     modified_at: datetime
 
 
+@dataclass(frozen=True)
+class PinnedFile:
+    path: str
+    size: int
+    modified_ns: int
+
+
+@dataclass(frozen=True)
+class PinnedTable:
+    """A Spark table as a reader found it: its folder and data files with their size and last write.
+
+    Parquet tables keep no versions to travel back to, and dbt's monthly
+    ``insert_overwrite`` replaces a partition's files: a job that reads exactly
+    these files, and checks with :meth:`changed` once it has read them, read
+    one consistent state of the table or knows it did not.
+    """
+
+    relation: str
+    folder: str
+    files: tuple[PinnedFile, ...]
+
+    def changed(self) -> bool:
+        """True when a pinned file is gone or was rewritten (files added since are not read, so harmless)."""
+        for pinned in self.files:
+            try:
+                found = os.stat(pinned.path)
+            except FileNotFoundError:
+                return True
+            if (found.st_size, found.st_mtime_ns) != (pinned.size, pinned.modified_ns):
+                return True
+        return False
+
+
 class Warehouse(Protocol):
     """What the stages after normalisation may do with the warehouse: read."""
 
@@ -100,6 +146,11 @@ class Warehouse(Protocol):
 
     def relation_path(self, relation: str) -> Path:
         """The file (DuckDB) or folder (Spark's Parquet table) that holds the model."""
+        ...
+
+    def publish_views(self, schema: str, views: Mapping[str, str]) -> None:
+        """Make ``<schema>.<name>`` a view over each Parquet glob, all switched at once (replacing the
+        schema's earlier views): a stage's own outputs (linkage), never a dbt model."""
         ...
 
 
@@ -144,6 +195,19 @@ class DuckDBWarehouse:
         split_relation(relation)
         return self.path
 
+    def publish_views(self, schema: str, views: Mapping[str, str]) -> None:
+        """In one transaction: readers see every view of the previous publication or every new one."""
+        with duckdb.connect(str(self.path)) as connection:
+            connection.execute("begin transaction")
+            connection.execute(f"create schema if not exists {quote_identifier(schema)}")
+            for name, files in views.items():
+                split_relation(f"{schema}.{name}")
+                connection.execute(
+                    f"create or replace view {quote_identifier(schema)}.{quote_identifier(name)} as "
+                    f"select * from read_parquet({quote_literal(files)})"
+                )
+            connection.execute("commit")
+
 
 class SparkParquetWarehouse:
     """The Parquet tables dbt-spark writes under spark.sql.warehouse.dir (HDH_SPARK_WAREHOUSE_DIR)."""
@@ -179,6 +243,32 @@ class SparkParquetWarehouse:
                 f"create view {qualified_schema}.{quote_identifier(table)} as select * from "
                 f"read_parquet({quote_literal(files)}, hive_partitioning = true, union_by_name = true)"
             )
+        for views_file in self.folder.glob(f"*.db/{PUBLISHED_VIEWS_FILE}"):
+            qualified_schema = f"{quote_identifier(catalog)}.{quote_identifier(views_file.parent.stem)}"
+            connection.execute(f"create schema if not exists {qualified_schema}")
+            for name, files in json.loads(views_file.read_text(encoding="utf-8")).items():
+                connection.execute(
+                    f"create view {qualified_schema}.{quote_identifier(name)} as "
+                    f"select * from read_parquet({quote_literal(files)})"
+                )
+
+    def pin(self, relation: str) -> PinnedTable:
+        """The table's data files now (Spark's ``_``/``.`` files, such as a write in progress, left out)."""
+        folder = self.relation_path(relation)
+        files = tuple(
+            PinnedFile(str(path), found.st_size, found.st_mtime_ns)
+            for path in sorted(folder.rglob("*.parquet"))
+            if not any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts)
+            for found in (path.stat(),)
+        )
+        return PinnedTable(relation, str(folder), files)
+
+    def publish_views(self, schema: str, views: Mapping[str, str]) -> None:
+        """One owner-only file per schema, replaced by a rename: readers see the old views or the new."""
+        for name in views:
+            split_relation(f"{schema}.{name}")
+        folder = make_private_dir(self.folder / f"{schema}.db")
+        write_private_file(folder / PUBLISHED_VIEWS_FILE, json.dumps(dict(views), sort_keys=True).encode())
 
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:

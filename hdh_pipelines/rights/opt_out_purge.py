@@ -133,7 +133,7 @@ def purge_linkage_outputs(
     """Remove opted-out persons and their cohort records from linkage.links, unlinked and ambiguous."""
     try:
         outcome = LinkageRoot.from_uri(linkage_storage.linkage_root).purge_outputs(
-            linkage_storage.warehouse_path
+            linkage_storage.warehouse.warehouse()
         )
     except Exception as error:
         outcome = failed_outcome("linkage", error, _REFUSALS)
