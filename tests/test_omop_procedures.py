@@ -1,4 +1,4 @@
-"""OMOP procedure_occurrence from the CCAM acts of the PMSI (T_MCOaaA) and the DCIR (ER_CAM_F), on planted truth.
+"""OMOP procedure_occurrence from the CCAM acts of the PMSI (T_MCOaaA) and the DCIR (ER_CAM_F), planted.
 
 One `dbt build` of procedure_occurrence and everything upstream (models, unit and data tests) on raw tables
 written by hand here, not by the demo generator. Every act is planted either to become a procedure (with its
@@ -26,19 +26,35 @@ STAY_DAYS = 4  # every planted stay ends four days after it starts
 STAYS = [
     # Retained stay: acts on the entry day, on the discharge day (delay = length, kept), one day after the
     # discharge (out), one without delay (read as 0), and the same act twice (two acts).
-    (2025, 1000000001, "PA", "2025-03-10", OTHER_HOSPITAL, {}, [
-        ("DZQM006", "0", "1", None),
-        ("YYYY600", str(STAY_DAYS), "2", "J"),
-        ("EBLA003", str(STAY_DAYS + 1), "1", None),
-        ("ZCQK002", None, "1", None),
-        ("DEQP003", "1", "1", None),
-        ("DEQP003", "1", "1", None),
-    ]),
-    # The same 2024 stay transmitted by AP-HP under its legal and geographic FINESS: the legal one's acts only.
+    (
+        2025,
+        1000000001,
+        "PA",
+        "2025-03-10",
+        OTHER_HOSPITAL,
+        {},
+        [
+            ("DZQM006", "0", "1", None),
+            ("YYYY600", str(STAY_DAYS), "2", "J"),
+            ("EBLA003", str(STAY_DAYS + 1), "1", None),
+            ("ZCQK002", None, "1", None),
+            ("DEQP003", "1", "1", None),
+            ("DEQP003", "1", "1", None),
+        ],
+    ),
+    # The same 2024 stay sent by AP-HP under its legal and geographic FINESS: the legal one's acts only.
     (2024, 2000000002, "PB", "2024-05-07", LEGAL_APHP, {}, [("HHFA016", "2", "1", None)]),
     (2024, 2000000003, "PB", "2024-05-07", GEOGRAPHIC_APHP, {}, [("HHFA016", "2", "1", None)]),
     # Near misses: an error stay (CMD 90); twins' stay (no person); an opted-out person's stay.
-    (2025, 1000000004, "PC", "2025-04-01", OTHER_HOSPITAL, {"GRG_GHM": "90Z00Z"}, [("QZFA036", "0", "1", None)]),
+    (
+        2025,
+        1000000004,
+        "PC",
+        "2025-04-01",
+        OTHER_HOSPITAL,
+        {"GRG_GHM": "90Z00Z"},
+        [("QZFA036", "0", "1", None)],
+    ),
     (2025, 1000000005, "AE", "2025-04-02", OTHER_HOSPITAL, {}, [("QZFA036", "0", "1", None)]),
     (2025, 1000000006, "PG", "2025-04-03", OTHER_HOSPITAL, {}, [("QZFA036", "0", "1", None)]),
     # Case: a stay without GHM is still a visit, its act a procedure.
@@ -133,9 +149,10 @@ def write_planted_inputs(raw: Path) -> None:
     for year in (2024, 2025):
         summaries, dates, acts = [], [], []
         for _, rsa, tag, start, eta, overrides, stay_acts in (s for s in STAYS if s[0] == year):
-            summaries.append({**stay_b(rsa, "K359", days=str(STAY_DAYS)), "ETA_NUM": eta, "SOR_ANN": str(year),
-                              **overrides})
-            dates.append({**stay_c(rsa, tag, at(start), at(start) + timedelta(days=STAY_DAYS)), "ETA_NUM": eta})
+            summary = stay_b(rsa, "K359", days=str(STAY_DAYS))
+            summaries.append({**summary, "ETA_NUM": eta, "SOR_ANN": str(year), **overrides})
+            end = at(start) + timedelta(days=STAY_DAYS)
+            dates.append({**stay_c(rsa, tag, at(start), end), "ETA_NUM": eta})
             acts += [
                 {"ETA_NUM": eta, "RSA_NUM": str(rsa), "RSS_NUM": "224", "CDC_ACT": code, "ACV_ACT": "1",
                  "PHA_ACT": "0", "ENT_DAT_DEL": delay, "NBR_EXE_ACT": times, "MOD_ACT": modifier}
@@ -174,7 +191,8 @@ def test_procedures_equal_the_hand_computation(warehouse):
         from omop.procedure_occurrence as procedure
         inner join omop.person as person using (person_id)
         left join omop.visit_occurrence as visit
-            on visit.visit_occurrence_id = procedure.visit_occurrence_id and visit.person_id = procedure.person_id
+            on visit.visit_occurrence_id = procedure.visit_occurrence_id
+            and visit.person_id = procedure.person_id
         order by all
         """,
     )
