@@ -36,6 +36,7 @@ from dbt_inputs import (
     REPO,
     at,
     ben,
+    ccam_line,
     claim,
     opt_out,
     pharmacy,
@@ -43,6 +44,7 @@ from dbt_inputs import (
     psa,
     query,
     run_dbt,
+    stay_a,
     stay_b,
     stay_c,
     stay_d,
@@ -75,6 +77,8 @@ PARTITIONED = {
     "staging.stg_er_pha_f": "flx_dis_dtd",
     "intermediate.int_claims": "flx_dis_dtd",
     "intermediate.int_claim_pharmacy_lines": "flx_dis_dtd",
+    "staging.stg_er_cam_f": "flx_dis_dtd",
+    "intermediate.int_claim_ccam_lines": "flx_dis_dtd",
     "intermediate.int_hospital_stays": "stay_start_date",
     "intermediate.int_hospital_stay_diagnoses": "stay_start_date",
     "marts.claims": "flx_dis_dtd",
@@ -155,6 +159,17 @@ def write_golden_inputs(raw: Path) -> None:
         **first,
     )
     write_raw(raw, "ER_PHA_F", [pharmacy(2, "2025-03-01", 1, PARACETAMOL, boxes="2")], **second)
+    # CCAM acts: of a countable claim, of a line for information only, and of a claim never delivered.
+    write_raw(
+        raw,
+        "ER_CAM_F",
+        [
+            ccam_line(5, "2025-04-01", "DEQP003"),
+            ccam_line(7, "2025-04-01", "DEQP003"),
+            ccam_line(99, "2025-03-01", "DEQP003"),
+        ],
+        **first,
+    )
     write_raw(
         raw,
         "IR_PHA_R",
@@ -203,6 +218,18 @@ def write_golden_inputs(raw: Path) -> None:
         **first,
     )
     write_raw(raw, "T_MCO25D", [stay_d(1000000001, 1, "E119"), stay_d(1000000001, 2, "I10")], **second)
+    # Stay acts: the second delivery replaces stay 1's set; the error stay's act reaches no visit.
+    write_raw(
+        raw,
+        "T_MCO25A",
+        [
+            stay_a(1000000001, "DEQP003", "0"),
+            stay_a(1000000001, "YYYY600", "1"),
+            stay_a(1000000005, "HHFA016", "0"),
+        ],
+        **first,
+    )
+    write_raw(raw, "T_MCO25A", [stay_a(1000000001, "DZQM006", "2", times="2", modifier="J")], **second)
     write_raw(
         raw,
         "OPT_OUT",
@@ -325,6 +352,8 @@ def test_staging_columns_are_typed_as_the_registry_declares(golden):
         "stg_t_mco_b": "T_MCOaaB",
         "stg_t_mco_c": "T_MCOaaC",
         "stg_t_mco_d": "T_MCOaaD",
+        "stg_t_mco_a": "T_MCOaaA",
+        "stg_er_cam_f": "ER_CAM_F",
         "stg_opt_out": "OPT_OUT",
         "stg_cohort_ext": "COHORT_EXT",
     }
@@ -467,6 +496,20 @@ def test_omop_visits_and_conditions(golden):
         ("I10", "DAS", 32908, 0, 0, january),
         ("Z511", "DP", 32902, 0, 0, march),
         ("C341", "DR", 32908, 0, 0, march),
+    ]
+
+
+def test_omop_procedure_occurrence(golden):
+    # The act set of the stay's latest delivery, dated entry + ENT_DAT_DEL, on the stay's visit; the DCIR act
+    # of a countable claim; not the error stay's act, the line for information only, nor the orphan line.
+    assert golden.rows(
+        "select p.person_source_value, o.procedure_source_value, o.procedure_date, o.quantity, "
+        "o.modifier_source_value, o.procedure_type_concept_id, v.visit_start_date "
+        "from omop.procedure_occurrence o join omop.person p using (person_id) "
+        "left join omop.visit_occurrence v using (visit_occurrence_id) order by all"
+    ) == [
+        (NIR_P1, "DZQM006", at("2025-01-12").date(), 2, "J", 32855, at("2025-01-10").date()),
+        (NIR_P5, "DEQP003", at("2025-03-03").date(), 1, None, 32810, None),
     ]
 
 

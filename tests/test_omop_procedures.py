@@ -16,7 +16,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from dbt_inputs import at, ben, claim, claim_key, opt_out, psa, query, run_dbt, stay_b, stay_c, write_raw
+from dbt_inputs import (
+    at,
+    ben,
+    ccam_line,
+    claim,
+    opt_out,
+    psa,
+    query,
+    run_dbt,
+    stay_a,
+    stay_b,
+    stay_c,
+    write_raw,
+)
 
 LEGAL_APHP, GEOGRAPHIC_APHP, OTHER_HOSPITAL = "750712184", "750100042", "750001011"
 STAY_DAYS = 4  # every planted stay ends four days after it starts
@@ -115,19 +128,6 @@ EXPECTED = sorted([
 ])  # fmt: skip
 
 
-def ccam_line(number: int, flow: str, code: str, overrides: dict) -> dict:
-    return {
-        **claim_key(number, flow),
-        "CAM_ORD_NUM": "1",
-        "CAM_PRS_IDE": code,
-        "CAM_ACT_COD": "1",
-        "CAM_TRT_PHA": "0",
-        "CAM_ACT_PRU": "14.46",
-        "CAM_REM_BSE": "14.46",
-        **overrides,
-    }
-
-
 def write_planted_inputs(raw: Path) -> None:
     tags = sorted({row[2] for row in STAYS} | {row[1] for row in ACTS})
     write_raw(raw, "IR_BEN_R", [ben(tag, "1") for tag in tags] + [ben("AE", "2")])
@@ -142,8 +142,8 @@ def write_planted_inputs(raw: Path) -> None:
     for number, tag, care, flow, code, quantity, claim_overrides, line_overrides in ACTS:
         row = claim(number, flow, tag, "1", care or "1600-01-01", nature="1351")
         claims.append({**row, "PRS_ACT_QTE": quantity, **claim_overrides})
-        lines.append(ccam_line(number, flow, code, line_overrides))
-    lines.append(ccam_line(ORPHAN_LINE, "2025-04-01", "DEQP003", {}))
+        lines.append(ccam_line(number, flow, code, **line_overrides))
+    lines.append(ccam_line(ORPHAN_LINE, "2025-04-01", "DEQP003"))
     write_raw(raw, "ER_PRS_F", claims)
     write_raw(raw, "ER_CAM_F", lines)
     for year in (2024, 2025):
@@ -154,10 +154,9 @@ def write_planted_inputs(raw: Path) -> None:
             end = at(start) + timedelta(days=STAY_DAYS)
             dates.append({**stay_c(rsa, tag, at(start), end), "ETA_NUM": eta})
             acts += [
-                {"ETA_NUM": eta, "RSA_NUM": str(rsa), "RSS_NUM": "224", "CDC_ACT": code, "ACV_ACT": "1",
-                 "PHA_ACT": "0", "ENT_DAT_DEL": delay, "NBR_EXE_ACT": times, "MOD_ACT": modifier}
+                {**stay_a(rsa, code, delay, times=times, modifier=modifier), "ETA_NUM": eta}
                 for code, delay, times, modifier in stay_acts
-            ]  # fmt: skip
+            ]
         write_raw(raw, f"T_MCO{year % 100}B", summaries, file_name=f"t_mco{year}b")
         write_raw(raw, f"T_MCO{year % 100}C", dates, file_name=f"t_mco{year}c")
         write_raw(raw, f"T_MCO{year % 100}A", acts, file_name=f"t_mco{year}a")
