@@ -175,6 +175,20 @@ def pharmacy(number, flow, line, drug, boxes="1"):
     }
 
 
+def ccam_line(number, flow, code, line="1", **columns):
+    """One ER_CAM_F row: a CCAM act of claim ``number`` (its quantity is the claim's PRS_ACT_QTE)."""
+    return {
+        **claim_key(number, flow),
+        "CAM_ORD_NUM": line,
+        "CAM_PRS_IDE": code,
+        "CAM_ACT_COD": "1",
+        "CAM_TRT_PHA": "0",
+        "CAM_ACT_PRU": "14.46",
+        "CAM_REM_BSE": "14.46",
+        **columns,
+    }
+
+
 def presentation(cip13, atc, label, *, large_pack=False, units="30 CPR"):
     """One IR_PHA_R row: a CIP13 presentation with its ATC class, pack type and units per box."""
     return {
@@ -245,6 +259,21 @@ def stay_d(rsa, number, code):
         "RSS_NUM": "224",
         "ASS_DGN": code,
         "DGN_ASS_NUM": str(number),
+    }
+
+
+def stay_a(rsa, code, delay, *, times="1", modifier=None):
+    """One T_MCOaaA row: a CCAM act of the stay, ``delay`` days after its entry (ENT_DAT_DEL)."""
+    return {
+        "ETA_NUM": "750001011",
+        "RSA_NUM": str(rsa),
+        "RSS_NUM": "224",
+        "CDC_ACT": code,
+        "ACV_ACT": "1",
+        "PHA_ACT": "0",
+        "ENT_DAT_DEL": delay,
+        "NBR_EXE_ACT": times,
+        "MOD_ACT": modifier,
     }
 
 

@@ -81,10 +81,17 @@ DISPENSINGS = [
     ("DD", "2025-02-01", METFORMIN, "1", 1, {}),
     ("DD", "2025-02-01", METFORMIN, "1", 1, {}),
     ("DD", "2025-06-01", METFORMIN, "1", 1, {}),
-    # Near miss: three dates across two years (two in 2024, one in 2025).
+    # Near miss: three dates across two years (two in 2024, one in 2025): each year is judged on its own.
     ("DE", "2024-11-15", METFORMIN, "1", 1, {}),
     ("DE", "2024-12-15", METFORMIN, "1", 1, {}),
     ("DE", "2025-01-15", METFORMIN, "1", 1, {}),
+    # Treated diabetes in 2024, and so in 2025 (the year after a treated year); near miss: two dates in 2024
+    # (threshold - 1), selected for neither year.
+    ("DW", "2024-02-10", METFORMIN, "1", 1, {}),
+    ("DW", "2024-05-10", METFORMIN, "1", 1, {}),
+    ("DW", "2024-08-10", METFORMIN, "1", 1, {}),
+    ("DX", "2024-02-11", METFORMIN, "1", 1, {}),
+    ("DX", "2024-05-11", METFORMIN, "1", 1, {}),
     # Near misses: the third date is a line for information only, without base act, or a supplement.
     ("DF", "2025-01-20", METFORMIN, "1", 1, {}),
     ("DF", "2025-03-20", METFORMIN, "1", 1, {}),
@@ -283,13 +290,15 @@ def selected(warehouse: Path, model: str) -> list[tuple]:
 
 def test_diabetes(warehouse):
     assert selected(warehouse, "alg_treated_diabetes") == [
-        (person("DA"), 2025, date(2025, 1, 10), 3, "2.1.0"),
-        (person("DB"), 2025, date(2025, 3, 5), 2, "2.1.0"),
-        (person("DK"), 2025, date(2025, 1, 24), 3, "2.1.0"),
-        (person("DN"), 2025, date(2025, 3, 1), 1, "2.1.0"),
-        (person("DQ"), 2025, date(2025, 6, 1), 1, "2.1.0"),
-        (person("DR"), 2024, date(2024, 9, 1), 1, "2.1.0"),
-        (person("DR"), 2025, date(2024, 9, 1), 1, "2.1.0"),
+        (person("DA"), 2025, date(2025, 1, 10), 3, "3.0.0"),
+        (person("DB"), 2025, date(2025, 3, 5), 2, "3.0.0"),
+        (person("DK"), 2025, date(2025, 1, 24), 3, "3.0.0"),
+        (person("DN"), 2025, date(2025, 3, 1), 1, "3.0.0"),
+        (person("DQ"), 2025, date(2025, 6, 1), 1, "3.0.0"),
+        (person("DR"), 2024, date(2024, 9, 1), 1, "3.0.0"),
+        (person("DR"), 2025, date(2024, 9, 1), 1, "3.0.0"),
+        (person("DW"), 2024, date(2024, 2, 10), 3, "3.0.0"),
+        (person("DW"), 2025, date(2024, 2, 10), 3, "3.0.0"),
     ]
     criteria = query(
         warehouse,
@@ -303,6 +312,7 @@ def test_diabetes(warehouse):
         (person("DN"), False, True, False),
         (person("DQ"), False, False, True),
         (person("DR"), False, False, True),
+        (person("DW"), True, False, False),
     ]
 
 
@@ -332,7 +342,7 @@ def test_dispensings_are_netted_and_counted_by_hand(warehouse):
     )
     expected = {
         "DA": 3, "DB": 2, "DC": 2, "DD": 2, "DE": 3, "DF": 2, "DL": 2, "DM": 2, "DJ": 2, "DK": 3, "DH": 3,
-        "DV": 3, "LA": 3, "LB": 2, "LC": 2, "LD": 2,
+        "DV": 3, "DW": 3, "DX": 2, "LA": 3, "LB": 2, "LC": 2, "LD": 2,
     }  # fmt: skip
     assert dispensed == {person(tag): count for tag, count in expected.items()}
     netted = query(
@@ -432,7 +442,7 @@ def test_algorithms_are_versioned_and_documented(warehouse):
     }  # fmt: skip
     for node in algorithms:
         meta = node["config"]["meta"]
-        assert meta["algorithm_version"] == ("2.1.0" if node["name"] == "alg_treated_diabetes" else "2.0.0")
+        assert meta["algorithm_version"] == ("3.0.0" if node["name"] == "alg_treated_diabetes" else "2.0.0")
         assert meta["reference"].startswith("Caisse nationale de l'Assurance Maladie")
         assert meta["inputs"]
         assert set(meta["fiche"]) == {"definition", "data", "codes", "source", "limits"}
@@ -444,7 +454,7 @@ def test_catalogue_site_renders_every_fiche(tmp_path):
     page = (tmp_path / "algorithms.html").read_text(encoding="utf-8")
     for fiche in algorithm_fiches():
         assert f'<section id="{fiche.name}">' in page
-        assert fiche.version == ("2.1.0" if fiche.name == "alg_treated_diabetes" else "2.0.0")
+        assert fiche.version == ("3.0.0" if fiche.name == "alg_treated_diabetes" else "2.0.0")
         assert f"version {fiche.version}" in page
         assert all(fiche.parts.values()), fiche.name
         assert escape(fiche.parts["limits"]) in page
@@ -462,11 +472,11 @@ def indicator(warehouse: Path, **request) -> dict[tuple[str, ...], tuple[int, in
 
 
 # By hand from the planted tables: the persons and stays each request must count, per year.
-DIABETES = {"2024": {"DR"}, "2025": {"DA", "DB", "DK", "DN", "DQ", "DR"}}
+DIABETES = {"2024": {"DR", "DW"}, "2025": {"DA", "DB", "DK", "DN", "DQ", "DR", "DW"}}
 CORONARY = {"2024": {"AA", "AI"}, "2025": {"AA", "AB", "AH", "AJ"}}
 # A10 dispensed, netted positive and countable: DG opted out; DE in both years; DV's benfluorex is A10.
 ANTIDIABETICS = {
-    "2024": {"DE"}, "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK", "DV"},
+    "2024": {"DE", "DW", "DX"}, "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK", "DV"},
 }  # fmt: skip
 # I21* as principal diagnosis in the mart (error, duplicate, inter-hospital and opted-out stays are out),
 # whether or not the stay's person is known (AE ambiguous twins, AK and AL unusable return codes).
@@ -510,7 +520,7 @@ def test_stay_indicators_equal_the_hand_count(warehouse):
 
 def test_omop_counts_equal_the_hand_count(warehouse):
     dispensings = query(warehouse, "select count(*) from marts.drug_dispensations")[0][0]
-    assert dispensings == 38  # the 16 persons' netted dispensings counted in the test above
+    assert dispensings == 43  # the 18 persons' netted dispensings counted in the test above
     assert query(warehouse, "select count(*) from omop.drug_exposure") == [(dispensings,)]
     # Every visit is a stay of the mart whose person is known (AE, AK and AL have none).
     known_stays = query(warehouse, "select count(*) from marts.hospital_stays where ben_idt_ano is not null")

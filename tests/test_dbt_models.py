@@ -36,6 +36,7 @@ from dbt_inputs import (
     REPO,
     at,
     ben,
+    ccam_line,
     claim,
     opt_out,
     pharmacy,
@@ -43,6 +44,7 @@ from dbt_inputs import (
     psa,
     query,
     run_dbt,
+    stay_a,
     stay_b,
     stay_c,
     stay_d,
@@ -75,6 +77,8 @@ PARTITIONED = {
     "staging.stg_er_pha_f": "flx_dis_dtd",
     "intermediate.int_claims": "flx_dis_dtd",
     "intermediate.int_claim_pharmacy_lines": "flx_dis_dtd",
+    "staging.stg_er_cam_f": "flx_dis_dtd",
+    "intermediate.int_claim_ccam_lines": "flx_dis_dtd",
     "intermediate.int_hospital_stays": "stay_start_date",
     "intermediate.int_hospital_stay_diagnoses": "stay_start_date",
     "marts.claims": "flx_dis_dtd",
@@ -155,6 +159,17 @@ def write_golden_inputs(raw: Path) -> None:
         **first,
     )
     write_raw(raw, "ER_PHA_F", [pharmacy(2, "2025-03-01", 1, PARACETAMOL, boxes="2")], **second)
+    # CCAM acts: of a countable claim, of a line for information only, and of a claim never delivered.
+    write_raw(
+        raw,
+        "ER_CAM_F",
+        [
+            ccam_line(8, "2025-03-01", "DEQP003"),
+            ccam_line(7, "2025-04-01", "DEQP003"),
+            ccam_line(99, "2025-03-01", "DEQP003"),
+        ],
+        **first,
+    )
     write_raw(
         raw,
         "IR_PHA_R",
@@ -203,6 +218,18 @@ def write_golden_inputs(raw: Path) -> None:
         **first,
     )
     write_raw(raw, "T_MCO25D", [stay_d(1000000001, 1, "E119"), stay_d(1000000001, 2, "I10")], **second)
+    # Stay acts: the second delivery replaces stay 1's set; the error stay's act reaches no visit.
+    write_raw(
+        raw,
+        "T_MCO25A",
+        [
+            stay_a(1000000001, "DEQP003", "0"),
+            stay_a(1000000001, "YYYY600", "1"),
+            stay_a(1000000005, "HHFA016", "0"),
+        ],
+        **first,
+    )
+    write_raw(raw, "T_MCO25A", [stay_a(1000000001, "DZQM006", "2", times="2", modifier="J")], **second)
     write_raw(
         raw,
         "OPT_OUT",
@@ -325,6 +352,8 @@ def test_staging_columns_are_typed_as_the_registry_declares(golden):
         "stg_t_mco_b": "T_MCOaaB",
         "stg_t_mco_c": "T_MCOaaC",
         "stg_t_mco_d": "T_MCOaaD",
+        "stg_t_mco_a": "T_MCOaaA",
+        "stg_er_cam_f": "ER_CAM_F",
         "stg_opt_out": "OPT_OUT",
         "stg_cohort_ext": "COHORT_EXT",
     }
@@ -470,6 +499,20 @@ def test_omop_visits_and_conditions(golden):
     ]
 
 
+def test_omop_procedure_occurrence(golden):
+    # The act set of the stay's latest delivery, dated entry + ENT_DAT_DEL, on the stay's visit; the DCIR act
+    # of a countable claim; not the error stay's act, the line for information only, nor the orphan line.
+    assert golden.rows(
+        "select p.person_source_value, o.procedure_source_value, o.procedure_date, o.quantity, "
+        "o.modifier_source_value, o.procedure_type_concept_id, v.visit_start_date "
+        "from omop.procedure_occurrence o join omop.person p using (person_id) "
+        "left join omop.visit_occurrence v using (visit_occurrence_id) order by all"
+    ) == [
+        (NIR_P1, "DZQM006", at("2025-01-12").date(), 2, "J", 32855, at("2025-01-10").date()),
+        (person_of("U"), "DEQP003", at("2025-02-20").date(), 1, None, 32810, None),
+    ]
+
+
 def test_omop_drug_exposure(golden):
     assert golden.rows(
         "select p.person_source_value, d.drug_source_value, d.atc_source_value, d.quantity, "
@@ -507,8 +550,6 @@ def test_omop_observation_period_and_procedures(golden):
         "join omop.person p using (person_id) where p.person_source_value = ?",
         [NIR_P1],
     ) == [(at("2025-01-10").date(), at("2025-03-12").date())]
-    # No registered dataset carries CCAM codes yet: the table exists, typed and empty.
-    assert golden.rows("select count(*) from omop.procedure_occurrence") == [(0,)]
     assert ("procedure_date", "DATE") in golden.rows(
         "select column_name, data_type from information_schema.columns "
         "where table_schema = 'omop' and table_name = 'procedure_occurrence'"
@@ -723,7 +764,7 @@ def test_nothing_delivered_still_builds_empty_typed_tables(builds):
         "select schema_name || '.' || table_name from duckdb_tables() "
         "where schema_name in ('staging', 'intermediate', 'marts', 'omop')"
     )
-    assert len(tables) == 39
+    assert len(tables) == 42
     # Every table is empty but the one row of counts checking the delivered BEN_IDT_ANO, all zero.
     counts = "intermediate.int_ben_idt_ano_conformity"
     assert {table: empty.rows(f"select count(*) from {table}")[0][0] for (table,) in tables} == {
@@ -749,6 +790,9 @@ def test_synthetic_delivery_builds_and_fits_the_partitions(builds):
         table: synthetic.rows(f"select min({column}), max({column}) from {table}")[0]
         for table, column in PARTITIONED.items()
     }
+    # The demo delivers no CCAM act (T_MCOaaA, ER_CAM_F): their models are empty and procedures too.
+    undelivered = {"staging.stg_er_cam_f", "intermediate.int_claim_ccam_lines"}
+    assert all(bounds.pop(table) == (None, None) for table in undelivered)
     assert all(low is not None and low >= at("2024-12-01").date() for low, _ in bounds.values()), bounds
     assert bounds["marts.claims"][0] >= at("2025-02-01").date()
     counts = {table: synthetic.rows(f"select count(*) from omop.{table}")[0][0] for table in OMOP}
@@ -791,7 +835,7 @@ def test_every_model_and_column_is_documented(docs):
     models = {
         uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] in ("model", "seed")
     }
-    assert len(models) == 42
+    assert len(models) == 45
     for uid, node in models.items():
         assert node["description"].strip(), f"{uid} has no description"
         documented = {name.lower(): column["description"] for name, column in node["columns"].items()}

@@ -68,27 +68,43 @@ with dispensing_lines as (
 ),
 
 netted as (
-    select
-        *,
-        -- A count of boxes: BIGINT on both engines (DuckDB's sum would be HUGEINT, which Parquet
-        -- copies of the mart, workspaces included, hold as DOUBLE).
-        cast(sum(pha_act_qsn) over dispensing as {{ dbt.type_bigint() }}) as net_boxes,
-        sum(pha_act_qsn * pha_act_pru) over dispensing as net_reimbursement_base,
-        count(*) over dispensing as netted_line_count
-    from dispensing_lines
-    window dispensing as (partition by {{ dispensing_key() }})
-    qualify row_number() over (
-        partition by {{ dispensing_key() }}
-        order by
-            pha_act_qsn > 0 desc, flx_dis_dtd, flx_trt_dtd, dct_ord_num, flx_emt_num, flx_emt_ord,
-            flx_emt_typ, org_cle_num, prs_ord_num, rem_typ_aff, pha_ord_num
-    ) = 1
+    {{ regularisations_netted(
+        'dispensing_lines', dispensing_key(), 'pha_act_qsn', 'net_boxes', 'pha_ord_num',
+        {'net_reimbursement_base': 'pha_act_qsn * pha_act_pru'}
+    ) }}
 )
 
 select *
 from netted
 where net_boxes > 0
     and {% if not first_line_in_partition %}not {% endif %}{{ in_partition('flx_dis_dtd') }}
+{% endmacro %}
+
+
+{#- The netting of regularisations itself, for any DCIR detail (a dispensing
+    of ER_PHA_F, a CCAM act of ER_CAM_F): one row per group of identical lines
+    (the columns `key`), the first positive line (earliest flow, then the claim
+    key, then `line_order`) carrying the group's signed quantities summed as
+    `net_quantity` (BIGINT on both engines: DuckDB's sum would be HUGEINT, which
+    Parquet copies hold as DOUBLE), the other sums of `summed` (name ->
+    expression) and netted_line_count. The caller keeps the rows whose net
+    quantity is > 0. -#}
+{% macro regularisations_netted(lines, key, quantity, net_quantity, line_order, summed={}) %}
+    select
+        *,
+        cast(sum({{ quantity }}) over netted_group as {{ dbt.type_bigint() }}) as {{ net_quantity }},
+        {%- for name, expression in summed.items() %}
+        sum({{ expression }}) over netted_group as {{ name }},
+        {%- endfor %}
+        count(*) over netted_group as netted_line_count
+    from {{ lines }}
+    window netted_group as (partition by {{ key }})
+    qualify row_number() over (
+        partition by {{ key }}
+        order by
+            {{ quantity }} > 0 desc, flx_dis_dtd, flx_trt_dtd, dct_ord_num, flx_emt_num, flx_emt_ord,
+            flx_emt_typ, org_cle_num, prs_ord_num, rem_typ_aff, {{ line_order }}
+    ) = 1
 {% endmacro %}
 
 
@@ -174,4 +190,34 @@ select
     false as is_for_information_only
 from dispensings
 where not {{ is_opted_out('dispensings.ben_nir_psa', 'dispensings.ben_rng_gem') }}
+{% endmacro %}
+
+
+{#- A CCAM act of the DCIR is identified by the person's pseudonym and twin
+    rank, the day it was performed (EXE_SOI_DTD), its CCAM code with its
+    activity and treatment phase (Documentation-SNDS, fiche "Tables affinées":
+    an act is counted with CAM_ACT_COD and CAM_TRT_PHA) and the tooth it was
+    performed on (CAM_QUA_DEN, so that the same dental act on two teeth stays
+    two acts). -#}
+{% macro ccam_act_key() -%}
+    ben_nir_psa, ben_rng_gem, exe_soi_dtd, cam_prs_ide, cam_act_cod, cam_trt_pha, cam_qua_den
+{%- endmacro %}
+
+
+{#- Regularisations netted for the CCAM acts of the DCIR, the rule of
+    netted_dispensings: ER_CAM_F has no quantity of its own, an act's is
+    PRS_ACT_QTE of its ER_PRS_F line (fiches "Tables affinées" and "Requête
+    type dans la table prestations du DCIR"), negative on the regularisation
+    that cancels it. Per act (ccam_act_key()), the countable lines with their
+    claim are summed; the act exists where the net quantity is > 0, with the
+    claim key and CCAM line number (CAM_ORD_NUM) of its first positive line.
+    Whole history: the OMOP tables that read it are rebuilt whole. -#}
+{% macro netted_ccam_acts() %}
+with act_lines as (
+    select *
+    from {{ ref('int_claim_ccam_lines') }}
+    where has_claim and line_status = 'countable'
+)
+
+{{ regularisations_netted('act_lines', ccam_act_key(), 'prs_act_qte', 'net_quantity', 'cam_ord_num') }}
 {% endmacro %}

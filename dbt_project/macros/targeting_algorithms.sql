@@ -7,11 +7,14 @@
     persons who opted out are not there. -#}
 
 {#- Drug criterion: dispensings of the ATC class on at least 3 distinct dates
-    in the calendar year, or on at least 2 if one of them was a large pack
-    (about three months of treatment). One row per person and year: the first
-    dispensing date of the year and how many distinct dates qualified. Codes
-    under excluded_atc_prefixes do not count, though their class does. -#}
-{% macro drug_treated_persons(atc_prefixes, excluded_atc_prefixes=[]) %}
+    in one calendar year, or on at least 2 if one of them was a large pack
+    (about three months of treatment). A year so treated selects the person
+    for itself and, with years_back, for the years_back observed years after
+    it (the dates of two years are never pooled). One row per person and
+    selected year: the first dispensing date and the count of distinct dates
+    of the treated years it rests on. Codes under excluded_atc_prefixes do not
+    count, though their class does. -#}
+{% macro drug_treated_persons(atc_prefixes, excluded_atc_prefixes=[], years_back=0) %}
 with class_dispensings as (
     select
         dispensations.ben_idt_ano,
@@ -37,11 +40,23 @@ per_year as (
         min(dispensing_date) as first_evidence_date
     from class_dispensings
     group by ben_idt_ano, year(dispensing_date)
+),
+
+treated_years as (
+    select ben_idt_ano, year, first_evidence_date, evidence_count
+    from per_year
+    where evidence_count >= 3 or (evidence_count >= 2 and has_large_pack)
 )
 
-select ben_idt_ano, year, first_evidence_date, evidence_count
-from per_year
-where evidence_count >= 3 or (evidence_count >= 2 and has_large_pack)
+select
+    treated_years.ben_idt_ano,
+    years.year,
+    min(treated_years.first_evidence_date) as first_evidence_date,
+    cast(sum(treated_years.evidence_count) as {{ dbt.type_bigint() }}) as evidence_count
+from treated_years
+inner join ({{ observed_years() }}) as years
+    on treated_years.year between years.year - {{ years_back }} and years.year
+group by treated_years.ben_idt_ano, years.year
 {% endmacro %}
 
 

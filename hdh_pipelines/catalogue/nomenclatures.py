@@ -62,6 +62,17 @@ SNDS_NOMENCLATURES: Mapping[tuple[str, str], str] = MappingProxyType(
         ("ER_PHA_F", "PHA_PRS_C13"): "IR_PHA_R",
         ("ER_PHA_F", "PHA_SEQ_RNV"): "IR_SEQ_V",
         ("ER_PHA_F", "PHA_SUB_MTF"): "IR_SUB_V",
+        ("ER_CAM_F", "FLX_DIS_DTD"): "IR_DTE_V",
+        ("ER_CAM_F", "FLX_EMT_NUM"): "IR_NEM_T",
+        ("ER_CAM_F", "FLX_EMT_TYP"): "IR_TYT_V",
+        ("ER_CAM_F", "FLX_TRT_DTD"): "IR_DTE_V",
+        ("ER_CAM_F", "ORG_CLE_NUM"): "IR_ORG_V",
+        ("ER_CAM_F", "ORG_CLE_NEW"): "IR_ORG_V",
+        ("ER_CAM_F", "CAM_PRS_IDE"): "IR_CCAM_V63",
+        ("ER_CAM_F", "CAM_ACT_COD"): "XC_ATE_V",
+        ("ER_CAM_F", "CAM_TRT_PHA"): "XC_PHA_V",
+        ("ER_CAM_F", "CAM_ASS_COD"): "IR_ASS_V",
+        ("ER_CAM_F", "CAM_RED_MNT"): "IR_FOR_V",
         ("T_MCOaaB", "DGN_PAL"): "MS_CIM_V",
         ("T_MCOaaB", "DGN_REL"): "MS_CIM_V",
         ("T_MCOaaB", "ENT_MOD"): "MS_SOR_V",
@@ -69,6 +80,7 @@ SNDS_NOMENCLATURES: Mapping[tuple[str, str], str] = MappingProxyType(
         ("T_MCOaaB", "SOR_DES"): "MS_PRV_V",
         ("T_MCOaaB", "SOR_MOD"): "MS_SOR_V",
         ("T_MCOaaD", "ASS_DGN"): "MS_CIM_V",
+        ("T_MCOaaA", "CDC_ACT"): "IR_CCAM_V63",
         ("IR_IMB_R", "BEN_RNG_GEM"): "IR_BER_V",
         ("IR_IMB_R", "IMB_ALD_NUM"): "IR_ALD_V",
         ("IR_IMB_R", "IMB_ALD_DTD"): "IR_DTE_V",
@@ -80,7 +92,7 @@ SNDS_NOMENCLATURES: Mapping[tuple[str, str], str] = MappingProxyType(
 )
 
 # Nomenclatures that are (national versions of) a coding system.
-_NOMENCLATURE_CODING_SYSTEMS = {"MS_CIM_V": "ICD-10", "IR_CIM_V": "ICD-10"}
+_NOMENCLATURE_CODING_SYSTEMS = {"MS_CIM_V": "ICD-10", "IR_CIM_V": "ICD-10", "IR_CCAM_V63": "CCAM"}
 
 # Warehouse and non-SNDS columns: exact column name -> (nomenclature label, coding system).
 _COLUMN_CODES: Mapping[str, tuple[str, str | None]] = MappingProxyType(

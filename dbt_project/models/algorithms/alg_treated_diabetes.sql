@@ -1,18 +1,18 @@
 -- Diabetes (CNAM cartographie des pathologies, "diabète"): a person is
 -- selected for a year by any of three criteria (fiche: models/algorithms/_algorithms__models.yml):
 --   drug: antidiabetics (ATC A10 but benfluorex A10BX06) dispensed on at least 3 distinct dates in the
---         year, or 2 if one was a large pack;
+--         year or in the year before (each year on its own), or 2 if one was a large pack;
 --   ALD: a long-term illness with an ICD-10 code E10 to E14 in force in the year;
 --   hospital: an MCO stay of the year or the year before with E10 to E14 as DP,
 --         DR or DAS.
-{%- set algorithm_version = '2.1.0' %}
+{%- set algorithm_version = '3.0.0' %}
 {%- set diabetes_icd10 = ['E10', 'E11', 'E12', 'E13', 'E14'] %}
 {{ config(meta={'algorithm_version': algorithm_version}) }}
 
 with drug as (
     -- Benfluorex (A10BX06, Mediator, withdrawn in 2009) was prescribed beyond
     -- diabetes; SCALPEL-Extraction's Diabetes drug class excludes it.
-    {{ drug_treated_persons(['A10'], excluded_atc_prefixes=['A10BX06']) }}
+    {{ drug_treated_persons(['A10'], excluded_atc_prefixes=['A10BX06'], years_back=1) }}
 ),
 
 long_term_illness as (

@@ -7,13 +7,14 @@
 -- vocabulary of the var's list that holds the code (valid concepts first), and
 -- the standard concept it "Maps to" (the smallest id when it maps to several).
 -- Codes are compared without their dots: the PMSI writes I214 where the
--- vocabularies write I21.4. Code systems: icd10 (PMSI diagnoses) and cip7
+-- vocabularies write I21.4. Code systems: icd10 (PMSI diagnoses), cip7
 -- (the 7 digits of a French CIP13 after its 34009 prefix, which is how the
--- BDPM vocabulary codes a pack).
+-- BDPM vocabulary codes a pack) and ccam (CCAM acts of the PMSI and the DCIR).
 {%- set vocabulary_schema = var('hdh_omop_vocabulary_schema') %}
 {%- set code_systems = {
     'icd10': var('hdh_omop_condition_vocabularies'),
     'cip7': var('hdh_omop_drug_vocabularies'),
+    'ccam': var('hdh_omop_procedure_vocabularies'),
 } %}
 
 {% if vocabulary_schema is none %}
