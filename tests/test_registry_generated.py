@@ -79,9 +79,9 @@ def test_curated_datasets_are_overlays_on_their_reference_table() -> None:
         }, name
         if name in snds_tables:
             reference = json.loads(snds_tables[name].read_text(encoding="utf-8"))
-            assert [f["name"] for f in regenerated["fields"]] == [f["name"] for f in reference["fields"]], (
-                name
-            )
+            names = [f["name"] for f in regenerated["fields"]]
+            assert sorted(names) == sorted(f["name"] for f in reference["fields"]), name
+            assert names[: len(_hand_written(document))] == list(_hand_written(document)), name
     # The curated columns the SNDS rules read, next to the reference's others.
     stays = {f["name"]: f for f in curated["T_MCOaaB"]["fields"]}
     assert REFERENCE_COLUMN_KEY in stays["TYP_GEN_RSA"] and REFERENCE_COLUMN_KEY not in stays["GHS_NUM"]

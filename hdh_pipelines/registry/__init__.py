@@ -104,6 +104,9 @@ class Field:
     format: str | None
     nomenclature: str | None = None
     reference_override: Mapping[str, Any] | None = None
+    # A curated dataset's column that generation took from its reference table (REFERENCE_COLUMN_KEY):
+    # registered so that a full extract loads, not read by the dataset's hand-written code.
+    overlay: bool = False
 
     def duckdb_type(self) -> str:
         return _DUCKDB_TYPES[self.type]
@@ -150,6 +153,11 @@ class DatasetSchema:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
+
+    @property
+    def own_fields(self) -> tuple[Field, ...]:
+        """Every column of a generated dataset; a curated one's hand-written columns (no overlay)."""
+        return tuple(f for f in self.fields if not f.overlay)
 
     @property
     def sentinel_dates(self) -> tuple[str, ...]:
@@ -210,6 +218,7 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
                 format=None if fmt in (None, "default") else fmt,
                 nomenclature=spec.get("nomenclature"),
                 reference_override=None if override is None else MappingProxyType(dict(override)),
+                overlay=REFERENCE_COLUMN_KEY in spec,
             )
         )
     columns = [f.name for f in fields]

@@ -23,8 +23,8 @@ Inputs, all read-only:
   :data:`GENERATED_KEY`) win over generation. A curated dataset whose
   ``hdh.source`` names a reference table is an overlay on it: every column of
   the reference is written into it as generation makes it, marked
-  :data:`REFERENCE_COLUMN_KEY`, in the reference's order, except the columns
-  written by hand (no marker), which are kept as they are. So a full extract of
+  :data:`REFERENCE_COLUMN_KEY`, after the columns written by hand (no
+  marker), which are kept as they are. So a full extract of
   a curated table loads, and each column has one source: the reference, or the
   hand-written definition. To curate one more column, drop its marker and edit it.
 
@@ -232,8 +232,9 @@ def overlaid(curated: Mapping[str, Any], reference_fields: Sequence[Mapping[str,
     """``curated`` with every reference column: its hand-written columns as written, the others generated.
 
     ``reference_fields`` are the columns generation makes of the reference table
-    (:func:`table_dataset`, :func:`nomenclature_dataset`); they come in the
-    reference's order and carry :data:`REFERENCE_COLUMN_KEY`. A hand-written
+    (:func:`table_dataset`, :func:`nomenclature_dataset`); those not written by
+    hand follow the hand-written ones, in the reference's order, and carry
+    :data:`REFERENCE_COLUMN_KEY`. A hand-written
     column the reference does not have is refused: the overlay adds to the
     reference, it does not invent columns.
     """
@@ -244,11 +245,12 @@ def overlaid(curated: Mapping[str, Any], reference_fields: Sequence[Mapping[str,
         raise GenerationError(
             f"{curated['name']}: hand-written columns {', '.join(unknown)} are not in its reference table."
         )
-    fields = [
-        hand_written.get(field["name"]) or {**field, REFERENCE_COLUMN_KEY: GENERATED_BY}
-        for field in reference_fields
+    # Hand-written columns first, as written: code and tests that read a curated dataset's columns by
+    # position (the DCIR join key is ER_PRS_F's first nine) keep working.
+    added = [
+        {**f, REFERENCE_COLUMN_KEY: GENERATED_BY} for f in reference_fields if f["name"] not in hand_written
     ]
-    return {**curated, "fields": fields}
+    return {**curated, "fields": [*hand_written.values(), *added]}
 
 
 def _sorted_references(folder: Path) -> Iterable[Path]:
@@ -271,10 +273,13 @@ def generate(reference: Path, directory: Path = DATASETS_DIR) -> dict[str, str]:
     def add_or_overlay(name: str, dataset: Mapping[str, Any], source: str) -> None:
         if name not in curated:
             add(dataset)
-        elif (
-            curated[name].get("hdh", {}).get("source", {}).get("repository") == SOURCES[source]["repository"]
-        ):
-            add(overlaid(curated[name], dataset["fields"]))
+            return
+        if curated[name].get("hdh", {}).get("source", {}).get("repository") != SOURCES[source]["repository"]:
+            return
+        overlay = overlaid(curated[name], dataset["fields"])
+        # A dataset that hand-writes every reference column is left as written (and as formatted).
+        if overlay != curated[name]:
+            add(overlay)
 
     tables = reference / "schema-snds/schemas"
     for path in _sorted_references(tables):
