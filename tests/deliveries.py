@@ -23,7 +23,8 @@ SEGMENT = 65536
 
 
 def columns_of(dataset: str) -> list[str]:
-    return list(default_registry().resolve(dataset).column_names)
+    """The dataset's own columns: a curated dataset's hand-written ones, without its overlay's."""
+    return [f.name for f in default_registry().resolve(dataset).own_fields]
 
 
 def sample_rows(dataset: str, count: int, *, accent: str = "é") -> list[list[str]]:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hdh_pipelines.registry import DATASETS_DIR, DatasetRegistry, default_registry
+from hdh_pipelines.registry import DATASETS_DIR, REFERENCE_COLUMN_KEY, DatasetRegistry, default_registry
 from hdh_pipelines.registry.dbt_sources import SOURCES_PATH, sources_yaml
 from hdh_pipelines.registry.dbt_staging import GENERATED_DIR, generated_schemas, model_sql, staging_files
 from hdh_pipelines.registry.dbt_staging import stale_files as dbt_staging_stale_files
-from hdh_pipelines.registry.generate import GENERATED_KEY, generate, stale_files
+from hdh_pipelines.registry.generate import GENERATED_KEY, GenerationError, generate, stale_files
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/snds"
 PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
@@ -55,12 +55,53 @@ def test_every_reference_table_and_code_list_is_registered() -> None:
         assert schema.providers == ("cnam",), name
 
 
-def test_curated_datasets_are_never_overwritten(tmp_path: Path) -> None:
-    curated = [p for p in DATASETS_DIR.glob("*.json") if GENERATED_KEY not in p.read_text(encoding="utf-8")]
-    assert {"IR_BEN_R", "ER_PRS_F", "T_MCOaaB", "IR_PHA_R", "IR_CIM_V"} <= {p.stem for p in curated}
-    if TABLES.is_dir():
-        generated = generate(REFERENCE)
-        assert not {p.name for p in curated} & set(generated)
+def _curated_documents(folder: Path) -> dict[str, dict]:
+    documents = (json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json"))
+    return {d["name"]: d for d in documents if GENERATED_KEY not in d}
+
+
+def _hand_written(document: dict) -> dict[str, dict]:
+    return {f["name"]: f for f in document["fields"] if REFERENCE_COLUMN_KEY not in f}
+
+
+@needs_reference
+def test_curated_datasets_are_overlays_on_their_reference_table() -> None:
+    """Generation keeps every hand-written column and property, and adds every other reference column."""
+    curated = _curated_documents(DATASETS_DIR)
+    assert {"IR_BEN_R", "ER_PRS_F", "T_MCOaaB", "IR_PHA_R", "IR_CIM_V"} <= set(curated)
+    generated = generate(REFERENCE)
+    snds_tables = {p.stem: p for p in TABLES.rglob("*.json")}
+    for name, document in curated.items():
+        regenerated = json.loads(generated.get(f"{name}.json", json.dumps(document)))
+        assert _hand_written(regenerated) == _hand_written(document), name
+        assert {k: v for k, v in regenerated.items() if k != "fields"} == {
+            k: v for k, v in document.items() if k != "fields"
+        }, name
+        if name in snds_tables:
+            reference = json.loads(snds_tables[name].read_text(encoding="utf-8"))
+            names = [f["name"] for f in regenerated["fields"]]
+            assert sorted(names) == sorted(f["name"] for f in reference["fields"]), name
+            assert names[: len(_hand_written(document))] == list(_hand_written(document)), name
+    # The curated columns the SNDS rules read, next to the reference's others.
+    stays = {f["name"]: f for f in curated["T_MCOaaB"]["fields"]}
+    assert REFERENCE_COLUMN_KEY in stays["TYP_GEN_RSA"] and REFERENCE_COLUMN_KEY not in stays["GHS_NUM"]
+
+
+@needs_reference
+def test_an_overlay_regenerates_reference_columns_and_refuses_invented_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    document = _curated_documents(DATASETS_DIR)["IR_BEN_R"]
+    edited = next(f for f in document["fields"] if REFERENCE_COLUMN_KEY in f)
+    edited["description"] = "edited by hand without removing the marker"
+    (folder / "IR_BEN_R.json").write_text(json.dumps(document), encoding="utf-8")
+    regenerated = json.loads(generate(REFERENCE, folder)["IR_BEN_R.json"])
+    kept = next(f for f in regenerated["fields"] if f["name"] == edited["name"])
+    assert kept["description"] != edited["description"]  # so the bytes test names the file
+    document["fields"].append({"name": "NOT_IN_THE_SNDS", "type": "string"})
+    (folder / "IR_BEN_R.json").write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(GenerationError, match="IR_BEN_R: hand-written columns NOT_IN_THE_SNDS"):
+        generate(REFERENCE, folder)
 
 
 @pytest.mark.parametrize(

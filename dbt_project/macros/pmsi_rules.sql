@@ -72,3 +72,29 @@
         else 'valid'
     end
 {%- endmacro %}
+
+
+{#- An RSA that GENRSA generated automatically rather than from a stay
+    (TYP_GEN_RSA <> 0: dialysis, external activity of salaried doctors,
+    FFM, ATU and SE billed by the hospital), left out of the stays counted:
+    Documentation-SNDS "L'essentiel du SNDS" (PMSI cleaning filter 3,
+    TYP_GEN_RSA = '0') and fiche "Dépenses des établissements de santé
+    publics" (filter on TYP_GEN_RSA, "qui n'est disponible qu'à partir de
+    2015"). So a NULL — a year before 2015, or a delivery without the column —
+    is not flagged: the rule cannot drop stays that predate its variable. -#}
+{% macro is_generated_rsa(typ_gen_rsa) -%}
+    coalesce({{ typ_gen_rsa }} <> 0, false)
+{%- endmacro %}
+
+
+{#- A stay grouped in GHS 9999, which the national insurance does not
+    reimburse: left out of the stays counted (SCALPEL-Extraction
+    McoFilters.filterNonReimbursedStays, GHS_NUM =!= "9999", applied by
+    McoSource.sanitize; Documentation-SNDS fiche "SCALPEL": "GHS_NUM ≠ 9999,
+    supprime les séjours hospitaliers non remboursés"). A NULL (GHS not
+    delivered) is not flagged: it does not show the stay is unreimbursed, as a
+    missing GHM is a status and not an error (ghm_status); SCALPEL's Spark
+    comparison drops NULLs only as a side effect of SQL's three-valued logic. -#}
+{% macro is_non_reimbursed_ghs(ghs_num) -%}
+    coalesce({{ ghs_num }} = 9999, false)
+{%- endmacro %}

@@ -35,12 +35,23 @@
     {{ return(adapter.dispatch('raw_files')(raw, table_name, source_name)) }}
 {%- endmacro %}
 
+{#- On DuckDB, the files are read under the empty relation of the source's
+    columns (UNION ALL BY NAME): a column that no file holds yet (raw files
+    loaded before the registry declared it, e.g. a reference column a curated
+    dataset gained) reads as NULL, as on Spark, instead of failing the model. -#}
 {% macro duckdb__raw_files(raw, table_name, source_name) -%}
     {%- if execute and not raw_files_exist(raw) -%}
         {{ empty_raw_relation(table_name, source_name) }}
-    {%- else -%}
+    {%- elif not execute -%}
         read_parquet({{ raw.external }}, union_by_name = true,
                      filename = 'hdh_source_file', file_row_number = true)
+    {%- else -%}
+        (
+            select * from {{ empty_raw_relation(table_name, source_name) }}
+            union all by name
+            select * from read_parquet({{ raw.external }}, union_by_name = true,
+                                       filename = 'hdh_source_file', file_row_number = true)
+        )
     {%- endif -%}
 {%- endmacro %}
 

@@ -539,14 +539,16 @@ def _render(field: Field) -> str:
 
 
 def _export(connection: duckdb.DuckDBPyConnection, table: str, schema: DatasetSchema, path: Path) -> None:
+    # A curated dataset's own columns, not those its overlay adds from the reference: the synthetic files
+    # are the column subsets a project's extract is, which the contract loads (docs/registry.md).
     produced = {row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()}
-    missing = [name for name in schema.column_names if name not in produced]
+    missing = [f.name for f in schema.own_fields if f.name not in produced]
     if missing:
         raise ValueError(
             f"The registry's {schema.name} declares columns the generator does not produce: "
             f"{', '.join(missing)}."
         )
-    columns = ", ".join(_render(f) for f in schema.fields)
+    columns = ", ".join(_render(f) for f in schema.own_fields)
     target = str(path).replace("'", "''")
     connection.execute(
         f"COPY (SELECT {columns} FROM {table} ORDER BY ALL) TO '{target}' (FORMAT csv, HEADER, DELIMITER ';')"
@@ -566,7 +568,8 @@ def generate_snds(
     Datasets: IR_BEN_R, ER_PRS_F, ER_PHA_F, T_MCO{yy}B/C/D (``yy`` from ``year``), OPT_OUT,
     COHORT_EXT, the two referentials IR_PHA_R (the drugs the pharmacy dispenses) and IR_CIM_V
     (the ICD-10 codes of the stays), and the referential FINESS_PMSI_DOUBLONS (the published list,
-    not drawn). Files are ``;``-separated UTF-8 with a header row of exactly the registry's columns,
+    not drawn). Files are ``;``-separated UTF-8 with a header row of exactly the registry's own columns
+    (``DatasetSchema.own_fields``: a curated dataset's hand-written ones),
     and byte-identical for the same arguments. ``registry`` defaults to the packaged one.
     """
     if persons < 1:

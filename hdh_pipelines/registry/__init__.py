@@ -34,7 +34,9 @@ describes ``CT_IND_2022_G10``).
 
 Most SNDS datasets are generated from the references by
 ``hdh_pipelines/registry/generate.py`` (they carry ``x-hdh-generated``); the
-others are curated by hand and win over generation. ``docs/registry.md`` says how
+others are curated by hand and win over generation. A curated SNDS dataset is
+an overlay on its reference table: generation writes every reference column
+into it (marked ``x-hdh-reference-column``) and keeps the hand-written ones. ``docs/registry.md`` says how
 to regenerate and how to declare an override.
 
 Pure Python on purpose: usable from Dagster assets, the delivery CLI and tests alike.
@@ -57,6 +59,8 @@ from hdh_deliver.names import is_provider
 REGISTRY_ENV_VAR = "HDH_DATASET_REGISTRY"
 REFERENCE_OVERRIDE_KEY = "x-hdh-reference-override"
 GENERATED_KEY = "x-hdh-generated"
+# On a column of a curated dataset: taken from the reference by generation, not written by hand.
+REFERENCE_COLUMN_KEY = "x-hdh-reference-column"
 REFERENCE_SOURCES = ("schema-snds", "dico-snds", "synthetic-snds")
 DATASETS_DIR = Path(__file__).parent / "datasets"
 # Placeholder in a family's name -> what it stands for in a delivered name (see the module docstring).
@@ -100,6 +104,9 @@ class Field:
     format: str | None
     nomenclature: str | None = None
     reference_override: Mapping[str, Any] | None = None
+    # A curated dataset's column that generation took from its reference table (REFERENCE_COLUMN_KEY):
+    # registered so that a full extract loads, not read by the dataset's hand-written code.
+    overlay: bool = False
 
     def duckdb_type(self) -> str:
         return _DUCKDB_TYPES[self.type]
@@ -146,6 +153,11 @@ class DatasetSchema:
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
+
+    @property
+    def own_fields(self) -> tuple[Field, ...]:
+        """Every column of a generated dataset; a curated one's hand-written columns (no overlay)."""
+        return tuple(f for f in self.fields if not f.overlay)
 
     @property
     def sentinel_dates(self) -> tuple[str, ...]:
@@ -206,6 +218,7 @@ def _parse(document: Mapping[str, Any], source: Path) -> DatasetSchema:
                 format=None if fmt in (None, "default") else fmt,
                 nomenclature=spec.get("nomenclature"),
                 reference_override=None if override is None else MappingProxyType(dict(override)),
+                overlay=REFERENCE_COLUMN_KEY in spec,
             )
         )
     columns = [f.name for f in fields]

@@ -20,7 +20,13 @@ Inputs, all read-only:
   generated column in a way its ``schema-snds`` type cannot read, the project's
   decision and its reason (the registry keeps schema-snds's type).
 - The hand-curated datasets (any ``datasets/*.json`` without
-  :data:`GENERATED_KEY`) win over generation: their name is skipped here.
+  :data:`GENERATED_KEY`) win over generation. A curated dataset whose
+  ``hdh.source`` names a reference table is an overlay on it: every column of
+  the reference is written into it as generation makes it, marked
+  :data:`REFERENCE_COLUMN_KEY`, after the columns written by hand (no
+  marker), which are kept as they are. So a full extract of
+  a curated table loads, and each column has one source: the reference, or the
+  hand-written definition. To curate one more column, drop its marker and edit it.
 
 Table-level rules that apply to every generated SNDS table, rather than to a column:
 
@@ -35,11 +41,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hdh_pipelines.registry import DATASETS_DIR, GENERATED_KEY, REFERENCE_OVERRIDE_KEY
+from hdh_pipelines.registry import DATASETS_DIR, GENERATED_KEY, REFERENCE_COLUMN_KEY, REFERENCE_OVERRIDE_KEY
 
 GENERATED_BY = "python -m hdh_pipelines.registry.generate"
 OVERRIDES_PATH = Path(__file__).parent / "reference_overrides.json"
@@ -216,12 +222,35 @@ def nomenclature_dataset(document: Mapping[str, Any], path: str) -> dict[str, An
     }
 
 
-def _curated(directory: Path) -> set[str]:
-    return {
-        path.stem
-        for path in directory.glob("*.json")
-        if GENERATED_KEY not in json.loads(path.read_text(encoding="utf-8"))
-    }
+def _curated(directory: Path) -> dict[str, dict[str, Any]]:
+    """Name -> document of every curated dataset of ``directory``."""
+    documents = (json.loads(path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*.json")))
+    return {document["name"]: document for document in documents if GENERATED_KEY not in document}
+
+
+def overlaid(curated: Mapping[str, Any], reference_fields: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``curated`` with every reference column: its hand-written columns as written, the others generated.
+
+    ``reference_fields`` are the columns generation makes of the reference table
+    (:func:`table_dataset`, :func:`nomenclature_dataset`); those not written by
+    hand follow the hand-written ones, in the reference's order, and carry
+    :data:`REFERENCE_COLUMN_KEY`. A hand-written
+    column the reference does not have is refused: the overlay adds to the
+    reference, it does not invent columns.
+    """
+    hand_written = {f["name"]: f for f in curated["fields"] if REFERENCE_COLUMN_KEY not in f}
+    reference_names = [f["name"] for f in reference_fields]
+    unknown = sorted(set(hand_written) - set(reference_names))
+    if unknown:
+        raise GenerationError(
+            f"{curated['name']}: hand-written columns {', '.join(unknown)} are not in its reference table."
+        )
+    # Hand-written columns first, as written: code and tests that read a curated dataset's columns by
+    # position (the DCIR join key is ER_PRS_F's first nine) keep working.
+    added = [
+        {**f, REFERENCE_COLUMN_KEY: GENERATED_BY} for f in reference_fields if f["name"] not in hand_written
+    ]
+    return {**curated, "fields": [*hand_written.values(), *added]}
 
 
 def _sorted_references(folder: Path) -> Iterable[Path]:
@@ -229,7 +258,8 @@ def _sorted_references(folder: Path) -> Iterable[Path]:
 
 
 def generate(reference: Path, directory: Path = DATASETS_DIR) -> dict[str, str]:
-    """File name -> text of every generated dataset (curated names skipped), from ``reference``."""
+    """File name -> text of every generated dataset and of every curated one overlaid on its reference
+    table (:func:`overlaid`), from ``reference``."""
     overrides = json.loads(OVERRIDES_PATH.read_text(encoding="utf-8"))["tables"]
     curated = _curated(directory)
     out: dict[str, str] = {}
@@ -240,19 +270,30 @@ def generate(reference: Path, directory: Path = DATASETS_DIR) -> dict[str, str]:
             raise GenerationError(f"{dataset['name']} is both a table and a nomenclature.")
         out[file] = json.dumps(dataset, ensure_ascii=False, indent=1) + "\n"
 
+    def add_or_overlay(name: str, dataset: Mapping[str, Any], source: str) -> None:
+        if name not in curated:
+            add(dataset)
+            return
+        if curated[name].get("hdh", {}).get("source", {}).get("repository") != SOURCES[source]["repository"]:
+            return
+        overlay = overlaid(curated[name], dataset["fields"])
+        # A dataset that hand-writes every reference column is left as written (and as formatted).
+        if overlay != curated[name]:
+            add(overlay)
+
     tables = reference / "schema-snds/schemas"
     for path in _sorted_references(tables):
         document = json.loads(path.read_text(encoding="utf-8"))
-        if document["name"] not in curated:
-            add(table_dataset(document, path.relative_to(tables).as_posix(), overrides))
-    unknown = sorted(set(overrides) - {p.stem for p in tables.rglob("*.json")} - curated)
+        dataset = table_dataset(document, path.relative_to(tables).as_posix(), overrides)
+        add_or_overlay(document["name"], dataset, "schema-snds")
+    unknown = sorted(set(overrides) - {p.stem for p in tables.rglob("*.json")} - set(curated))
     if unknown:
         raise GenerationError(f"reference_overrides.json names unknown tables: {', '.join(unknown)}.")
     nomenclatures = reference / "synthetic-snds/nomenclatures"
     for path in _sorted_references(nomenclatures):
         document = json.loads(path.read_text(encoding="utf-8"))
-        if document["name"] not in curated:
-            add(nomenclature_dataset(document, path.relative_to(nomenclatures).as_posix()))
+        dataset = nomenclature_dataset(document, path.relative_to(nomenclatures).as_posix())
+        add_or_overlay(document["name"], dataset, "synthetic-snds")
     return out
 
 

@@ -98,6 +98,8 @@ select
         when is_duplicate_finess then 'duplicate_finess'
         when is_inter_hospital_duplicate then 'inter_hospital_duplicate'
         when ghm_status = 'error' then 'error_ghm'
+        when {{ is_generated_rsa('typ_gen_rsa') }} then 'generated_rsa'
+        when {{ is_non_reimbursed_ghs('ghs_num') }} then 'non_reimbursed_ghs'
         else 'retained'
     end as stay_status
 from linked

@@ -20,6 +20,7 @@ typed as (
         {{ as_string('GRG_GHM') }} as grg_ghm,
         {{ as_string('SEJ_TYP') }} as sej_typ,
         {{ as_integer('GHS_NUM') }} as ghs_num,
+        {{ as_integer('TYP_GEN_RSA') }} as typ_gen_rsa,
         {{ as_string('ENT_MOD') }} as ent_mod,
         {{ as_string('ENT_PRV') }} as ent_prv,
         {{ as_string('SOR_MOD') }} as sor_mod,
