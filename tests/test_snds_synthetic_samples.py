@@ -160,6 +160,18 @@ def test_every_reference_table_has_a_sample() -> None:
     assert all(default_registry().resolve(s.name) is not None for s in SAMPLES)
 
 
+def _header(sample: Sample) -> list[str]:
+    with sample.csv.open(encoding="utf-8", newline="") as handle:
+        return next(csv.reader(handle, delimiter=sample.delimiter))
+
+
+def _columns_outside_reference(sample: Sample) -> set[str]:
+    """A table sample's columns that its schema-snds table does not have."""
+    if sample.delimiter != ",":
+        return set()
+    return set(_header(sample)) - {f["name"] for f in sample.schema["fields"]}
+
+
 def _code_lists_sampled() -> list[Sample]:
     """Every twelfth code list, the large ones included (IR_CCAM_V63, MS_CIM_V…): all 174 take minutes."""
     return [s for s in SAMPLES if s.delimiter == ";"][:: 1 if ALL_SAMPLES else 12]
@@ -174,6 +186,17 @@ def test_every_sample_loads_or_is_held_with_the_reasons_of_its_bad_cells(
     # this independent check does not model; they have their own tests.
     registry = default_registry()
     deliverable = [s for s in chosen if GENERATED_KEY in registry.resolve(s.name).raw]
+    # A sample with a column its reference table lacks (ER_DCT_F's DCT_FOR_AMO is in synthetic-snds
+    # only, neither in schema-snds nor in dico-snds) breaches the contract: refused alone, with its reason.
+    for index, sample in enumerate(s for s in deliverable if _columns_outside_reference(s)):
+        _deliver(tmp_path, keys, sftp_settings, inbox, f"extra-{index}", [sample])
+        refusal = rejected(sftp_settings, inbox, gated, "cnam", f"extra-{index}")
+        assert refusal.reason == Reason.UNKNOWN_COLUMN, sample.name
+        header = _header(sample)
+        # The refusal names positions, never header text (a header-less file would leak a data row).
+        positions = [str(header.index(c) + 1) for c in sorted(_columns_outside_reference(sample))]
+        assert f"position(s) {', '.join(sorted(positions, key=int))}" in refusal.message, sample.name
+    deliverable = [s for s in deliverable if not _columns_outside_reference(s)]
     expected = {s.name: expected_failures(s, _read(s)) for s in deliverable}
     clean = [s for s in deliverable if not expected[s.name]][::STRIDE]
     bad = [s for s in deliverable if expected[s.name]][::STRIDE]
