@@ -22,6 +22,7 @@ failing on DuckDB's lock.
 """
 
 import json
+import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -139,6 +140,9 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, extra: list[s
             if isinstance(event, dg.Output) and unique_id in row_counts:
                 event = event.with_metadata({**event.metadata, "dagster/row_count": row_counts[unique_id]})
             yield event
+    # dagster-dbt gives each invocation its own target folder (compiled SQL, run results) and never
+    # removes it: a successful run's is dropped here, a failed run's is kept to debug it.
+    shutil.rmtree(invocation.target_path, ignore_errors=True)
 
 
 def _logged_row_count(unique_id: str, message: str) -> dict[str, int]:
