@@ -161,8 +161,12 @@ def run(claims: int, year: int, work: Path) -> Timeline:
         run_nightly,
     )
     from hdh_devtools.sftp_server import start_sftp_server
+    from hdh_pipelines.normalisation.manifest import dbt_project
     from hdh_pipelines.open_science.synthetic import generate_snds
 
+    # Dagster's dbt assets are read from the manifest: parse the checkout as it is now, as a deployment
+    # does, so that a manifest left by an older checkout cannot disagree with what dbt then runs.
+    dbt_project.preparer.prepare(dbt_project)
     memory = PeakMemory()
     timeline = Timeline(claims, memory)
     keys, signing = _setup_keys(work)

@@ -179,7 +179,7 @@ def test_values_fit_the_registry(extracts: dict[str, Path]) -> None:
     for dataset, path in extracts.items():
         schema = registry.resolve(dataset)
         rows = _rows(path)
-        for f in schema.fields:
+        for f in schema.own_fields:  # the generator writes a curated dataset's own columns only
             values = [row[f.name] for row in rows]
             present = [v for v in values if v != ""]
             if f.required:
