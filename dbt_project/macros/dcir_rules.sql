@@ -102,8 +102,8 @@ where net_boxes > 0
     qualify row_number() over (
         partition by {{ key }}
         order by
-            {{ quantity }} > 0 desc, flx_dis_dtd, flx_trt_dtd, dct_ord_num, flx_emt_num, flx_emt_ord,
-            flx_emt_typ, org_cle_num, prs_ord_num, rem_typ_aff, {{ line_order }}
+            {{ quantity }} > 0 desc, flx_dis_dtd, flx_trt_dtd, {{ dcir_claim_key_columns() | join(', ') }},
+            {{ line_order }}
     ) = 1
 {% endmacro %}
 
