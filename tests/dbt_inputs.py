@@ -189,6 +189,11 @@ def ccam_line(number, flow, code, line="1", **columns):
     }
 
 
+def establishment(number, flow, t2a):
+    """One ER_ETE_F row: claim ``number`` executed in an establishment, with its T2A indicator ETE_IND_TAA."""
+    return {**claim_key(number, flow), "ETE_IND_TAA": t2a}
+
+
 def presentation(cip13, atc, label, *, large_pack=False, units="30 CPR"):
     """One IR_PHA_R row: a CIP13 presentation with its ATC class, pack type and units per box."""
     return {

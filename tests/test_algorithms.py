@@ -3,11 +3,13 @@
 One `dbt build` of the algorithms and everything upstream (models, unit and data tests) on hand-written
 raw tables, built here and not by the demo generator. Every person is planted either to be selected (a
 case) or to miss one criterion by one condition (a near miss): thresholds ±1, a dispensing cancelled by a
-regularisation in a later flow, lines for information only, without base act or supplements, duplicate
-FINESS stays inside and outside the referential's years, an inter-hospital duplicate, error and missing
-GHMs, invalid and missing chaining return codes, ALD of another nature or code. The tests check the exact
-rows (precision = recall = 1) and marts counts computed by hand. Pseudonyms are tags padded to 17
-characters; every person has twin rank 1 (so the person is the pseudonym || 1) except the twins "AE".
+regularisation in a later flow, lines for information only, of a public hospital billing directly
+(ETE_IND_TAA 1 on the claim's ER_ETE_F line, next to 0 and a missing indicator, which count), without base
+act or supplements, duplicate FINESS stays inside and outside the referential's years, an inter-hospital
+duplicate, error and missing GHMs, invalid and missing chaining return codes, ALD of another nature or code.
+The tests check the exact rows (precision = recall = 1) and marts counts computed by hand. Pseudonyms are
+tags padded to 17 characters; every person has twin rank 1 (so the person is the pseudonym || 1) except the
+twins "AE".
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dbt_inputs import (
     at,
     ben,
     claim,
+    establishment,
     opt_out,
     pharmacy,
     presentation,
@@ -102,6 +105,17 @@ DISPENSINGS = [
     ("DM", "2025-01-22", METFORMIN, "1", 1, {}),
     ("DM", "2025-03-22", METFORMIN, "1", 1, {}),
     ("DM", "2025-05-22", METFORMIN, "1", 1, {"CPL_MAJ_TOP": "2"}),
+    # Near miss: three dates, the third from a public hospital billing directly (its ER_ETE_F line has
+    # ETE_IND_TAA 1, ESTABLISHMENTS). Cases: the same with ETE_IND_TAA 0, and with the indicator missing.
+    ("TA", "2025-01-25", METFORMIN, "1", 1, {}),
+    ("TA", "2025-03-25", METFORMIN, "1", 1, {}),
+    ("TA", "2025-07-25", METFORMIN, "1", 1, {}),
+    ("TB", "2025-01-26", METFORMIN, "1", 1, {}),
+    ("TB", "2025-03-26", METFORMIN, "1", 1, {}),
+    ("TB", "2025-07-26", METFORMIN, "1", 1, {}),
+    ("TC", "2025-01-27", METFORMIN, "1", 1, {}),
+    ("TC", "2025-03-27", METFORMIN, "1", 1, {}),
+    ("TC", "2025-07-27", METFORMIN, "1", 1, {}),
     # Near miss: three dates, the third cancelled by a regularisation two flows later.
     ("DJ", "2025-01-23", METFORMIN, "1", 1, {}),
     ("DJ", "2025-03-23", METFORMIN, "1", 1, {}),
@@ -138,6 +152,10 @@ DISPENSINGS = [
     ("LD", "2025-07-12", ATORVASTATIN, "1", 1, {}),
     ("LD", "2025-07-12", ATORVASTATIN, "-1", 2, {}),
 ]
+
+# The claims executed in an establishment, (person tag, dispensing day) -> ETE_IND_TAA of their ER_ETE_F
+# line; every other claim has none (private practice), which flags nothing either.
+ESTABLISHMENTS = {("TA", "2025-07-25"): "1", ("TB", "2025-07-26"): "0", ("TC", "2025-07-27"): None}
 
 # One stay: PMSI year, RSA_NUM, person tag, DP, start day, and T_MCOaaB / T_MCOaaC overrides, DAS codes.
 STAYS = [
@@ -200,13 +218,16 @@ def write_planted_inputs(raw: Path) -> None:
         "IR_PHA_R",
         [presentation(d.cip13, d.atc, d.label, large_pack=d in large_packs) for d in sorted(drugs)],
     )
-    claims, lines = [], []
+    claims, lines, establishments = [], [], []
     for number, (tag, day, drug, boxes, delay, overrides) in enumerate(DISPENSINGS, start=1):
         flow = next_flow(day, delay)
         claims.append({**claim(number, flow, tag, "1", day, nature="3313", end="1600-01-01"), **overrides})
         lines.append(pharmacy(number, flow, 1, drug, boxes=boxes))
+        if (tag, day) in ESTABLISHMENTS:
+            establishments.append(establishment(number, flow, ESTABLISHMENTS[tag, day]))
     write_raw(raw, "ER_PRS_F", claims)
     write_raw(raw, "ER_PHA_F", lines)
+    write_raw(raw, "ER_ETE_F", establishments)
     write_raw(
         raw,
         "IR_IMB_R",
@@ -299,6 +320,8 @@ def test_diabetes(warehouse):
         (person("DR"), 2025, date(2024, 9, 1), 1, "3.0.0"),
         (person("DW"), 2024, date(2024, 2, 10), 3, "3.0.0"),
         (person("DW"), 2025, date(2024, 2, 10), 3, "3.0.0"),
+        (person("TB"), 2025, date(2025, 1, 26), 3, "3.0.0"),
+        (person("TC"), 2025, date(2025, 1, 27), 3, "3.0.0"),
     ]
     criteria = query(
         warehouse,
@@ -313,6 +336,8 @@ def test_diabetes(warehouse):
         (person("DQ"), False, False, True),
         (person("DR"), False, False, True),
         (person("DW"), True, False, False),
+        (person("TB"), True, False, False),
+        (person("TC"), True, False, False),
     ]
 
 
@@ -342,7 +367,7 @@ def test_dispensings_are_netted_and_counted_by_hand(warehouse):
     )
     expected = {
         "DA": 3, "DB": 2, "DC": 2, "DD": 2, "DE": 3, "DF": 2, "DL": 2, "DM": 2, "DJ": 2, "DK": 3, "DH": 3,
-        "DV": 3, "DW": 3, "DX": 2, "LA": 3, "LB": 2, "LC": 2, "LD": 2,
+        "DV": 3, "DW": 3, "DX": 2, "LA": 3, "LB": 2, "LC": 2, "LD": 2, "TA": 2, "TB": 3, "TC": 3,
     }  # fmt: skip
     assert dispensed == {person(tag): count for tag, count in expected.items()}
     netted = query(
@@ -358,8 +383,8 @@ def test_dispensings_are_netted_and_counted_by_hand(warehouse):
     statuses = dict(
         query(warehouse, "select line_status, count(*) from intermediate.int_claims group by all")
     )
-    assert statuses == {"countable": len(DISPENSINGS) - 3, "information_only": 1, "no_base_act": 1,
-                        "supplement": 1}  # fmt: skip
+    assert statuses == {"countable": len(DISPENSINGS) - 4, "information_only": 1, "public_t2a": 1,
+                        "no_base_act": 1, "supplement": 1}  # fmt: skip
 
 
 def test_stays_follow_the_pmsi_rules_counted_by_hand(warehouse):
@@ -405,8 +430,9 @@ def test_delivered_person_identifiers_are_checked_by_counts(warehouse):
 
 def test_a_later_month_regularisation_corrects_the_earlier_month(warehouse, planted, tmp_path):
     """Monthly runs: the July dispensings of DJ and LD are cancelled by August flows' regularisations
-    (their lines are in the September flow); running July, August, September one by one leaves what the
-    whole build holds."""
+    (their lines are in the September flow), and TA's of the August flow is a public hospital's billed
+    directly (its ER_ETE_F line in the same month); running August and September one by one leaves what
+    the whole build holds."""
     monthly = tmp_path / "monthly.duckdb"
     months = [("2025-08-01", "2025-09-01"), ("2025-09-01", "2025-10-01")]
     for partition in months:
@@ -431,6 +457,13 @@ def test_a_later_month_regularisation_corrects_the_earlier_month(warehouse, plan
         "where ben_idt_ano in (?, ?) and dispensing_date >= '2025-07-01'"
     )
     assert query(monthly, cancelled, [person("DJ"), person("LD")]) == [(0,)]
+    statuses = (
+        "select dct_ord_num, ete_ind_taa, line_status from intermediate.int_claims "
+        "where flx_dis_dtd >= '2025-08-01' and flx_dis_dtd < '2025-10-01' order by all"
+    )
+    assert query(monthly, statuses) == query(warehouse, statuses)
+    assert {status for _, _, status in query(monthly, statuses)} == {"countable", "public_t2a"}
+    assert query(monthly, cancelled, [person("TA"), person("TA")]) == [(0,)]
 
 
 def test_algorithms_are_versioned_and_documented(warehouse):
@@ -472,11 +505,12 @@ def indicator(warehouse: Path, **request) -> dict[tuple[str, ...], tuple[int, in
 
 
 # By hand from the planted tables: the persons and stays each request must count, per year.
-DIABETES = {"2024": {"DR", "DW"}, "2025": {"DA", "DB", "DK", "DN", "DQ", "DR", "DW"}}
+DIABETES = {"2024": {"DR", "DW"}, "2025": {"DA", "DB", "DK", "DN", "DQ", "DR", "DW", "TB", "TC"}}
 CORONARY = {"2024": {"AA", "AI"}, "2025": {"AA", "AB", "AH", "AJ"}}
 # A10 dispensed, netted positive and countable: DG opted out; DE in both years; DV's benfluorex is A10.
 ANTIDIABETICS = {
-    "2024": {"DE", "DW", "DX"}, "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK", "DV"},
+    "2024": {"DE", "DW", "DX"},
+    "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK", "DV", "TA", "TB", "TC"},
 }  # fmt: skip
 # I21* as principal diagnosis in the mart (error, duplicate, inter-hospital and opted-out stays are out),
 # whether or not the stay's person is known (AE ambiguous twins, AK and AL unusable return codes).
@@ -520,7 +554,7 @@ def test_stay_indicators_equal_the_hand_count(warehouse):
 
 def test_omop_counts_equal_the_hand_count(warehouse):
     dispensings = query(warehouse, "select count(*) from marts.drug_dispensations")[0][0]
-    assert dispensings == 43  # the 18 persons' netted dispensings counted in the test above
+    assert dispensings == 51  # the 21 persons' netted dispensings counted in the test above
     assert query(warehouse, "select count(*) from omop.drug_exposure") == [(dispensings,)]
     # Every visit is a stay of the mart whose person is known (AE, AK and AL have none).
     known_stays = query(warehouse, "select count(*) from marts.hospital_stays where ben_idt_ano is not null")

@@ -38,6 +38,7 @@ from dbt_inputs import (
     ben,
     ccam_line,
     claim,
+    establishment,
     opt_out,
     pharmacy,
     presentation,
@@ -78,6 +79,7 @@ PARTITIONED = {
     "intermediate.int_claims": "flx_dis_dtd",
     "intermediate.int_claim_pharmacy_lines": "flx_dis_dtd",
     "staging.stg_er_cam_f": "flx_dis_dtd",
+    "staging.stg_er_ete_f": "flx_dis_dtd",
     "intermediate.int_claim_ccam_lines": "flx_dis_dtd",
     "intermediate.int_hospital_stays": "stay_start_date",
     "intermediate.int_hospital_stay_diagnoses": "stay_start_date",
@@ -170,6 +172,19 @@ def write_golden_inputs(raw: Path) -> None:
         ],
         **first,
     )
+    # Establishment lines: claim 10 of a public hospital billing directly (ETE_IND_TAA 1); claim 9 so first,
+    # then corrected to 0 by the second delivery; claim 1 without the indicator. Other claims have none.
+    write_raw(
+        raw,
+        "ER_ETE_F",
+        [
+            establishment(10, "2025-02-01", "1"),
+            establishment(9, "2025-03-01", "1"),
+            establishment(1, "2025-02-01", None),
+        ],
+        **first,
+    )
+    write_raw(raw, "ER_ETE_F", [establishment(9, "2025-03-01", "0")], **second)
     write_raw(
         raw,
         "IR_PHA_R",
@@ -354,6 +369,7 @@ def test_staging_columns_are_typed_as_the_registry_declares(golden):
         "stg_t_mco_d": "T_MCOaaD",
         "stg_t_mco_a": "T_MCOaaA",
         "stg_er_cam_f": "ER_CAM_F",
+        "stg_er_ete_f": "ER_ETE_F",
         "stg_opt_out": "OPT_OUT",
         "stg_cohort_ext": "COHORT_EXT",
     }
@@ -448,6 +464,29 @@ def test_pharmacy_lines_are_joined_to_their_claims(golden):
         (2, PARACETAMOL.cip13, PARACETAMOL.atc, 2),
         (3, METFORMIN.cip13, METFORMIN.atc, 1),
     ]
+
+
+def test_claims_of_public_hospitals_billing_directly_are_not_countable(golden):
+    """ETE_IND_TAA = 1 on the claim's ER_ETE_F line (its latest delivered version) flags the claim; 0, a
+    missing indicator and no ER_ETE_F line at all (private practice) flag nothing."""
+    assert golden.rows(
+        "select dct_ord_num, ete_ind_taa, hdh_delivery_id from staging.stg_er_ete_f order by 1"
+    ) == [
+        (1, None, "d1"),
+        (9, 0, "d2"),
+        (10, 1, "d1"),
+    ]
+    statuses = golden.rows(
+        "select dct_ord_num, ete_ind_taa, line_status from intermediate.int_claims "
+        "where dct_ord_num in (1, 2, 9, 10) order by 1"
+    )
+    assert statuses == [
+        (1, None, "countable"),
+        (2, None, "countable"),
+        (9, 0, "countable"),
+        (10, 1, "public_t2a"),
+    ]
+    assert golden.rows("select line_status from marts.claims where dct_ord_num = 10") == [("public_t2a",)]
 
 
 # --- OMOP ------------------------------------------------------------------------------------------
@@ -764,7 +803,7 @@ def test_nothing_delivered_still_builds_empty_typed_tables(builds):
         "select schema_name || '.' || table_name from duckdb_tables() "
         "where schema_name in ('staging', 'intermediate', 'marts', 'omop')"
     )
-    assert len(tables) == 42
+    assert len(tables) == 43
     # Every table is empty but the one row of counts checking the delivered BEN_IDT_ANO, all zero.
     counts = "intermediate.int_ben_idt_ano_conformity"
     assert {table: empty.rows(f"select count(*) from {table}")[0][0] for (table,) in tables} == {
@@ -790,8 +829,9 @@ def test_synthetic_delivery_builds_and_fits_the_partitions(builds):
         table: synthetic.rows(f"select min({column}), max({column}) from {table}")[0]
         for table, column in PARTITIONED.items()
     }
-    # The demo delivers no CCAM act (T_MCOaaA, ER_CAM_F): their models are empty and procedures too.
-    undelivered = {"staging.stg_er_cam_f", "intermediate.int_claim_ccam_lines"}
+    # The demo delivers no CCAM act (T_MCOaaA, ER_CAM_F): their models are empty and procedures too; nor
+    # establishment lines (ER_ETE_F).
+    undelivered = {"staging.stg_er_cam_f", "intermediate.int_claim_ccam_lines", "staging.stg_er_ete_f"}
     assert all(bounds.pop(table) == (None, None) for table in undelivered)
     assert all(low is not None and low >= at("2024-12-01").date() for low, _ in bounds.values()), bounds
     assert bounds["marts.claims"][0] >= at("2025-02-01").date()
@@ -835,7 +875,7 @@ def test_every_model_and_column_is_documented(docs):
     models = {
         uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] in ("model", "seed")
     }
-    assert len(models) == 45
+    assert len(models) == 46
     for uid, node in models.items():
         assert node["description"].strip(), f"{uid} has no description"
         documented = {name.lower(): column["description"] for name, column in node["columns"].items()}

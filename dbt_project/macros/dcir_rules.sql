@@ -7,21 +7,35 @@
       information, not care reimbursed in the DCIR (Documentation-SNDS, FAQ
       DCIR and fiche "Requête type dans la table prestations du DCIR";
       SCALPEL-Extraction DcirFilters.filterInformationFlux);
+    - public_t2a: ETE_IND_TAA = 1 on the claim's establishment line (ER_ETE_F;
+      IR_TAA_V 1 "TAA publique"), activity of a public hospital billing the
+      insurance directly (FIDES): its external consultations and acts and its
+      stays are in the PMSI in full and in the DCIR only for the hospitals
+      already on direct billing, so the community filters them out
+      (fiche "Requête type dans la table prestations du DCIR":
+      ETE_IND_TAA <> 1 OR ETE_IND_TAA IS MISSING; fiches "Actes et
+      consultations externes", "Dépenses des établissements de santé").
+      Only 1 flags: 0 (hors TAA), 2 (TAA privée), 8 (non transmis),
+      9 (inconnue) and NULL are kept, NULL above all for a claim without an
+      ER_ETE_F line (private practice), which the community's left join keeps;
     - no_base_act: BSE_PRS_NAT = 0, "nature de prestation sans objet"
       (SCALPEL-Extraction DcirSource.sanitize);
     - supplement: CPL_MAJ_TOP >= 2, a majoration or a participation line, not
       an act of its own (fiche "Requête type dans la table prestations du
       DCIR": CPL_MAJ_TOP < 2; sndsTools extract_drug_dispenses);
-    - missing_flag: one of the three is not delivered, so the line cannot be
-      shown to be care (the community filters drop such lines too: a Spark or
-      SQL comparison with NULL is not true);
+    - missing_flag: one of DPN_QLF, BSE_PRS_NAT, CPL_MAJ_TOP is not
+      delivered, so the line cannot be shown to be care (the community
+      filters drop such lines too: a Spark or SQL comparison with NULL is not
+      true);
     - countable otherwise.
 
-    Never NULL: every line gets exactly one status. -#}
-{% macro dcir_line_status(dpn_qlf, bse_prs_nat, cpl_maj_top) -%}
+    Never NULL: every line gets exactly one status, the first that applies in
+    the order above (missing_flag first). -#}
+{% macro dcir_line_status(dpn_qlf, bse_prs_nat, cpl_maj_top, ete_ind_taa) -%}
     case
         when {{ dpn_qlf }} is null or {{ bse_prs_nat }} is null or {{ cpl_maj_top }} is null then 'missing_flag'
         when {{ dpn_qlf }} = 71 then 'information_only'
+        when {{ ete_ind_taa }} = 1 then 'public_t2a'
         when {{ bse_prs_nat }} = 0 then 'no_base_act'
         when {{ cpl_maj_top }} >= 2 then 'supplement'
         else 'countable'
@@ -31,7 +45,7 @@
 
 {#- The statuses dcir_line_status() gives, for accepted_values tests. -#}
 {% macro dcir_line_statuses() -%}
-    {{ return(['countable', 'information_only', 'no_base_act', 'supplement', 'missing_flag']) }}
+    {{ return(['countable', 'information_only', 'public_t2a', 'no_base_act', 'supplement', 'missing_flag']) }}
 {%- endmacro %}
 
 
@@ -102,8 +116,8 @@ where net_boxes > 0
     qualify row_number() over (
         partition by {{ key }}
         order by
-            {{ quantity }} > 0 desc, flx_dis_dtd, flx_trt_dtd, dct_ord_num, flx_emt_num, flx_emt_ord,
-            flx_emt_typ, org_cle_num, prs_ord_num, rem_typ_aff, {{ line_order }}
+            {{ quantity }} > 0 desc, flx_dis_dtd, flx_trt_dtd, {{ dcir_claim_key_columns() | join(', ') }},
+            {{ line_order }}
     ) = 1
 {% endmacro %}
 

@@ -10,17 +10,38 @@
 {%- endmacro %}
 
 
-{#- The 9 DCIR join columns (the claim key of ER_PRS_F, repeated on each of
-    its detail rows), typed from the raw text: one definition for the claims
+{#- The 9 DCIR join columns: the claim key of ER_PRS_F, repeated on each of
+    its detail rows (ER_PHA_F, ER_CAM_F, ER_ETE_F…). Every join and window on a
+    claim lists them from here: {{ dcir_claim_key_columns() | join(', ') }}. -#}
+{% macro dcir_claim_key_columns() -%}
+    {{ return([
+        'dct_ord_num', 'flx_dis_dtd', 'flx_emt_num', 'flx_emt_ord', 'flx_emt_typ',
+        'flx_trt_dtd', 'org_cle_num', 'prs_ord_num', 'rem_typ_aff',
+    ]) }}
+{%- endmacro %}
+
+
+{#- The 9 DCIR join columns typed from the raw text (two dates, the
+    organisation code as text, integers otherwise): one typing for the claims
     and every detail table, so their keys always join. -#}
 {% macro dcir_claim_key() -%}
-        {{ as_integer('DCT_ORD_NUM') }} as dct_ord_num,
-        {{ as_date('FLX_DIS_DTD') }} as flx_dis_dtd,
-        {{ as_integer('FLX_EMT_NUM') }} as flx_emt_num,
-        {{ as_integer('FLX_EMT_ORD') }} as flx_emt_ord,
-        {{ as_integer('FLX_EMT_TYP') }} as flx_emt_typ,
-        {{ as_date('FLX_TRT_DTD') }} as flx_trt_dtd,
-        {{ as_string('ORG_CLE_NUM') }} as org_cle_num,
-        {{ as_integer('PRS_ORD_NUM') }} as prs_ord_num,
-        {{ as_integer('REM_TYP_AFF') }} as rem_typ_aff
+    {%- set typing = {'flx_dis_dtd': as_date, 'flx_trt_dtd': as_date, 'org_cle_num': as_string} -%}
+    {%- for column in dcir_claim_key_columns() %}
+        {{ typing.get(column, as_integer)(column | upper) }} as {{ column }}{{ ',' if not loop.last }}
+    {%- endfor %}
+{%- endmacro %}
+
+
+{#- The latest delivered version of each DCIR claim, as the qualify clause of
+    a DCIR staging model (macros/delivery_order.sql says which delivery wins).
+    one_row_per_claim: ER_PRS_F and ER_ETE_F hold one row per claim key, the
+    last one in file order within the winning delivery; otherwise (a detail
+    table of several lines per claim, ER_PHA_F, ER_CAM_F) every line of the
+    latest delivery that holds lines for the claim, so a re-delivered claim
+    with fewer lines does not keep the old extra ones. -#}
+{% macro latest_dcir_claim_delivery(one_row_per_claim) -%}
+qualify {{ 'row_number' if one_row_per_claim else 'rank' }}() over (
+    partition by {{ dcir_claim_key_columns() | join(', ') }}
+    order by {{ latest_delivery_first(within_delivery=one_row_per_claim) }}
+) = 1
 {%- endmacro %}

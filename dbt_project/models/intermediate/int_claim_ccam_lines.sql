@@ -35,7 +35,4 @@ select
     claims.pse_spe_cod,
     claims.line_status
 from ccam_lines
-left join claims using (
-    dct_ord_num, flx_dis_dtd, flx_emt_num, flx_emt_ord, flx_emt_typ,
-    flx_trt_dtd, org_cle_num, prs_ord_num, rem_typ_aff
-)
+left join claims using ({{ dcir_claim_key_columns() | join(', ') }})

@@ -39,8 +39,5 @@ select
     claims.line_status,
     atc_classes.atc_code
 from pharmacy_lines
-left join claims using (
-    dct_ord_num, flx_dis_dtd, flx_emt_num, flx_emt_ord, flx_emt_typ,
-    flx_trt_dtd, org_cle_num, prs_ord_num, rem_typ_aff
-)
+left join claims using ({{ dcir_claim_key_columns() | join(', ') }})
 left join atc_classes on atc_classes.cip13 = pharmacy_lines.pha_prs_c13

@@ -1,6 +1,9 @@
 -- DCIR claims with the person they belong to, found through their pseudonym
--- and twin rank (NULL when the referential does not hold the pair), and whether
--- the line is care to count (dcir_line_status: information only, no base act…).
+-- and twin rank (NULL when the referential does not hold the pair), the T2A
+-- indicator of their establishment line (ER_ETE_F, joined on the 9 DCIR key
+-- columns; NULL for a claim without one, private practice), and whether the
+-- line is care to count (dcir_line_status: information only, public hospital
+-- billing directly, no base act…).
 {{ config(
     materialized='incremental',
     full_refresh=not is_partitioned_run(),
@@ -14,6 +17,13 @@ with claims as (
     where {{ in_partition('flx_dis_dtd') }}
 ),
 
+-- One row per claim key (stg_er_ete_f), so the join keeps one row per claim.
+establishments as (
+    select {{ dcir_claim_key_columns() | join(', ') }}, ete_ind_taa
+    from {{ ref('stg_er_ete_f') }}
+    where {{ in_partition('flx_dis_dtd') }}
+),
+
 pseudonyms as (
     select ben_nir_psa, ben_rng_gem, ben_idt_ano
     from {{ ref('int_pseudonym_persons') }}
@@ -22,6 +32,10 @@ pseudonyms as (
 select
     claims.*,
     pseudonyms.ben_idt_ano,
-    {{ dcir_line_status('claims.dpn_qlf', 'claims.bse_prs_nat', 'claims.cpl_maj_top') }} as line_status
+    establishments.ete_ind_taa,
+    {{ dcir_line_status(
+        'claims.dpn_qlf', 'claims.bse_prs_nat', 'claims.cpl_maj_top', 'establishments.ete_ind_taa'
+    ) }} as line_status
 from claims
+left join establishments using ({{ dcir_claim_key_columns() | join(', ') }})
 left join pseudonyms using (ben_nir_psa, ben_rng_gem)

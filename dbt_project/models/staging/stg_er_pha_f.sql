@@ -32,9 +32,4 @@ typed as (
 select *
 from typed
 where {{ in_partition('flx_dis_dtd') }}
-qualify rank() over (
-    partition by
-        dct_ord_num, flx_dis_dtd, flx_emt_num, flx_emt_ord, flx_emt_typ,
-        flx_trt_dtd, org_cle_num, prs_ord_num, rem_typ_aff
-    order by {{ latest_delivery_first(within_delivery=false) }}
-) = 1
+{{ latest_dcir_claim_delivery(one_row_per_claim=false) }}
