@@ -267,6 +267,18 @@ def stay_d(rsa, number, code):
     }
 
 
+def stay_um(rsa, number, dp, dr=None):
+    """One T_MCOaaUM row: the medical unit (RUM) ``number`` of the stay with its own DP and DR."""
+    return {
+        "ETA_NUM": "750001011",
+        "RSA_NUM": str(rsa),
+        "RSS_NUM": "224",
+        "UM_ORD_NUM": str(number),
+        "DGN_PAL": dp,
+        "DGN_REL": dr,
+    }
+
+
 def stay_a(rsa, code, delay, *, times="1", modifier=None):
     """One T_MCOaaA row: a CCAM act of the stay, ``delay`` days after its entry (ENT_DAT_DEL)."""
     return {

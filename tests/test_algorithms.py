@@ -6,10 +6,10 @@ case) or to miss one criterion by one condition (a near miss): thresholds ±1, a
 regularisation in a later flow, lines for information only, of a public hospital billing directly
 (ETE_IND_TAA 1 on the claim's ER_ETE_F line, next to 0 and a missing indicator, which count), without base
 act or supplements, duplicate FINESS stays inside and outside the referential's years, an inter-hospital
-duplicate, error and missing GHMs, invalid and missing chaining return codes, ALD of another nature or code.
-The tests check the exact rows (precision = recall = 1) and marts counts computed by hand. Pseudonyms are
-tags padded to 17 characters; every person has twin rank 1 (so the person is the pseudonym || 1) except the
-twins "AE".
+duplicate, error and missing GHMs, invalid and missing chaining return codes, ALD of another nature or code,
+a diagnosis only in a medical unit (T_MCOaaUM) of a retained or an excluded stay. The tests check the exact
+rows (precision = recall = 1) and marts counts computed by hand. Pseudonyms are tags padded to 17
+characters; every person has twin rank 1 (so the person is the pseudonym || 1) except the twins "AE".
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dbt_inputs import (
     stay_b,
     stay_c,
     stay_d,
+    stay_um,
     write_raw,
 )
 
@@ -190,7 +191,28 @@ STAYS = [
     (2024, 2000000019, "DT", "K359", "2024-06-03", {"ETA_NUM": GEOGRAPHIC_APHP}, {}, ["E119"]),
     # Death at discharge (SOR_MOD 9), unknown to the referential.
     (2025, 1000000020, "PD", "I500", "2025-08-01", {"SOR_MOD": "9"}, {}, []),
+    # Medical units (UNITS below). ACS as the DP of the second unit only: a case. Near misses: ACS as a unit's
+    # related diagnosis only; as a unit's DP in an error stay and in a duplicate stay. Diabetes as a unit's DP
+    # only: a near miss (the diabetes criterion reads the stay's DP, DR and DAS).
+    (2025, 1000000021, "AN", "I10", "2025-06-10", {}, {}, []),
+    (2025, 1000000022, "AO", "I10", "2025-06-11", {}, {}, []),
+    (2025, 1000000023, "AP", "I10", "2025-06-12", {"GRG_GHM": "90Z00Z"}, {}, []),
+    (2024, 2000000024, "AQ", "I10", "2024-06-13", {"ETA_NUM": GEOGRAPHIC_APHP}, {}, []),
+    (2025, 1000000025, "DY", "K359", "2025-06-14", {}, {}, []),
 ]
+
+# The medical units (T_MCOaaUM) of some stays: RSA_NUM -> [(unit DP, unit DR)], in unit order. The stay's DP
+# is one of its units' DP, as in the PMSI: AA's and AB's coronary stays repeat theirs (counted once each).
+UNITS = {
+    1000000001: [("I214", None)],
+    1000000002: [("I210", None), ("I10", None)],
+    1000000003: [("K359", None), ("I249", None)],
+    1000000021: [("I10", None), ("I214", None)],
+    1000000022: [("I10", "I214")],
+    1000000023: [("I10", None), ("I214", None)],
+    2000000024: [("I10", None), ("I214", None)],
+    1000000025: [("K359", None), ("E119", None)],
+}
 
 # Long-term illnesses: (tag, ICD-10, nature, start, end).
 ILLNESSES = [
@@ -258,7 +280,7 @@ def write_planted_inputs(raw: Path) -> None:
     )  # fmt: skip
     for year in (2024, 2025):
         stays = [stay for stay in STAYS if stay[0] == year]
-        summaries, dates, associated = [], [], []
+        summaries, dates, associated, units = [], [], [], []
         for _, rsa, tag, dp, start, b_overrides, c_overrides, das in stays:
             eta = b_overrides.get("ETA_NUM", OTHER_HOSPITAL)
             summaries.append({**stay_b(rsa, dp), "SOR_ANN": str(year), **b_overrides})
@@ -266,10 +288,15 @@ def write_planted_inputs(raw: Path) -> None:
                 {**stay_c(rsa, tag, at(start), at(start) + timedelta(days=4)), "ETA_NUM": eta, **c_overrides}
             )
             associated += [{**stay_d(rsa, rank, code), "ETA_NUM": eta} for rank, code in enumerate(das, 1)]
+            units += [
+                {**stay_um(rsa, number, unit_dp, unit_dr), "ETA_NUM": eta}
+                for number, (unit_dp, unit_dr) in enumerate(UNITS.get(rsa, []), 1)
+            ]
         # One file per PMSI year in the same delivery, as the SNDS ships them.
         write_raw(raw, f"T_MCO{year % 100}B", summaries, file_name=f"t_mco{year}b")
         write_raw(raw, f"T_MCO{year % 100}C", dates, file_name=f"t_mco{year}c")
         write_raw(raw, f"T_MCO{year % 100}D", associated, file_name=f"t_mco{year}d")
+        write_raw(raw, f"T_MCO{year % 100}UM", units, file_name=f"t_mco{year}um")
 
 
 @pytest.fixture(scope="module")
@@ -350,13 +377,32 @@ def test_treated_dyslipidaemia(warehouse):
 
 def test_acute_coronary_syndrome(warehouse):
     assert selected(warehouse, "alg_acute_coronary_syndrome") == [
-        (person("AA"), 2024, date(2024, 6, 1), 1, "2.0.0"),
-        (person("AA"), 2025, date(2025, 3, 10), 1, "2.0.0"),
-        (person("AB"), 2025, date(2025, 2, 1), 2, "2.0.0"),
-        (person("AH"), 2025, date(2025, 4, 6), 1, "2.0.0"),
-        (person("AI"), 2024, date(2024, 5, 7), 1, "2.0.0"),
-        (person("AJ"), 2025, date(2025, 5, 8), 1, "2.0.0"),
+        (person("AA"), 2024, date(2024, 6, 1), 1, "3.0.0"),
+        (person("AA"), 2025, date(2025, 3, 10), 1, "3.0.0"),
+        (person("AB"), 2025, date(2025, 2, 1), 2, "3.0.0"),
+        (person("AH"), 2025, date(2025, 4, 6), 1, "3.0.0"),
+        (person("AI"), 2024, date(2024, 5, 7), 1, "3.0.0"),
+        (person("AJ"), 2025, date(2025, 5, 8), 1, "3.0.0"),
+        (person("AN"), 2025, date(2025, 6, 10), 1, "3.0.0"),  # the DP of its second unit
     ]
+
+
+def test_unit_diagnoses_are_those_of_retained_stays(warehouse):
+    """T_MCOaaUM's DP and DR reach the stay's diagnoses as DP_UM and DR_UM, ranked by unit, for the retained
+    stays only: the error stay's and the duplicate stay's units are not there."""
+    units = query(
+        warehouse,
+        "select rsa_num, diagnosis_type, diagnosis_rank, icd10_code from marts.hospital_stay_diagnoses "
+        "where diagnosis_type in ('DP_UM', 'DR_UM') order by all",
+    )
+    retained = {rsa: rows for rsa, rows in UNITS.items() if rsa not in (1000000023, 2000000024)}
+    assert units == sorted(
+        (rsa, kind, number, code)
+        for rsa, rows in retained.items()
+        for number, (unit_dp, unit_dr) in enumerate(rows, 1)
+        for kind, code in (("DP_UM", unit_dp), ("DR_UM", unit_dr))
+        if code is not None
+    )
 
 
 def test_dispensings_are_netted_and_counted_by_hand(warehouse):
@@ -390,13 +436,13 @@ def test_dispensings_are_netted_and_counted_by_hand(warehouse):
 def test_stays_follow_the_pmsi_rules_counted_by_hand(warehouse):
     statuses = dict(query(warehouse, "select rsa_num, stay_status from intermediate.int_pmsi_stays"))
     assert {rsa for rsa, status in statuses.items() if status != "retained"} == {
-        1000000005, 1000000015, 1000000018, 2000000011, 2000000019,
+        1000000005, 1000000015, 1000000018, 1000000023, 2000000011, 2000000019, 2000000024,
     }  # fmt: skip
-    assert statuses[1000000005] == statuses[1000000018] == "error_ghm"
-    assert statuses[2000000011] == statuses[2000000019] == "duplicate_finess"
+    assert statuses[1000000005] == statuses[1000000018] == statuses[1000000023] == "error_ghm"
+    assert statuses[2000000011] == statuses[2000000019] == statuses[2000000024] == "duplicate_finess"
     assert statuses[1000000015] == "inter_hospital_duplicate"
-    # The mart: every stay but those five and the opted-out person's (AG).
-    assert query(warehouse, "select count(*) from marts.hospital_stays") == [(len(STAYS) - 6,)]
+    # The mart: every stay but those seven and the opted-out person's (AG).
+    assert query(warehouse, "select count(*) from marts.hospital_stays") == [(len(STAYS) - 8,)]
     assert query(
         warehouse,
         "select ghm_status, ghm_code, is_error_stay from marts.hospital_stays where rsa_num = 1000000009",
@@ -466,16 +512,21 @@ def test_a_later_month_regularisation_corrects_the_earlier_month(warehouse, plan
     assert query(monthly, cancelled, [person("TA"), person("TA")]) == [(0,)]
 
 
+VERSIONS = {
+    "alg_treated_diabetes": "3.0.0",
+    "alg_acute_coronary_syndrome": "3.0.0",
+    "alg_treated_dyslipidaemia": "2.0.0",
+}
+
+
 def test_algorithms_are_versioned_and_documented(warehouse):
     manifest = json.loads((warehouse.parent / "target" / "manifest.json").read_text())
     algorithms = [node for node in manifest["nodes"].values() if node["schema"] == "algorithms"
                   and node["resource_type"] == "model"]  # fmt: skip
-    assert {node["name"] for node in algorithms} == {
-        "alg_treated_diabetes", "alg_treated_dyslipidaemia", "alg_acute_coronary_syndrome",
-    }  # fmt: skip
+    assert {node["name"] for node in algorithms} == set(VERSIONS)
     for node in algorithms:
         meta = node["config"]["meta"]
-        assert meta["algorithm_version"] == ("3.0.0" if node["name"] == "alg_treated_diabetes" else "2.0.0")
+        assert meta["algorithm_version"] == VERSIONS[node["name"]]
         assert meta["reference"].startswith("Caisse nationale de l'Assurance Maladie")
         assert meta["inputs"]
         assert set(meta["fiche"]) == {"definition", "data", "codes", "source", "limits"}
@@ -487,7 +538,7 @@ def test_catalogue_site_renders_every_fiche(tmp_path):
     page = (tmp_path / "algorithms.html").read_text(encoding="utf-8")
     for fiche in algorithm_fiches():
         assert f'<section id="{fiche.name}">' in page
-        assert fiche.version == ("3.0.0" if fiche.name == "alg_treated_diabetes" else "2.0.0")
+        assert fiche.version == VERSIONS[fiche.name]
         assert f"version {fiche.version}" in page
         assert all(fiche.parts.values()), fiche.name
         assert escape(fiche.parts["limits"]) in page
@@ -506,14 +557,15 @@ def indicator(warehouse: Path, **request) -> dict[tuple[str, ...], tuple[int, in
 
 # By hand from the planted tables: the persons and stays each request must count, per year.
 DIABETES = {"2024": {"DR", "DW"}, "2025": {"DA", "DB", "DK", "DN", "DQ", "DR", "DW", "TB", "TC"}}
-CORONARY = {"2024": {"AA", "AI"}, "2025": {"AA", "AB", "AH", "AJ"}}
+CORONARY = {"2024": {"AA", "AI"}, "2025": {"AA", "AB", "AH", "AJ", "AN"}}
 # A10 dispensed, netted positive and countable: DG opted out; DE in both years; DV's benfluorex is A10.
 ANTIDIABETICS = {
     "2024": {"DE", "DW", "DX"},
     "2025": {"DA", "DB", "DC", "DD", "DE", "DF", "DL", "DM", "DJ", "DK", "DV", "TA", "TB", "TC"},
 }  # fmt: skip
-# I21* as principal diagnosis in the mart (error, duplicate, inter-hospital and opted-out stays are out),
-# whether or not the stay's person is known (AE ambiguous twins, AK and AL unusable return codes).
+# I21* as the stay's principal diagnosis in the mart (error, duplicate, inter-hospital and opted-out stays
+# are out), whether or not the stay's person is known (AE ambiguous twins, AK and AL unusable return codes);
+# a unit's DP (AN) is not the stay's.
 ACS_STAYS = {
     "2024": [("AA", 2000000001), ("AI", 2000000010)],
     "2025": [("AA", 1000000001), ("AB", 1000000002), ("AE", 1000000006), ("AH", 1000000009),
@@ -549,7 +601,7 @@ def test_stay_indicators_equal_the_hand_count(warehouse):
         warehouse, name="planted", unit="stays", breakdown=("year",), algorithm="alg_acute_coronary_syndrome"
     )
     assert by_algorithm[("2024",)] == (2, 2)
-    assert by_algorithm[("2025",)] == (5, 4)  # AB's two stays (I210, I249), AA, AH, AJ
+    assert by_algorithm[("2025",)] == (6, 5)  # AB's two stays (I210, I249), AA, AH, AJ, AN
 
 
 def test_omop_counts_equal_the_hand_count(warehouse):
@@ -558,6 +610,6 @@ def test_omop_counts_equal_the_hand_count(warehouse):
     assert query(warehouse, "select count(*) from omop.drug_exposure") == [(dispensings,)]
     # Every visit is a stay of the mart whose person is known (AE, AK and AL have none).
     known_stays = query(warehouse, "select count(*) from marts.hospital_stays where ben_idt_ano is not null")
-    assert known_stays == [(len(STAYS) - 6 - len(UNKNOWN_PERSONS),)]
+    assert known_stays == [(len(STAYS) - 8 - len(UNKNOWN_PERSONS),)]
     assert query(warehouse, "select count(*) from omop.visit_occurrence") == known_stays
     assert query(warehouse, "select count(*) from omop.death") == [(1,)]

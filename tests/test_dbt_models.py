@@ -49,6 +49,7 @@ from dbt_inputs import (
     stay_b,
     stay_c,
     stay_d,
+    stay_um,
     write_raw,
     write_synthetic_raw,
 )
@@ -233,6 +234,25 @@ def write_golden_inputs(raw: Path) -> None:
         **first,
     )
     write_raw(raw, "T_MCO25D", [stay_d(1000000001, 1, "E119"), stay_d(1000000001, 2, "I10")], **second)
+    # Medical units: the second delivery replaces stay 1's set (K590 goes); its first unit repeats the stay's
+    # DP, its third the DAS E119, and I500 is the DP of one unit and the DR of another. The error stay's unit
+    # reaches nothing.
+    write_raw(
+        raw,
+        "T_MCO25UM",
+        [stay_um(1000000001, 1, "I214"), stay_um(1000000001, 2, "K590"), stay_um(1000000005, 1, "I219")],
+        **first,
+    )
+    write_raw(
+        raw,
+        "T_MCO25UM",
+        [
+            stay_um(1000000001, 1, "I214"),
+            stay_um(1000000001, 2, "I500", "E109"),
+            stay_um(1000000001, 3, "E119", "I500"),
+        ],
+        **second,
+    )
     # Stay acts: the second delivery replaces stay 1's set; the error stay's act reaches no visit.
     write_raw(
         raw,
@@ -346,6 +366,10 @@ def test_latest_delivery_wins(golden):
         ("E119",),
         ("I10",),
     ]
+    assert golden.rows(
+        "select pmsi_year, um_ord_num, dgn_pal, dgn_rel, hdh_delivery_id from staging.stg_t_mco_um "
+        "where rsa_num = 1000000001 order by 2"
+    ) == [(2025, 1, "I214", None, "d2"), (2025, 2, "I500", "E109", "d2"), (2025, 3, "E119", "I500", "d2")]
     assert golden.rows("select count(*) from staging.stg_er_prs_f") == [(10,)]
 
 
@@ -368,6 +392,7 @@ def test_staging_columns_are_typed_as_the_registry_declares(golden):
         "stg_t_mco_c": "T_MCOaaC",
         "stg_t_mco_d": "T_MCOaaD",
         "stg_t_mco_a": "T_MCOaaA",
+        "stg_t_mco_um": "T_MCOaaUM",
         "stg_er_cam_f": "ER_CAM_F",
         "stg_er_ete_f": "ER_ETE_F",
         "stg_opt_out": "OPT_OUT",
@@ -529,12 +554,27 @@ def test_omop_visits_and_conditions(golden):
         "order by c.condition_start_date, c.condition_status_concept_id, c.condition_source_value"
     )
     january, march = at("2025-01-10").date(), at("2025-03-12").date()
+    # The units add the codes the stay does not hold, once each (I500: the DP of unit 2 and DR of unit 3), as
+    # secondary diagnoses; I214 (unit 1) and E119 (unit 3) repeat the stay's DP and DAS.
     assert conditions == [
         ("I214", "DP", 32902, 0, 0, january),
+        ("E109", "DR_UM", 32908, 0, 0, january),
         ("E119", "DAS", 32908, 0, 0, january),
         ("I10", "DAS", 32908, 0, 0, january),
+        ("I500", "DP_UM", 32908, 0, 0, january),
         ("Z511", "DP", 32902, 0, 0, march),
         ("C341", "DR", 32908, 0, 0, march),
+    ]
+    # Every position stays in the marts, the error stay's unit excepted.
+    assert golden.rows(
+        "select rsa_num, diagnosis_type, diagnosis_rank, icd10_code from marts.hospital_stay_diagnoses "
+        "where diagnosis_type in ('DP_UM', 'DR_UM') order by all"
+    ) == [
+        (1000000001, "DP_UM", 1, "I214"),
+        (1000000001, "DP_UM", 2, "I500"),
+        (1000000001, "DP_UM", 3, "E119"),
+        (1000000001, "DR_UM", 2, "E109"),
+        (1000000001, "DR_UM", 3, "I500"),
     ]
 
 
@@ -669,9 +709,11 @@ def test_loaded_vocabularies_fill_the_concept_ids(golden, tmp_path):
     # CIM10 comes before ICD10; a code missing from the vocabularies keeps 0.
     assert conditions == [
         ("C341", 0, 0),
+        ("E109", 0, 0),
         ("E119", 201826, 45000002),
         ("I10", 0, 45000003),
         ("I214", 4270024, 2000001),
+        ("I500", 0, 0),
         ("Z511", 0, 0),
     ]
     assert query(
@@ -803,7 +845,7 @@ def test_nothing_delivered_still_builds_empty_typed_tables(builds):
         "select schema_name || '.' || table_name from duckdb_tables() "
         "where schema_name in ('staging', 'intermediate', 'marts', 'omop')"
     )
-    assert len(tables) == 43
+    assert len(tables) == 44
     # Every table is empty but the one row of counts checking the delivered BEN_IDT_ANO, all zero.
     counts = "intermediate.int_ben_idt_ano_conformity"
     assert {table: empty.rows(f"select count(*) from {table}")[0][0] for (table,) in tables} == {
@@ -875,7 +917,7 @@ def test_every_model_and_column_is_documented(docs):
     models = {
         uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] in ("model", "seed")
     }
-    assert len(models) == 46
+    assert len(models) == 47
     for uid, node in models.items():
         assert node["description"].strip(), f"{uid} has no description"
         documented = {name.lower(): column["description"] for name, column in node["columns"].items()}

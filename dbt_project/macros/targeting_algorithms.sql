@@ -94,10 +94,11 @@ group by treated_years.ben_idt_ano, years.year
 {% endmacro %}
 
 
-{#- Hospital criterion: an MCO stay with one of the ICD-10 codes as principal
-    (DP), related (DR) or associated (DAS) diagnosis, in the year or in one of
-    the years_back years before it, reaching exactly one person. One row per
-    person, year and stay, dated by the stay's start. -#}
+{#- Hospital criterion: an MCO stay with one of the ICD-10 codes in one of
+    the diagnosis_types positions (DP, DR, DAS of the stay; DP_UM, DR_UM of
+    one of its medical units), in the year or in one of the years_back years
+    before it, reaching exactly one person. One row per person, year and stay
+    (however many positions hold the code), dated by the stay's start. -#}
 {% macro hospital_diagnosis_evidence(icd10_prefixes, diagnosis_types, years_back=0) %}
     select distinct
         diagnoses.ben_idt_ano,

@@ -60,9 +60,9 @@
     1600-01-01
 {%- endmacro %}
 
-{#- The PMSI ships one table per year (T_MCO25B for 2025) and numbers its
-    stays (RSA_NUM) within a year, so the year, read from the delivered table
-    name, is part of a stay's key. -#}
+{#- The PMSI ships one table per year (T_MCO25B for 2025, T_MCO25UM for its
+    medical units) and numbers its stays (RSA_NUM) within a year, so the year,
+    read from the delivered table name, is part of a stay's key. -#}
 {% macro pmsi_year() -%}
-    2000 + cast(regexp_extract(hdh_dataset, '^T_MCO([0-9]{2})[A-Z]$', 1) as integer)
+    2000 + cast(regexp_extract(hdh_dataset, '^T_MCO([0-9]{2})[A-Z]+$', 1) as integer)
 {%- endmacro %}

@@ -87,6 +87,8 @@ SNDS_NOMENCLATURES: Mapping[tuple[str, str], str] = MappingProxyType(
         ("T_MCOaaB", "SOR_MOD"): "MS_SOR_V",
         ("T_MCOaaD", "ASS_DGN"): "MS_CIM_V",
         ("T_MCOaaA", "CDC_ACT"): "IR_CCAM_V63",
+        ("T_MCOaaUM", "DGN_PAL"): "MS_CIM_V",
+        ("T_MCOaaUM", "DGN_REL"): "MS_CIM_V",
         ("IR_IMB_R", "BEN_RNG_GEM"): "IR_BER_V",
         ("IR_IMB_R", "IMB_ALD_NUM"): "IR_ALD_V",
         ("IR_IMB_R", "IMB_ALD_DTD"): "IR_DTE_V",

@@ -112,13 +112,13 @@ EXTRACTABLE_DATASETS: dict[str, ExtractableDataset] = {
         ),
         ExtractableDataset(
             name="hospital_stay_diagnoses",
-            description="Diagnoses (DP, DR, DAS) of the population's stays, one row per diagnosis "
-            "(by stay start date).",
+            description="Diagnoses of the population's stays (DP, DR, DAS of the stay, DP and DR of its "
+            "medical units), one row per diagnosis (by stay start date).",
             model="hospital_stay_diagnoses",
             source_sql="wh.marts.hospital_stay_diagnoses",
             period_column="stay_start_date",
             record_pseudonyms=(_STAY,),
-            staging_sources=("stg_t_mco_b", "stg_t_mco_d"),
+            staging_sources=("stg_t_mco_b", "stg_t_mco_d", "stg_t_mco_um"),
         ),
         ExtractableDataset(
             name="cohort_ext",

@@ -4,7 +4,8 @@
 --         year or in the year before (each year on its own), or 2 if one was a large pack;
 --   ALD: a long-term illness with an ICD-10 code E10 to E14 in force in the year;
 --   hospital: an MCO stay of the year or the year before with E10 to E14 as DP,
---         DR or DAS.
+--         DR or DAS of the stay (a medical unit's DP or DR alone does not count:
+--         the sources cited name the stay's positions).
 {%- set algorithm_version = '3.0.0' %}
 {%- set diabetes_icd10 = ['E10', 'E11', 'E12', 'E13', 'E14'] %}
 {{ config(meta={'algorithm_version': algorithm_version}) }}

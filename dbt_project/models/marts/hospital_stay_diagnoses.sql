@@ -1,5 +1,6 @@
--- Analysis-ready hospital diagnoses: one row per diagnosis (DP, DR, DAS) of
--- each stay of the hospital_stays mart, with the stay's person and start
+-- Analysis-ready hospital diagnoses: one row per diagnosis (DP, DR, DAS of
+-- the stay, DP_UM and DR_UM of its medical units) of each stay of the
+-- hospital_stays mart, with the stay's person and start
 -- date, and the code's label from the delivered ICD-10 nomenclature
 -- (IR_CIM_V). The same opt-out rule as the stays applies.
 {{ config(
