@@ -190,6 +190,8 @@ def test_a_spark_warehouse_given_as_a_path_or_a_file_uri_pins_the_same_files(tmp
     # The DuckDB readers (workspaces, open data) need a local or mounted folder: refused, not half-read.
     with pytest.raises(UnsupportedLocation), s3.read_only():
         pass
+    with duckdb.connect() as connection, pytest.raises(UnsupportedLocation):
+        s3.attach(connection, "warehouse")
     with pytest.raises(ValueError, match="HDH_SPARK_WAREHOUSE_DIR"):
         open_warehouse("spark", tmp_path / "unused.duckdb", "s3://hub-bucket/warehouse")
 

@@ -258,14 +258,16 @@ class SparkParquetWarehouse:
             }
         )
 
-    def _create_views(self, connection: duckdb.DuckDBPyConnection, catalog: str) -> None:
-        """One view per table over its Parquet files; partition folders (``column=value``) come back as
-        columns. A table Spark wrote no file for (a partitioned table without rows) is absent."""
+    def _require_local(self) -> None:
         if self.location.local is None:
             raise UnsupportedLocation(
                 f"The warehouse's DuckDB readers need a local or mounted folder; {self.location.uri} is in "
                 "object storage (docs/normalisation.md, Engines)."
             )
+
+    def _create_views(self, connection: duckdb.DuckDBPyConnection, catalog: str) -> None:
+        """One view per table over its Parquet files; partition folders (``column=value``) come back as
+        columns. A table Spark wrote no file for (a partitioned table without rows) is absent."""
         for relation in self.relations():
             schema, table = split_relation(relation)
             files = self.location.duckdb_uri(*_table_parts(relation), "**", "*.parquet")
@@ -311,6 +313,7 @@ class SparkParquetWarehouse:
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """An in-memory DuckDB holding the views: reading them never writes Spark's files."""
+        self._require_local()
         connection = duckdb.connect()
         try:
             self._create_views(connection, "memory")
@@ -321,6 +324,7 @@ class SparkParquetWarehouse:
     def attach(self, connection: duckdb.DuckDBPyConnection, alias: str) -> None:
         """An in-memory catalogue ``alias`` of views over the Parquet files; raises ``duckdb.Error`` when the
         folder holds no table (nothing built yet), as attaching a missing DuckDB file does."""
+        self._require_local()
         if not self.relations():
             raise duckdb.IOException("The Spark warehouse folder holds no table yet.")
         connection.execute(f"attach ':memory:' as {quote_identifier(alias)}")
