@@ -99,7 +99,7 @@ class Builds:
                 raw_root=self.raw_root,
                 target=self.folder / "target_spark",
                 partition=partition,
-                env={**SPARK_TEST_ENV, "HDH_SPARK_WAREHOUSE_DIR": str(self.on_spark.folder)},
+                env={**SPARK_TEST_ENV, "HDH_SPARK_WAREHOUSE_DIR": str(self.on_spark.location.local)},
             ),
         )
 
@@ -194,8 +194,8 @@ def test_both_engines_hold_the_same_rows(warehouses, schema):
 
 def test_spark_tables_are_parquet_under_the_configured_folder(warehouses):
     _, on_spark = warehouses
-    folder = on_spark.relation_path("marts.claims")
-    assert folder.parent.name == "marts.db"
+    assert on_spark.relation_uri("marts.claims") == f"{on_spark.location.uri}/marts.db/claims"
+    folder = on_spark.location.local / "marts.db" / "claims"
     # The monthly models are partitioned by their date column, one folder per value.
     assert any(path.name.startswith("flx_dis_dtd=") for path in folder.iterdir())
     assert next(Path(folder).rglob("*.parquet"), None) is not None

@@ -7,17 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
 from hdh_devtools.linkage_testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_pipelines.core.storage_location import UnsupportedLocation
 from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, PERSON_COLUMNS
 from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import LinkageRun, run_linkage
 from hdh_pipelines.linkage.resources import spark_config
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
-from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
+from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse, SparkParquetWarehouse, open_warehouse
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,78 @@ def test_linkage_roots_parse_local_and_object_store_uris(tmp_path: Path) -> None
         with pytest.raises(LinkageStorageError) as raised:
             LinkageRoot.from_uri(refused)
         assert raised.value.reason == "unsupported_root", refused
+
+
+def _write_spark_table(folder: Path, relation: str, files: dict[str, int]) -> None:
+    """A table laid out as Spark writes it: ``<schema>.db/<table>/<relative path>`` Parquet files (``rows``
+    rows each), written by pyarrow (no Spark session needed to test the file handling)."""
+    schema, table = relation.split(".")
+    for relative, rows in files.items():
+        path = folder / f"{schema}.db" / table / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"n": list(range(rows))}), path)
+
+
+def test_a_spark_warehouse_given_as_a_path_or_a_file_uri_pins_the_same_files(tmp_path: Path) -> None:
+    """Pins, change detection, ``exists`` and ``state`` go through ``pyarrow.fs`` whatever the location: a
+    path and a ``file://`` URI take that code here. s3a:// and abfss:// take it too, but cannot run here (no
+    S3 or ADLS server; not mocked): for them only what is named without contacting the store is checked."""
+    folder = tmp_path / "spark_warehouse"
+    _write_spark_table(folder, "marts.persons", {"part-00000.parquet": 3, "part-00001.parquet": 2})
+    _write_spark_table(folder, "marts.claims", {"month=2024-01/part-00000.parquet": 1})
+    # Spark's own files and a write in progress are not data.
+    _write_spark_table(folder, "marts.claims", {"_temporary/0/part-00009.parquet": 1, ".part.parquet": 1})
+    (folder / "marts.db" / "persons" / "_SUCCESS").touch()
+    by_path, by_uri = SparkParquetWarehouse(str(folder)), SparkParquetWarehouse(folder.as_uri())
+
+    assert by_path.location == by_uri.location
+    assert by_uri.relations() == ["marts.claims", "marts.persons"] and by_uri.exists()
+    assert by_uri.state() == by_path.state() and by_uri.state().name == "spark_warehouse"
+    claims = by_uri.pin("marts.claims")
+    assert claims == by_path.pin("marts.claims")
+    assert claims.folder == f"{folder.as_uri()}/marts.db/claims"
+    assert [f.uri for f in claims.files] == [f"{claims.folder}/month=2024-01/part-00000.parquet"]
+    persons = by_uri.pin("marts.persons")
+    found = (folder / "marts.db" / "persons" / "part-00000.parquet").stat()
+    assert (persons.files[0].size, persons.files[0].modified_ns) == (found.st_size, found.st_mtime_ns)
+    assert by_uri.pin("marts.absent").files == ()
+
+    # A file added since is not read, so harmless; one rewritten or removed is a change.
+    _write_spark_table(folder, "marts.persons", {"part-00002.parquet": 1})
+    assert not persons.changed()
+    _write_spark_table(folder, "marts.persons", {"part-00001.parquet": 20})
+    assert persons.changed() and not claims.changed()
+    (folder / "marts.db" / "claims" / "month=2024-01" / "part-00000.parquet").unlink()
+    assert claims.changed()
+
+    s3 = SparkParquetWarehouse("s3a://hub-bucket/warehouse/")
+    assert s3.relation_uri("marts.persons") == "s3a://hub-bucket/warehouse/marts.db/persons"
+    assert s3.location.duckdb_uri("marts.db") == "s3://hub-bucket/warehouse/marts.db"
+    adls = "abfss://hub@hubaccount.dfs.core.windows.net/warehouse"
+    assert SparkParquetWarehouse(adls).relation_uri("marts.persons") == f"{adls}/marts.db/persons"
+    # The DuckDB readers (workspaces, open data) need a local or mounted folder: refused, not half-read.
+    with pytest.raises(UnsupportedLocation), s3.read_only():
+        pass
+    with duckdb.connect() as connection, pytest.raises(UnsupportedLocation):
+        s3.attach(connection, "warehouse")
+    with pytest.raises(ValueError, match="HDH_SPARK_WAREHOUSE_DIR"):
+        open_warehouse("spark", tmp_path / "unused.duckdb", "s3://hub-bucket/warehouse")
+
+
+def test_pinning_a_spark_warehouse_without_the_inputs_fails_with_a_reason(tmp_path: Path) -> None:
+    """On the Spark engine staging reads only the file system: a table without data files is missing."""
+    folder = tmp_path / "spark_warehouse"
+    root = LinkageRoot.from_uri(str(tmp_path / "linkage"))
+    with pytest.raises(LinkageStorageError) as raised:
+        root.pin_inputs(SparkParquetWarehouse(folder.as_uri()), "v1")
+    assert raised.value.reason == "opt_out_registry_missing"
+    _write_spark_table(folder, "intermediate.int_opt_out_exclusions", {"part-00000.parquet": 1})
+    _write_spark_table(folder, "marts.persons", {"part-00000.parquet": 1})
+    with pytest.raises(LinkageStorageError) as raised:
+        root.pin_inputs(SparkParquetWarehouse(folder.as_uri()), "v1")
+    assert raised.value.reason == "missing_input"
+    assert "staging.stg_cohort_ext" in raised.value.message and "marts.persons" not in raised.value.message
+    assert not (tmp_path / "linkage" / "inputs").exists()
 
 
 # --- the linkage on Spark ----------------------------------------------------------------------------

@@ -309,8 +309,12 @@ def both_engines(spark_resource: PySparkResource, tmp_path_factory: pytest.TempP
     duckdb_folder = tmp_path_factory.mktemp("on-duckdb")
     on_duckdb = _materialize(spark_resource, duckdb_folder, SPARK_ENGINE_SPEC, SPARK_ENGINE_CONFIG)
     spark_folder = tmp_path_factory.mktemp("on-spark")
-    spark_warehouse = SparkParquetWarehouse(spark_folder / "spark_warehouse")
-    _write_as_dbt_spark_does(spark_resource, duckdb_folder / "warehouse.duckdb", spark_warehouse.folder)
+    # Given as a file:// URI: the same file-system code (pyarrow.fs) that reads s3a:// and abfss://
+    # warehouses, which cannot run here (no S3 or ADLS server; not mocked).
+    spark_warehouse = SparkParquetWarehouse((spark_folder / "spark_warehouse").as_uri())
+    _write_as_dbt_spark_does(
+        spark_resource, duckdb_folder / "warehouse.duckdb", spark_folder / "spark_warehouse"
+    )
     on_spark = _materialize(
         spark_resource,
         spark_folder,
@@ -319,7 +323,7 @@ def both_engines(spark_resource: PySparkResource, tmp_path_factory: pytest.TempP
         WarehouseResource(
             path=str(spark_folder / "unused.duckdb"),
             engine="spark",
-            spark_warehouse_dir=str(spark_warehouse.folder),
+            spark_warehouse_dir=spark_warehouse.location.uri,
         ),
     )
     return BothEngines(duckdb_folder, spark_folder, spark_warehouse, on_duckdb, on_spark)
@@ -379,6 +383,10 @@ def test_on_the_spark_engine_linkage_reads_the_marts_in_place_and_links_the_same
         TRUTH_TABLE,
     }
     assert all(len(t["files"]) == 2 for t in pinned["tables"])
+    # The pins name what Spark read, by the warehouse's URI, with the size and last write found there.
+    persons = next(t for t in pinned["tables"] if t["relation"] == "marts.persons")
+    assert persons["folder"] == both_engines.spark_warehouse.relation_uri("marts.persons")
+    assert all(f["uri"].startswith(persons["folder"] + "/part-") and f["size"] > 0 for f in persons["files"])
     # Written in parallel: several part files per output (Spark's shuffle partitions), none coalesced.
     assert len(list((root / "outputs").glob("*/links/part-*.parquet"))) > 1
 
@@ -386,14 +394,15 @@ def test_on_the_spark_engine_linkage_reads_the_marts_in_place_and_links_the_same
 def test_a_mart_rewritten_while_linkage_reads_it_discards_the_run(
     spark_resource: PySparkResource, both_engines: BothEngines, tmp_path: Path
 ) -> None:
-    """dbt's insert_overwrite replaces a mart's files under a running link step: the run publishes nothing."""
-    warehouse = SparkParquetWarehouse(tmp_path / "spark_warehouse")
-    shutil.copytree(both_engines.spark_warehouse.folder, warehouse.folder)
+    """dbt's insert_overwrite replaces a mart's files under a running link step: the run publishes nothing.
+    The warehouse is a file:// URI, so the pins are checked through the file system object stores use."""
+    shutil.copytree(both_engines.spark_warehouse.location.local, tmp_path / "spark_warehouse")
+    warehouse = SparkParquetWarehouse((tmp_path / "spark_warehouse").as_uri())
     root = LinkageRoot.from_uri(str(tmp_path / "linkage"))
     staged = stage(root, warehouse)
     spark = spark_session_from_config(spark_resource.spark_config)
-    persons = warehouse.relation_path("marts.persons")
-    spark.read.parquet(str(persons)).localCheckpoint().write.mode("overwrite").parquet(str(persons))
+    persons = warehouse.relation_uri("marts.persons")
+    spark.read.parquet(persons).localCheckpoint().write.mode("overwrite").parquet(persons)
     with pytest.raises(LinkageStorageError) as raised:
         link_staged(spark, root, staged, LinkageSettings(u_max_pairs=2e5))
     assert raised.value.reason == "input_changed"

@@ -6,7 +6,8 @@ file, so the inputs are first copied out of the warehouse as Parquet under the
 linkage root (a folder every executor sees: local for ``local[*]``, a shared
 mount for ``spark://`` or Kubernetes, or object storage). On the Spark engine
 nothing is copied: the tables the queries read are pinned to their current
-files (``PinnedInputs``), which the Spark job reads in place with the same
+files (``PinnedInputs``, their URIs wherever the warehouse is: a folder,
+``s3a://``, ``abfss://``), which the Spark job reads in place with the same
 queries. Layout::
 
     <root>/inputs/<version>/{pseudonyms,persons,cohort}.parquet    (DuckDB engine)
@@ -39,11 +40,8 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urlparse
 
 import duckdb
-import pyarrow.fs as pafs
 import sqlglot
 from pyspark.sql import DataFrame, SparkSession
 from sqlglot import exp
@@ -52,8 +50,8 @@ from hdh_pipelines.core.private_files import (
     PRIVATE_FILE_MODE,
     make_private_dir,
     make_tree_owner_only,
-    write_private_file,
 )
+from hdh_pipelines.core.storage_location import StorageLocation, UnsupportedLocation
 from hdh_pipelines.normalisation.warehouse import (
     PinnedTable,
     SparkParquetWarehouse,
@@ -97,17 +95,21 @@ class LinkageStorageError(Exception):
         self.message = message
 
 
+def _opt_out_registry_missing() -> LinkageStorageError:
+    return LinkageStorageError(
+        "opt_out_registry_missing",
+        f"The warehouse has no {EXCLUSIONS_TABLE}: the cohort is never linked without the opt-out "
+        "registry applied; build the normalisation first.",
+    )
+
+
 def _require_opt_out_registry(connection: duckdb.DuckDBPyConnection, *, with_version: bool = False) -> None:
     """The exclusions must exist (and, to record its version, the registry's staging table)."""
     tables = [EXCLUSIONS_TABLE, *([OPT_OUT_STAGING_TABLE] if with_version else [])]
     try:
         connection.execute(f"SELECT 1 FROM {', '.join(tables)} LIMIT 0")
     except duckdb.CatalogException:
-        raise LinkageStorageError(
-            "opt_out_registry_missing",
-            f"The warehouse has no {EXCLUSIONS_TABLE}: the cohort is never linked without the opt-out "
-            "registry applied; build the normalisation first.",
-        ) from None
+        raise _opt_out_registry_missing() from None
 
 
 def _input_queries(truth_table: str | None) -> dict[str, str]:
@@ -173,8 +175,8 @@ class PinnedInputs:
     def read(self, spark: SparkSession) -> dict[str, DataFrame]:
         """The inputs in the Spark job, lazily: the pinned files only (partition folders as columns)."""
         tables = {
-            _view_name(table.relation): spark.read.option("basePath", Path(table.folder).as_uri()).parquet(
-                *[Path(pinned.path).as_uri() for pinned in table.files]
+            _view_name(table.relation): spark.read.option("basePath", table.folder).parquet(
+                *[pinned.uri for pinned in table.files]
             )
             for table in self.tables
         }
@@ -183,11 +185,6 @@ class PinnedInputs:
     def changed(self) -> list[str]:
         """The pinned tables dbt rewrote since they were pinned."""
         return [table.relation for table in self.tables if table.changed()]
-
-
-# Object stores Spark writes through Hadoop's connectors, and how DuckDB (httpfs, azure) names them.
-OBJECT_STORE_SCHEMES = ("s3a", "abfss")
-_ABFSS_HOST_SUFFIX = ".dfs.core.windows.net"
 
 
 def new_version() -> str:
@@ -203,95 +200,16 @@ def _unsupported(uri: str, why: str) -> LinkageStorageError:
     )
 
 
-@dataclass(frozen=True)
-class LinkageRoot:
-    """Where staged inputs and outputs live: a local (or mounted) folder, or a prefix in object storage.
-
-    ``uri`` is Spark's name of the root (``file:///…``, ``s3a://bucket/prefix``,
-    ``abfss://container@account.dfs.core.windows.net/prefix``), without a trailing slash; ``local`` is
-    the folder when the root is one. Nothing is contacted when a root is parsed.
-    """
-
-    uri: str
-    local: Path | None = None
+class LinkageRoot(StorageLocation):
+    """Where staged inputs and outputs live: a local (or mounted) folder, or a prefix in object storage
+    (``StorageLocation``: Spark's URI of the root, and the folder when it is one)."""
 
     @classmethod
     def from_uri(cls, uri: str) -> LinkageRoot:
-        parsed = urlparse(uri)
-        if parsed.scheme in ("", "file"):
-            folder = Path(parsed.path if parsed.scheme else uri).resolve()
-            return cls(folder.as_uri(), folder)
-        if parsed.scheme not in OBJECT_STORE_SCHEMES:
-            hint = " (Spark's S3 connector is s3a://)" if parsed.scheme in ("s3", "s3n") else ""
-            raise _unsupported(uri, f"has a scheme Spark is not set up for here: {parsed.scheme}://{hint}")
-        prefix = parsed.path.strip("/")
-        if not parsed.netloc or not prefix or parsed.query or parsed.fragment:
-            raise _unsupported(uri, "needs a bucket or container and a prefix inside it, and nothing else")
-        if parsed.scheme == "abfss":
-            container, _, host = parsed.netloc.partition("@")
-            if not container or not host.endswith(_ABFSS_HOST_SUFFIX) or host == _ABFSS_HOST_SUFFIX:
-                raise _unsupported(uri, "does not name container@account.dfs.core.windows.net")
-        return cls(f"{parsed.scheme}://{parsed.netloc}/{prefix}")
-
-    @property
-    def scheme(self) -> str:
-        return urlparse(self.uri).scheme
-
-    def spark_uri(self, *parts: str) -> str:
-        """What Spark reads and writes: the root URI and the parts below it."""
-        return "/".join((self.uri, *parts))
-
-    def duckdb_uri(self, *parts: str) -> str:
-        """What DuckDB reads and writes: a local path, ``s3://`` (httpfs) or the same ``abfss://`` (azure)."""
-        if self.local is not None:
-            return str(self.local.joinpath(*parts))
-        uri = self.spark_uri(*parts)
-        return "s3://" + uri.removeprefix("s3a://") if self.scheme == "s3a" else uri
-
-    def _filesystem(self, *parts: str) -> tuple[pafs.FileSystem, str]:
-        """A pyarrow file system and the path of ``parts`` in it (object stores: credentials from the
-        environment, created only when a file is touched)."""
-        if self.local is not None:
-            return pafs.LocalFileSystem(), str(self.local.joinpath(*parts))
-        parsed = urlparse(self.spark_uri(*parts))
-        if self.scheme == "s3a":
-            return pafs.S3FileSystem(), f"{parsed.netloc}{parsed.path}"
-        container, _, host = parsed.netloc.partition("@")
-        return pafs.AzureFileSystem(
-            account_name=host.removesuffix(_ABFSS_HOST_SUFFIX)
-        ), f"{container}{parsed.path}"
-
-    def _exists(self, *parts: str) -> bool:
-        filesystem, path = self._filesystem(*parts)
-        return filesystem.get_file_info(path).type != pafs.FileType.NotFound
-
-    def _write(self, data: bytes, *parts: str) -> None:
-        """A small file: owner-only and renamed into place locally; one PUT (atomic) on object stores."""
-        if self.local is not None:
-            write_private_file(make_private_dir(self.local.joinpath(*parts[:-1])) / parts[-1], data)
-            return
-        filesystem, path = self._filesystem(*parts)
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(data)
-
-    def _read(self, *parts: str) -> bytes | None:
-        if not self._exists(*parts):
-            return None
-        filesystem, path = self._filesystem(*parts)
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read()
-
-    def _remove(self, *parts: str) -> None:
-        filesystem, path = self._filesystem(*parts)
-        if filesystem.get_file_info(path).type == pafs.FileType.Directory:
-            filesystem.delete_dir(path)
-
-    def _versions(self, kind: str) -> list[str]:
-        filesystem, path = self._filesystem(kind)
-        if filesystem.get_file_info(path).type != pafs.FileType.Directory:
-            return []
-        selector = pafs.FileSelector(path, allow_not_found=True)
-        return sorted(info.base_name for info in filesystem.get_file_info(selector))
+        try:
+            return cls.parse(uri)
+        except UnsupportedLocation as why:
+            raise _unsupported(uri, str(why)) from None
 
     def stage_inputs(
         self, warehouse: Warehouse, version: str, *, truth_table: str | None = None
@@ -320,7 +238,7 @@ class LinkageRoot:
                         os.replace(temporary, self.local.joinpath(*parts))
                     written[name] = "/".join(parts)
         except LinkageStorageError:
-            self._remove(*folder)
+            self.remove(*folder)
             raise
         return written
 
@@ -331,13 +249,22 @@ class LinkageRoot:
 
         The link step's Spark job reads exactly these files (opt-outs set aside there, by the same
         queries), so a dbt run that rewrites a mart meanwhile cannot give it a mix of two states; the
-        pin is recorded as ``inputs/<version>/pinned.json`` (relation, files, sizes, last writes).
+        pin is recorded as ``inputs/<version>/pinned.json`` (relation, files, sizes, last writes). Only
+        the warehouse's file system is read (no DuckDB view), so the warehouse may be in object storage;
+        a table without data files is missing.
         """
-        with warehouse.read_only() as connection:
-            queries = _checked_input_queries(connection, truth_table)
+        queries = _input_queries(truth_table)
         relations = sorted({relation for query in queries.values() for relation in _relations_of(query)})
         pinned = PinnedInputs(tuple(warehouse.pin(relation) for relation in relations), queries)
-        self._write(
+        missing = [table.relation for table in pinned.tables if not table.files]
+        if EXCLUSIONS_TABLE in missing:
+            raise _opt_out_registry_missing()
+        if missing:
+            raise LinkageStorageError(
+                "missing_input",
+                f"Linkage inputs are missing from the warehouse (build the dbt models first): {missing}",
+            )
+        self.write(
             json.dumps(dataclasses.asdict(pinned), indent=2, sort_keys=True).encode(),
             "inputs",
             version,
@@ -346,7 +273,7 @@ class LinkageRoot:
         return pinned
 
     def write_summary(self, version: str, summary: dict) -> None:
-        self._write(
+        self.write(
             json.dumps(summary, indent=2, sort_keys=True, default=str).encode(),
             "outputs",
             version,
@@ -354,7 +281,7 @@ class LinkageRoot:
         )
 
     def read_summary(self, version: str) -> dict:
-        data = self._read("outputs", version, "summary.json")
+        data = self.read("outputs", version, "summary.json")
         return json.loads(data) if data else {}
 
     def publish(self, warehouse: Warehouse, version: str) -> None:
@@ -372,7 +299,7 @@ class LinkageRoot:
                 f"A newer linkage run ({current}) is already published; the outputs of run {version} "
                 "were discarded.",
             )
-        missing = [t for t in OUTPUT_TABLES if not self._exists("outputs", version, t, "_SUCCESS")]
+        missing = [t for t in OUTPUT_TABLES if not self.exists("outputs", version, t, "_SUCCESS")]
         if missing:
             raise LinkageStorageError(
                 "incomplete_output", f"Outputs {missing} of run {version} are incomplete."
@@ -382,24 +309,24 @@ class LinkageRoot:
         warehouse.publish_views(
             WAREHOUSE_SCHEMA, {t: self.duckdb_uri("outputs", version, t, "*.parquet") for t in OUTPUT_TABLES}
         )
-        self._write(version.encode(), "CURRENT")
+        self.write(version.encode(), "CURRENT")
         self.remove_versions_before(version)
 
     def discard(self, version: str) -> None:
         """Remove a run's inputs and outputs (a superseded run, or one whose inputs changed under it)."""
-        self._remove("outputs", version)
-        self._remove("inputs", version)
+        self.remove("outputs", version)
+        self.remove("inputs", version)
 
     def current_version(self) -> str | None:
-        data = self._read("CURRENT")
+        data = self.read("CURRENT")
         return data.decode().strip() if data else None
 
     def remove_versions_before(self, keep: str) -> None:
         """Remove every input and output version older than ``keep`` (failed runs' leftovers included)."""
         for kind in ("inputs", "outputs"):
-            for version in self._versions(kind):
+            for version in sorted(info.base_name for info in self.listing(kind)):
                 if version < keep:
-                    self._remove(kind, version)
+                    self.remove(kind, version)
 
     def purge_outputs(self, warehouse: Warehouse) -> PurgeOutcome:
         """Remove opted-out persons and their cohort records from the published outputs.
@@ -490,9 +417,9 @@ class LinkageRoot:
                         make_private_dir(self.local / "outputs" / new / table)
                     part = self.duckdb_uri("outputs", new, table, "part-00000.parquet")
                     connection.execute(f"COPY purged_{table} TO '{part}' (FORMAT parquet)")
-                    self._write(b"", "outputs", new, table, "_SUCCESS")
+                    self.write(b"", "outputs", new, table, "_SUCCESS")
             except BaseException:
-                self._remove("outputs", new)
+                self.remove("outputs", new)
                 raise
         summary = self.read_summary(version)
         summary["opt_out_purge"] = {

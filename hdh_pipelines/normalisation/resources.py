@@ -27,13 +27,13 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str = Field(description="The DuckDB warehouse file (the dbt profile's HDH_WAREHOUSE_PATH).")
     engine: str = Field(default="duckdb", description="duckdb or spark: HDH_WAREHOUSE_ENGINE, as for dbt.")
     spark_warehouse_dir: str | None = Field(
-        default=None, description="Spark only: dbt-spark's Parquet tables (HDH_SPARK_WAREHOUSE_DIR)."
+        default=None,
+        description="Spark only: dbt-spark's Parquet tables (HDH_SPARK_WAREHOUSE_DIR), a folder or a "
+        "file://, s3a:// or abfss:// URI.",
     )
 
     def warehouse(self) -> Warehouse:
-        return open_warehouse(
-            self.engine, Path(self.path), Path(self.spark_warehouse_dir) if self.spark_warehouse_dir else None
-        )
+        return open_warehouse(self.engine, Path(self.path), self.spark_warehouse_dir)
 
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -43,6 +43,3 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def read_table(self, relation: str) -> pa.Table:
         return self.warehouse().read_table(relation)
-
-    def relation_path(self, relation: str) -> Path:
-        return self.warehouse().relation_path(relation)

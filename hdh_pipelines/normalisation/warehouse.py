@@ -19,7 +19,9 @@ data files a reader saw (:class:`PinnedTable`), so that a job running later
 reads exactly those and can tell whether dbt rewrote them meanwhile; and
 ``publish_views``, views over Parquet a stage wrote itself, switched together
 (the DuckDB file's views; on Spark a ``_views.json`` per schema that the
-readers' DuckDB views follow).
+readers' DuckDB views follow). These two go through the warehouse folder's file
+system (``pyarrow.fs``), so the linkage works with a Spark warehouse in a folder,
+``s3a://`` or ``abfss://``; the DuckDB views need a local or mounted folder.
 
 Why DuckDB over Spark's files rather than a Spark session for the readers:
 what they produce is small (one project's extract, aggregates, one
@@ -32,7 +34,6 @@ readers never write the engine's tables (dbt does, on either engine).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -43,9 +44,10 @@ from typing import Literal, Protocol
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 
-from hdh_pipelines.core.private_files import make_private_dir, write_private_file
 from hdh_pipelines.core.sql import quote_identifier, quote_literal
+from hdh_pipelines.core.storage_location import StorageLocation, UnsupportedLocation
 
 WarehouseEngine = Literal["duckdb", "spark"]
 WAREHOUSE_ENGINES: tuple[WarehouseEngine, ...] = ("duckdb", "spark")
@@ -88,14 +90,17 @@ class WarehouseState:
 
 @dataclass(frozen=True)
 class PinnedFile:
-    path: str
+    """A data file as Spark reads it (its URI) and as the file system reported it."""
+
+    uri: str
     size: int
     modified_ns: int
 
 
 @dataclass(frozen=True)
 class PinnedTable:
-    """A Spark table as a reader found it: its folder and data files with their size and last write.
+    """A Spark table as a reader found it: its folder's URI and its data files with their size and last
+    write (whatever store holds them: a local folder, S3, ADLS).
 
     Parquet tables keep no versions to travel back to, and dbt's monthly
     ``insert_overwrite`` replaces a partition's files: a job that reads exactly
@@ -109,14 +114,14 @@ class PinnedTable:
 
     def changed(self) -> bool:
         """True when a pinned file is gone or was rewritten (files added since are not read, so harmless)."""
-        for pinned in self.files:
-            try:
-                found = os.stat(pinned.path)
-            except FileNotFoundError:
-                return True
-            if (found.st_size, found.st_mtime_ns) != (pinned.size, pinned.modified_ns):
-                return True
-        return False
+        filesystem, folder = StorageLocation.parse(self.folder).filesystem()
+        found = filesystem.get_file_info(
+            [folder + pinned.uri.removeprefix(self.folder) for pinned in self.files]
+        )
+        return any(
+            info.type != pafs.FileType.File or (info.size, info.mtime_ns) != (pinned.size, pinned.modified_ns)
+            for pinned, info in zip(self.files, found, strict=True)
+        )
 
 
 class Warehouse(Protocol):
@@ -142,10 +147,6 @@ class Warehouse(Protocol):
 
     def read_table(self, relation: str) -> pa.Table:
         """One model's rows as Arrow."""
-        ...
-
-    def relation_path(self, relation: str) -> Path:
-        """The file (DuckDB) or folder (Spark's Parquet table) that holds the model."""
         ...
 
     def publish_views(self, schema: str, views: Mapping[str, str]) -> None:
@@ -191,10 +192,6 @@ class DuckDBWarehouse:
     def read_table(self, relation: str) -> pa.Table:
         return _read_table(self, relation)
 
-    def relation_path(self, relation: str) -> Path:
-        split_relation(relation)
-        return self.path
-
     def publish_views(self, schema: str, views: Mapping[str, str]) -> None:
         """In one transaction: readers see every view of the previous publication or every new one."""
         with duckdb.connect(str(self.path)) as connection:
@@ -210,69 +207,113 @@ class DuckDBWarehouse:
 
 
 class SparkParquetWarehouse:
-    """The Parquet tables dbt-spark writes under spark.sql.warehouse.dir (HDH_SPARK_WAREHOUSE_DIR)."""
+    """The Parquet tables dbt-spark writes under spark.sql.warehouse.dir (HDH_SPARK_WAREHOUSE_DIR): a local
+    or mounted folder (a path or ``file://`` URI), or an ``s3a://`` or ``abfss://`` prefix.
+
+    Finding a table's files, pinning them, ``exists``, ``state`` and ``publish_views`` go through the
+    location's file system, so they work on each of these, and so does the linkage, which reads the pinned
+    files on Spark. The DuckDB views (``read_only``, ``attach``: the workspaces, open data and the other
+    readers) need a local or mounted folder: DuckDB reading object storage needs its extensions and a
+    secret set up in each reader's session, which the readers do not do.
+    """
 
     engine: WarehouseEngine = "spark"
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, location: str | Path) -> None:
+        """Raises ``UnsupportedLocation`` (a ``ValueError``) for a location Spark is not set up for."""
+        self.location = StorageLocation.parse(str(location))
 
-    def relation_path(self, relation: str) -> Path:
-        schema, table = split_relation(relation)
-        return self.folder / f"{schema}.db" / table
+    def relation_uri(self, relation: str) -> str:
+        """The URI of the table's folder, as Spark reads it."""
+        return self.location.spark_uri(*_table_parts(relation))
+
+    def _data_files(self, *parts: str) -> list[tuple[str, pafs.FileInfo]]:
+        """The Parquet data files below ``parts`` (path relative to it, file info), sorted; Spark's ``_`` and
+        ``.`` files and folders (such as a write in progress) left out."""
+        _, folder = self.location.filesystem(*parts)
+        return sorted(
+            (relative, info)
+            for info in self.location.listing(*parts, recursive=True)
+            if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+            for relative in (info.path.removeprefix(folder + "/"),)
+            if not any(part.startswith(("_", ".")) for part in relative.split("/"))
+        )
+
+    def _schema_folders(self) -> list[str]:
+        return sorted(
+            info.base_name
+            for info in self.location.listing()
+            if info.type == pafs.FileType.Directory and info.base_name.endswith(".db")
+        )
 
     def relations(self) -> list[str]:
-        """Every table of the warehouse folder that holds data files, as ``schema.table``."""
+        """Every table of the warehouse that holds data files, as ``schema.table``."""
         return sorted(
-            f"{schema_folder.name.removesuffix('.db')}.{table_folder.name}"
-            for schema_folder in self.folder.glob("*.db")
-            for table_folder in schema_folder.iterdir()
-            if _RELATION.fullmatch(f"{schema_folder.name.removesuffix('.db')}.{table_folder.name}")
-            and next(table_folder.rglob("*.parquet"), None) is not None
+            {
+                relation
+                for schema_folder in self._schema_folders()
+                for relative, _ in self._data_files(schema_folder)
+                for relation in (f"{schema_folder.removesuffix('.db')}.{relative.split('/')[0]}",)
+                if "/" in relative and _RELATION.fullmatch(relation)
+            }
         )
+
+    def _require_local(self) -> None:
+        if self.location.local is None:
+            raise UnsupportedLocation(
+                f"The warehouse's DuckDB readers need a local or mounted folder; {self.location.uri} is in "
+                "object storage (docs/normalisation.md, Engines)."
+            )
 
     def _create_views(self, connection: duckdb.DuckDBPyConnection, catalog: str) -> None:
         """One view per table over its Parquet files; partition folders (``column=value``) come back as
         columns. A table Spark wrote no file for (a partitioned table without rows) is absent."""
         for relation in self.relations():
             schema, table = split_relation(relation)
-            files = str(self.relation_path(relation) / "**" / "*.parquet")
+            files = self.location.duckdb_uri(*_table_parts(relation), "**", "*.parquet")
             qualified_schema = f"{quote_identifier(catalog)}.{quote_identifier(schema)}"
             connection.execute(f"create schema if not exists {qualified_schema}")
             connection.execute(
                 f"create view {qualified_schema}.{quote_identifier(table)} as select * from "
                 f"read_parquet({quote_literal(files)}, hive_partitioning = true, union_by_name = true)"
             )
-        for views_file in self.folder.glob(f"*.db/{PUBLISHED_VIEWS_FILE}"):
-            qualified_schema = f"{quote_identifier(catalog)}.{quote_identifier(views_file.parent.stem)}"
+        for schema_folder in self._schema_folders():
+            published = self.location.read(schema_folder, PUBLISHED_VIEWS_FILE)
+            if published is None:
+                continue
+            qualified_schema = (
+                f"{quote_identifier(catalog)}.{quote_identifier(schema_folder.removesuffix('.db'))}"
+            )
             connection.execute(f"create schema if not exists {qualified_schema}")
-            for name, files in json.loads(views_file.read_text(encoding="utf-8")).items():
+            for name, files in json.loads(published).items():
                 connection.execute(
                     f"create view {qualified_schema}.{quote_identifier(name)} as "
                     f"select * from read_parquet({quote_literal(files)})"
                 )
 
     def pin(self, relation: str) -> PinnedTable:
-        """The table's data files now (Spark's ``_``/``.`` files, such as a write in progress, left out)."""
-        folder = self.relation_path(relation)
+        """The table's data files now, as Spark will read them, with the size and last write the file system
+        reports (no file: the table is absent, or a partitioned table without rows)."""
+        parts = _table_parts(relation)
         files = tuple(
-            PinnedFile(str(path), found.st_size, found.st_mtime_ns)
-            for path in sorted(folder.rglob("*.parquet"))
-            if not any(part.startswith(("_", ".")) for part in path.relative_to(folder).parts)
-            for found in (path.stat(),)
+            PinnedFile(self.location.spark_uri(*parts, relative), info.size, info.mtime_ns)
+            for relative, info in self._data_files(*parts)
         )
-        return PinnedTable(relation, str(folder), files)
+        return PinnedTable(relation, self.relation_uri(relation), files)
 
     def publish_views(self, schema: str, views: Mapping[str, str]) -> None:
-        """One owner-only file per schema, replaced by a rename: readers see the old views or the new."""
+        """One file per schema, replaced at once (locally owner-only, by a rename; one PUT on object
+        storage): readers see the old views or the new."""
         for name in views:
             split_relation(f"{schema}.{name}")
-        folder = make_private_dir(self.folder / f"{schema}.db")
-        write_private_file(folder / PUBLISHED_VIEWS_FILE, json.dumps(dict(views), sort_keys=True).encode())
+        self.location.write(
+            json.dumps(dict(views), sort_keys=True).encode(), f"{schema}.db", PUBLISHED_VIEWS_FILE
+        )
 
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """An in-memory DuckDB holding the views: reading them never writes Spark's files."""
+        self._require_local()
         connection = duckdb.connect()
         try:
             self._create_views(connection, "memory")
@@ -283,33 +324,57 @@ class SparkParquetWarehouse:
     def attach(self, connection: duckdb.DuckDBPyConnection, alias: str) -> None:
         """An in-memory catalogue ``alias`` of views over the Parquet files; raises ``duckdb.Error`` when the
         folder holds no table (nothing built yet), as attaching a missing DuckDB file does."""
+        self._require_local()
         if not self.relations():
             raise duckdb.IOException("The Spark warehouse folder holds no table yet.")
         connection.execute(f"attach ':memory:' as {quote_identifier(alias)}")
         self._create_views(connection, alias)
 
     def exists(self) -> bool:
-        return self.folder.is_dir() and bool(self.relations())
+        return bool(self.relations())
 
     def state(self) -> WarehouseState:
-        """The last write is the newest table or partition folder: Spark replaces a table's or a partition's
-        folder whenever it rewrites it."""
-        folders = [self.folder, *self.folder.glob("*.db/*"), *self.folder.glob("*.db/*/*=*")]
-        latest = max(folder.stat().st_mtime for folder in folders)
-        return WarehouseState(self.engine, self.folder.name, datetime.fromtimestamp(latest, UTC))
+        """The last write is the newest of the folder and what its schema folders hold: Spark replaces a
+        table's or a partition's folder (and its files) whenever it rewrites it. Object stores report no
+        time for a folder: there, the newest file."""
+        filesystem, root = self.location.filesystem()
+        entries = [
+            filesystem.get_file_info(root),
+            *(
+                info
+                for schema in self._schema_folders()
+                for info in self.location.listing(schema, recursive=True)
+            ),
+        ]
+        latest = max(info.mtime_ns for info in entries if info.mtime_ns is not None)
+        local = self.location.local
+        name = local.name if local is not None else self.location.uri.rsplit("/", 1)[1]
+        return WarehouseState(self.engine, name, datetime.fromtimestamp(latest / 1e9, UTC))
 
     def read_table(self, relation: str) -> pa.Table:
         return _read_table(self, relation)
 
 
-def open_warehouse(engine: str, duckdb_path: Path, spark_folder: Path | None) -> Warehouse:
+def _table_parts(relation: str) -> tuple[str, str]:
+    """A table's folder below the warehouse folder: ``<schema>.db/<table>``."""
+    schema, table = split_relation(relation)
+    return f"{schema}.db", table
+
+
+def open_warehouse(engine: str, duckdb_path: Path, spark_location: str | None) -> Warehouse:
     """The warehouse of the configured engine (HDH_WAREHOUSE_ENGINE), with a reason when misconfigured."""
     if engine == "duckdb":
         return DuckDBWarehouse(duckdb_path)
     if engine == "spark":
-        if spark_folder is None:
+        if spark_location is None:
             raise ValueError(
                 "HDH_WAREHOUSE_ENGINE=spark needs HDH_SPARK_WAREHOUSE_DIR, the folder of dbt-spark's tables."
             )
-        return SparkParquetWarehouse(spark_folder)
+        try:
+            return SparkParquetWarehouse(spark_location)
+        except UnsupportedLocation as why:
+            raise ValueError(
+                f"HDH_SPARK_WAREHOUSE_DIR {spark_location!r} {why}; give a local or mounted folder, an "
+                "s3a://bucket/prefix or an abfss://container@account.dfs.core.windows.net/prefix URI."
+            ) from None
     raise ValueError(f"HDH_WAREHOUSE_ENGINE is {engine!r}; it must be one of {', '.join(WAREHOUSE_ENGINES)}.")
