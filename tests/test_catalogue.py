@@ -21,7 +21,6 @@ from rdflib.namespace import DCTERMS
 
 from hdh_pipelines.catalogue import AccessLevel, CatalogueInputs, ValidatorNotFound, build_catalogue, validate
 from hdh_pipelines.catalogue.assets import healthdcat_catalogue
-from hdh_pipelines.catalogue.nomenclatures import SNDS_NOMENCLATURES
 from hdh_pipelines.catalogue.records import ACCESS_RIGHTS, HubIdentity, dataset_iri
 from hdh_pipelines.catalogue.resources import CatalogueResource
 from hdh_pipelines.catalogue.sources import raw_descriptions
@@ -263,12 +262,26 @@ def test_nomenclatures_agree_with_the_snds_dictionary():
     # The curated datasets' own columns; a generated one, and the columns a curated one's overlay adds,
     # carry their nomenclatures from schema-snds itself.
     for name in [n for n in registry.names() if not registry.resolve(n).generated]:
-        for column in [f.name for f in registry.resolve(name).own_fields]:
-            expected = reference.get((name, column), "-")
-            if (name, column) in SNDS_NOMENCLATURES or (
-                expected not in ("-", "") and registry.resolve(name).family == "SNDS"
-            ):
-                assert SNDS_NOMENCLATURES.get((name, column)) == expected, (name, column)
+        for field in registry.resolve(name).own_fields:
+            expected = reference.get((name, field.name), "-")
+            ours = field.nomenclature.split(":", 1)[0] if field.nomenclature else None
+            if ours is not None or (expected not in ("-", "") and registry.resolve(name).family == "SNDS"):
+                assert ours == expected, (name, field.name)
+
+
+def test_every_registered_nomenclature_reaches_the_catalogue_variables():
+    """The catalogue names each raw column's code list from the registry: generated datasets' too."""
+    registry = default_registry()
+    shown = {(d.name, v.name): v.nomenclature for d in raw_descriptions(registry) for v in d.variables}
+    registered = {
+        (name, f.name): f.nomenclature.split(":", 1)[0]
+        for name in registry.names()
+        for f in registry.resolve(name).fields
+        if f.nomenclature
+    }
+    assert len(registered) > 900
+    assert {key: shown[key] for key in registered} == registered
+    assert shown[("IR_BEN_R", "BEN_SEX_COD")] == "IR_SEX_V" and shown[("ER_ETE_F", "ETE_IND_TAA")] == "IR_TAA_V"
 
 
 def test_dagster_asset_materialises_with_its_metadata(inputs, open_data_dir, tmp_path):

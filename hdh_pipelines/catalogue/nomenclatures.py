@@ -1,9 +1,10 @@
 """Code lists behind the variables: SNDS nomenclature tables and the coding systems HealthDCAT-AP names.
 
-The registry's Table Schemas do not carry the SNDS ``nomenclature`` property,
-so the supported columns' nomenclatures are listed here (tests compare them
-with the SNDS dictionary, ``snds_vars.csv``). Coding systems map to concepts of
-the HealthDCAT-AP coding-system vocabulary.
+A raw column's SNDS nomenclature is the registry's (``Field.nomenclature``, from
+schema-snds or written on a curated column; tests compare the curated ones with
+the SNDS dictionary, ``snds_vars.csv``); warehouse columns that hold codes are
+listed here. Coding systems map to concepts of the HealthDCAT-AP coding-system
+vocabulary.
 """
 
 from __future__ import annotations
@@ -24,78 +25,6 @@ CODING_SYSTEMS: Mapping[str, tuple[str, str]] = MappingProxyType(
             f"{CODING_SYSTEM_VOCABULARY}/OHDSI-VOCAB",
             "OHDSI standardised vocabularies (OMOP concepts)",
         ),
-    }
-)
-
-# SNDS nomenclature table of each supported raw column that has one (from the SNDS dictionary).
-SNDS_NOMENCLATURES: Mapping[tuple[str, str], str] = MappingProxyType(
-    {
-        ("IR_BEN_R", "BEN_RNG_GEM"): "IR_BER_V",
-        ("IR_BEN_R", "BEN_CDI_NIR"): "IR_NIR_V",
-        ("IR_BEN_R", "BEN_SEX_COD"): "IR_SEX_V",
-        ("IR_BEN_R", "BEN_DCD_DTE"): "IR_DTE_V",
-        ("IR_BEN_R", "ORG_AFF_BEN"): "IR_ORG_V",
-        ("IR_BEN_R", "BEN_RES_DPT"): "IR_DPT_V",
-        ("IR_BEN_R", "BEN_RES_COM"): "IR_GEO_V",
-        ("IR_BEN_R", "BEN_DTE_INS"): "IR_DTE_V",
-        ("IR_BEN_R", "BEN_DTE_MAJ"): "IR_DTE_V",
-        ("ER_PRS_F", "FLX_DIS_DTD"): "IR_DTE_V",
-        ("ER_PRS_F", "FLX_EMT_NUM"): "IR_NEM_T",
-        ("ER_PRS_F", "FLX_EMT_TYP"): "IR_TYT_V",
-        ("ER_PRS_F", "FLX_TRT_DTD"): "IR_DTE_V",
-        ("ER_PRS_F", "ORG_CLE_NUM"): "IR_ORG_V",
-        ("ER_PRS_F", "BEN_RNG_GEM"): "IR_BER_V",
-        ("ER_PRS_F", "BEN_SEX_COD"): "IR_SEX_V",
-        ("ER_PRS_F", "BEN_RES_DPT"): "IR_DPT_V",
-        ("ER_PRS_F", "BEN_RES_COM"): "IR_GEO_V",
-        ("ER_PRS_F", "EXE_SOI_DTD"): "IR_DTE_V",
-        ("ER_PRS_F", "EXE_SOI_DTF"): "IR_DTE_V",
-        ("ER_PRS_F", "PRS_NAT_REF"): "IR_NAT_V",
-        ("ER_PRS_F", "BSE_PRS_NAT"): "IR_NAT_V",
-        ("ER_PRS_F", "DPN_QLF"): "IR_DEP_V",
-        ("ER_PRS_F", "PSE_SPE_COD"): "IR_SPE_V",
-        ("ER_PHA_F", "FLX_DIS_DTD"): "IR_DTE_V",
-        ("ER_PHA_F", "FLX_EMT_NUM"): "IR_NEM_T",
-        ("ER_PHA_F", "FLX_EMT_TYP"): "IR_TYT_V",
-        ("ER_PHA_F", "FLX_TRT_DTD"): "IR_DTE_V",
-        ("ER_PHA_F", "ORG_CLE_NUM"): "IR_ORG_V",
-        ("ER_PHA_F", "PHA_PRS_C13"): "IR_PHA_R",
-        ("ER_PHA_F", "PHA_SEQ_RNV"): "IR_SEQ_V",
-        ("ER_PHA_F", "PHA_SUB_MTF"): "IR_SUB_V",
-        ("ER_CAM_F", "FLX_DIS_DTD"): "IR_DTE_V",
-        ("ER_CAM_F", "FLX_EMT_NUM"): "IR_NEM_T",
-        ("ER_CAM_F", "FLX_EMT_TYP"): "IR_TYT_V",
-        ("ER_CAM_F", "FLX_TRT_DTD"): "IR_DTE_V",
-        ("ER_CAM_F", "ORG_CLE_NUM"): "IR_ORG_V",
-        ("ER_CAM_F", "ORG_CLE_NEW"): "IR_ORG_V",
-        ("ER_CAM_F", "CAM_PRS_IDE"): "IR_CCAM_V63",
-        ("ER_CAM_F", "CAM_ACT_COD"): "XC_ATE_V",
-        ("ER_CAM_F", "CAM_TRT_PHA"): "XC_PHA_V",
-        ("ER_CAM_F", "CAM_ASS_COD"): "IR_ASS_V",
-        ("ER_CAM_F", "CAM_RED_MNT"): "IR_FOR_V",
-        ("ER_ETE_F", "FLX_DIS_DTD"): "IR_DTE_V",
-        ("ER_ETE_F", "FLX_EMT_NUM"): "IR_NEM_T",
-        ("ER_ETE_F", "FLX_EMT_TYP"): "IR_TYT_V",
-        ("ER_ETE_F", "FLX_TRT_DTD"): "IR_DTE_V",
-        ("ER_ETE_F", "ORG_CLE_NUM"): "IR_ORG_V",
-        ("ER_ETE_F", "ETE_IND_TAA"): "IR_TAA_V",
-        ("T_MCOaaB", "DGN_PAL"): "MS_CIM_V",
-        ("T_MCOaaB", "DGN_REL"): "MS_CIM_V",
-        ("T_MCOaaB", "ENT_MOD"): "MS_SOR_V",
-        ("T_MCOaaB", "ENT_PRV"): "MS_PRV_V",
-        ("T_MCOaaB", "SOR_DES"): "MS_PRV_V",
-        ("T_MCOaaB", "SOR_MOD"): "MS_SOR_V",
-        ("T_MCOaaD", "ASS_DGN"): "MS_CIM_V",
-        ("T_MCOaaA", "CDC_ACT"): "IR_CCAM_V63",
-        ("T_MCOaaUM", "DGN_PAL"): "MS_CIM_V",
-        ("T_MCOaaUM", "DGN_REL"): "MS_CIM_V",
-        ("IR_IMB_R", "BEN_RNG_GEM"): "IR_BER_V",
-        ("IR_IMB_R", "IMB_ALD_NUM"): "IR_ALD_V",
-        ("IR_IMB_R", "IMB_ALD_DTD"): "IR_DTE_V",
-        ("IR_IMB_R", "IMB_ALD_DTF"): "IR_DTE_V",
-        ("IR_IMB_R", "IMB_ETM_NAT"): "IR_ETM_V",
-        ("IR_IMB_R", "MED_MTF_COD"): "IR_CIM_V",
-        ("IR_IMB_R", "MED_NCL_IDT"): "IR_NMD_V",
     }
 )
 
@@ -120,11 +49,15 @@ _COLUMN_CODES: Mapping[str, tuple[str, str | None]] = MappingProxyType(
 )
 
 
-def codes_of(dataset: str, column: str) -> tuple[str | None, str | None]:
-    """(nomenclature, coding system key) of a column, each None when it has none."""
-    snds = SNDS_NOMENCLATURES.get((dataset, column))
-    if snds is not None:
-        return snds, _NOMENCLATURE_CODING_SYSTEMS.get(snds)
+def codes_of(column: str, nomenclature: str | None = None) -> tuple[str | None, str | None]:
+    """(nomenclature, coding system key) of a column, each None when it has none.
+
+    ``nomenclature`` is a registered raw column's (``IR_SEX_V`` or schema-snds's ``IR_SEX_V:SEX_COD``,
+    the code list and its code column): the code list is named.
+    """
+    if nomenclature:
+        code_list = nomenclature.split(":", 1)[0]
+        return code_list, _NOMENCLATURE_CODING_SYSTEMS.get(code_list)
     if column in _COLUMN_CODES:
         return _COLUMN_CODES[column]
     if column.endswith("_concept_id"):

@@ -69,7 +69,7 @@ def _description(folder: Path) -> DatasetDescription:
     files = tuple(DistributionFile(d["file"], d["media_type"]) for d in metadata["distributions"])
     types = _column_types(_parquet(folder, files))
     variables = tuple(
-        Variable(column, types.get(column, "string"), text, *codes_of(name, column))
+        Variable(column, types.get(column, "string"), text, *codes_of(column))
         for column, text in metadata["columns"].items()
     )
     # Input tables as "schema.table" -> the catalogue identifiers "schema/table" of the marts.

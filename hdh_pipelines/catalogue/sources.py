@@ -45,7 +45,7 @@ def _raw_description(schema: DatasetSchema, registry: DatasetRegistry) -> Datase
         links.append(JoinLink(identifier, raw_identifier(target.name), fk.fields, fk.reference_fields))
     variables = []
     for column in schema.fields:
-        nomenclature, coding_system = codes_of(schema.name, column.name)
+        nomenclature, coding_system = codes_of(column.name, column.nomenclature)
         variables.append(Variable(column.name, column.type, column.description, nomenclature, coding_system))
     family = schema.family
     return DatasetDescription(
@@ -107,7 +107,7 @@ def warehouse_descriptions(manifest: DbtManifest | None = None) -> list[DatasetD
         identifier = identifiers[model.name]
         columns = [c.name for c in model.columns]
         variables = [
-            Variable(column.name, column.data_type, column.description, *codes_of(model.name, column.name))
+            Variable(column.name, column.data_type, column.description, *codes_of(column.name))
             for column in model.columns
         ]
         layer = CATALOGUED_SCHEMAS[model.schema]
