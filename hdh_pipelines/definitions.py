@@ -1,36 +1,60 @@
 """Every definition of the code location, assembled in one place."""
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import dagster as dg
-from dagster_pyspark import PySparkResource
 
-from hdh_pipelines.catalogue.assets import healthdcat_catalogue
-from hdh_pipelines.catalogue.resources import CatalogueResource
-from hdh_pipelines.ingestion.assets import delivery_quarantine, ingest_delivery_assets, sftp_inbox
-from hdh_pipelines.ingestion.resources import HubResource, SftpResource
-from hdh_pipelines.ingestion.sensors import sftp_inbox_sensor
-from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
-from hdh_pipelines.linkage.assets import cohort_linkage
-from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
-from hdh_pipelines.normalisation.assets import normalisation_assets, snds_staging_automation
-from hdh_pipelines.normalisation.checks import cip13_mapped_to_atc
-from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_resource
-from hdh_pipelines.open_science.assets import (
-    data_challenge,
-    indicator_job,
-    open_dispensations,
-    synthetic_snds,
-)
-from hdh_pipelines.open_science.resources import OpenScienceResource
-from hdh_pipelines.rights.assets import rights_assets, rights_request_job, rights_request_sensor
-from hdh_pipelines.rights.opt_out_purge import opt_out_purge_job, workspace_retention_job
-from hdh_pipelines.rights.resources import RightsResource
-from hdh_pipelines.rights.sensors import opt_out_purge_sensor
-from hdh_pipelines.schedules import nightly_schedule
-from hdh_pipelines.workspaces.assets import project_workspace, workspace_audit_trail
-from hdh_pipelines.workspaces.resources import WorkspaceResource
-from hdh_pipelines.workspaces.sensors import project_registry_sensor
+@contextmanager
+def _garbage_collection_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while the modules that build the definitions are imported.
+
+    Loading allocates a few hundred thousand objects that live as long as the process (Dagster, dbt,
+    the parsed manifest, ~400 assets and their checks) and frees almost none, so the collector's passes
+    over them find nothing yet cost about a quarter of the load's CPU (docs/performance.md, "Code
+    location load"). Every process that loads the code location pays it: webserver, daemon, code
+    server, run workers and step processes. Collection resumes once the modules are loaded.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+with _garbage_collection_paused():
+    import dagster as dg
+    from dagster_pyspark import PySparkResource
+
+    from hdh_pipelines.catalogue.assets import healthdcat_catalogue
+    from hdh_pipelines.catalogue.resources import CatalogueResource
+    from hdh_pipelines.ingestion.assets import delivery_quarantine, ingest_delivery_assets, sftp_inbox
+    from hdh_pipelines.ingestion.resources import HubResource, SftpResource
+    from hdh_pipelines.ingestion.sensors import sftp_inbox_sensor
+    from hdh_pipelines.jobs import ingest_delivery_job, nightly_job
+    from hdh_pipelines.linkage.assets import cohort_linkage
+    from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
+    from hdh_pipelines.normalisation.assets import normalisation_assets, snds_staging_automation
+    from hdh_pipelines.normalisation.checks import cip13_mapped_to_atc
+    from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_resource
+    from hdh_pipelines.open_science.assets import (
+        data_challenge,
+        indicator_job,
+        open_dispensations,
+        synthetic_snds,
+    )
+    from hdh_pipelines.open_science.resources import OpenScienceResource
+    from hdh_pipelines.rights.assets import rights_assets, rights_request_job, rights_request_sensor
+    from hdh_pipelines.rights.opt_out_purge import opt_out_purge_job, workspace_retention_job
+    from hdh_pipelines.rights.resources import RightsResource
+    from hdh_pipelines.rights.sensors import opt_out_purge_sensor
+    from hdh_pipelines.schedules import nightly_schedule
+    from hdh_pipelines.workspaces.assets import project_workspace, workspace_audit_trail
+    from hdh_pipelines.workspaces.resources import WorkspaceResource
+    from hdh_pipelines.workspaces.sensors import project_registry_sensor
 
 # One engine configuration for dbt's readers: the resource itself and the workspaces that read through it.
 warehouse = WarehouseResource(

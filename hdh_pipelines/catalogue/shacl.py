@@ -28,7 +28,6 @@ from enum import Enum
 from functools import cache
 from pathlib import Path
 
-import pyshacl
 from rdflib import BNode, Graph, Literal, Namespace
 from rdflib.namespace import RDF, SH
 
@@ -166,6 +165,10 @@ def _findings(report: Graph) -> Iterable[ShaclFinding]:
 
 def validate(data: Graph, level: AccessLevel, folder: Path | None = None) -> ShaclResult:
     """Validate ``data`` (one or more records) against the shapes of ``level``; never touches the network."""
+    # pySHACL is imported by a validation, not by every process that loads the code location (the
+    # catalogue's model imports AccessLevel from here).
+    import pyshacl
+
     folder = (folder or validator_dir()).resolve()
     merged = Graph()
     for triple in data:

@@ -24,7 +24,6 @@ from pydantic import Field
 
 from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.core.disclosure import coarse_count
-from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import LinkageRun, StagedInputs, link_staged, publish, stage
 from hdh_pipelines.linkage.resources import LinkageStorageResource
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
@@ -151,6 +150,9 @@ def link_on_spark(
     config: LinkConfig, spark: PySparkResource, linkage_storage: LinkageStorageResource, staged: StagedInputs
 ) -> LinkageRun:
     """Link the staged version on Spark and write its outputs; opens no warehouse, holds no pool."""
+    # Splink is imported by the step that links, not by every process that loads the code location.
+    from hdh_pipelines.linkage.engine import LinkageSettings
+
     settings = LinkageSettings(
         match_threshold=config.match_threshold,
         ambiguity_margin_bits=config.ambiguity_margin_bits,

@@ -19,12 +19,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 
 from hdh_pipelines.core.private_files import make_tree_owner_only
-from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
 from hdh_pipelines.linkage.quality import quality_against_truth
 from hdh_pipelines.linkage.storage import (
     OUTPUT_TABLES,
@@ -34,6 +33,10 @@ from hdh_pipelines.linkage.storage import (
     new_version,
 )
 from hdh_pipelines.normalisation.warehouse import SparkParquetWarehouse, Warehouse
+
+if TYPE_CHECKING:
+    # The engine imports Splink: only a linkage step loads it, not every process that loads the code location.
+    from hdh_pipelines.linkage.engine import LinkageSettings
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ def link_staged(
     On Spark's warehouse the pinned files are read once, at the start (the engine checkpoints its inputs);
     if dbt rewrote one of them by the end, the outputs are discarded: ``input_changed``, run again.
     """
+    from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
+
     settings = settings or LinkageSettings()
     started = time.perf_counter()
     try:

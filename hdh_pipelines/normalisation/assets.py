@@ -67,6 +67,9 @@ _GROUPS = {
 # `dagster dev` re-parses the project at every load, so an edited model shows at once; a deployment
 # (and scripts/setup.sh) makes the manifest beforehand with `dbt parse`.
 MANIFEST_PATH = prepared_manifest_path()
+# Parsed once: each @dbt_assets below takes this document rather than the path, which dagster-dbt would
+# parse into a second copy (holding both costs memory and garbage-collector time at every load).
+_MANIFEST = json.loads(MANIFEST_PATH.read_text())
 
 
 class HubDbtTranslator(DagsterDbtTranslator):
@@ -155,7 +158,7 @@ def _whole_models(
     name: str, select: str, exclude: str, description: str, extra: tuple[str, ...] = ()
 ) -> dg.AssetsDefinition:
     @dbt_assets(
-        manifest=MANIFEST_PATH,
+        manifest=_MANIFEST,
         project=dbt_project,
         select=select,
         exclude=exclude,
@@ -197,7 +200,6 @@ def upstream_models(manifest: Mapping[str, Any]) -> list[str]:
 # Three steps, so that the op graph has no cycle: the models the monthly ones
 # read, the monthly ones, then the rest (OMOP, cohort, algorithms…), each
 # rebuilt whole.
-_MANIFEST = json.loads(MANIFEST_PATH.read_text())
 _UPSTREAM = " ".join(upstream_models(_MANIFEST))
 normalisation_upstream = _whole_models(
     "normalisation_upstream",
@@ -211,7 +213,7 @@ normalisation_upstream = _whole_models(
 
 
 @dbt_assets(
-    manifest=MANIFEST_PATH,
+    manifest=_MANIFEST,
     project=dbt_project,
     select=f"tag:{PARTITIONED_TAG}",
     exclude=f"tag:{CROSS_LAYER_TAG}",

@@ -39,14 +39,18 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array, vstack
 
 from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.open_science.errors import OpenDataRefused
+
+if TYPE_CHECKING:
+    # SciPy costs seconds to import and only the audit solves: imported there, not when the code
+    # location loads.
+    from scipy.sparse import csr_array
 
 # Every hidden value's feasible interval is at least this wide: as wide as the range of small counts
 # (1 to DISCLOSURE_THRESHOLD - 1), so a reader cannot even tell whether a hidden value is small.
@@ -528,6 +532,9 @@ class FeasibleRegion:
     """
 
     def __init__(self, tables: Sequence[PublishedTable]):
+        from scipy.optimize import Bounds, LinearConstraint
+        from scipy.sparse import csr_array, vstack
+
         variables = _finest_cells(tables)
         self.tables = tables
         incidences: list[tuple[np.ndarray, np.ndarray]] = []
@@ -584,6 +591,8 @@ class FeasibleRegion:
         return low, -self._solve(-objective)
 
     def _solve(self, objective: np.ndarray) -> int:
+        from scipy.optimize import milp
+
         result = milp(
             objective, integrality=self.integrality, bounds=self.bounds, constraints=self.constraints
         )

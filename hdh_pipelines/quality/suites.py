@@ -37,11 +37,15 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hdh_pipelines.core.sql import quote_identifier, quote_literal
-from hdh_pipelines.quality._gx import Expectation, ExpectationConfiguration, gx
 from hdh_pipelines.registry import DatasetSchema, Field
+
+if TYPE_CHECKING:
+    # GX costs seconds to import: it is imported by the functions that build a suite, so that loading
+    # the code location (which only imports these modules) does not pay for it.
+    from hdh_pipelines.quality._gx import Expectation, gx
 
 EXPECTATIONS_ENV_VAR = "HDH_EXPECTATIONS_DIR"
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
@@ -172,6 +176,8 @@ def _expectation(
     description: str,
     **meta: Any,
 ) -> Expectation:
+    from hdh_pipelines.quality._gx import ExpectationConfiguration
+
     config = ExpectationConfiguration(
         type=type_,
         kwargs=dict(kwargs),
@@ -329,6 +335,8 @@ def handwritten_expectations(schema: DatasetSchema, directory: Path | None = Non
     valid GX configuration or lacks its meta: GX's own suite constructor drops
     invalid expectations with a log line, which would quietly disable a check.
     """
+    from hdh_pipelines.quality._gx import ExpectationConfiguration
+
     path = (directory or expectations_dir()) / f"{schema.name}.json"
     if not path.exists():
         return []
@@ -361,6 +369,8 @@ def _merge(generated: Iterable[Expectation], handwritten: Iterable[Expectation])
 
 def build_suite(schema: DatasetSchema, *, directory: Path | None = None) -> gx.ExpectationSuite:
     """The dataset's suite: generated expectations, then hand-written ones (which replace same-named ones)."""
+    from hdh_pipelines.quality._gx import gx
+
     expectations = _merge(generated_expectations(schema), handwritten_expectations(schema, directory))
     names = [e.configuration.meta["name"] for e in expectations]
     if len(set(names)) != len(names):

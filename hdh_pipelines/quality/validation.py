@@ -31,14 +31,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import sqlalchemy as sa
 
 from hdh_pipelines.core.private_files import make_private_dir, write_private_file
 from hdh_pipelines.core.sql import quote_identifier, quote_literal
-from hdh_pipelines.quality._gx import Expectation, ephemeral_context, gx
 from hdh_pipelines.quality.suites import (
     base_column,
     build_suite,
@@ -49,6 +47,13 @@ from hdh_pipelines.quality.suites import (
     read_columns,
 )
 from hdh_pipelines.registry import DatasetSchema, default_registry
+
+if TYPE_CHECKING:
+    # GX and SQLAlchemy cost seconds to import: the functions that validate import them, so that
+    # loading the code location (which imports the report types here) does not pay for them.
+    import sqlalchemy as sa
+
+    from hdh_pipelines.quality._gx import Expectation, gx
 
 BATCH_VIEW = "batch_table"
 RELATED_VIEW_PREFIX = "related_"
@@ -214,6 +219,8 @@ def _write_views(
 
 
 def _validate(batch: Any, expectations: Sequence[Expectation], result_format: dict, parameters: dict) -> list:
+    from hdh_pipelines.quality._gx import gx
+
     if not expectations:
         return []
     suite = gx.ExpectationSuite(name="pass", expectations=list(expectations))
@@ -235,6 +242,10 @@ def _end_failed_transaction(context: sa.engine.ExceptionContext) -> None:
 @contextlib.contextmanager
 def _duckdb_datasource(database: Path, config: Mapping[str, Any]) -> Iterator[Any]:
     """One ephemeral GX context and one SQL data source over ``database``, for every table of a validation."""
+    import sqlalchemy as sa
+
+    from hdh_pipelines.quality._gx import ephemeral_context
+
     context = ephemeral_context()
     datasource = context.data_sources.add_sql(
         name=f"raw-{uuid.uuid4().hex}",
