@@ -281,7 +281,8 @@ def test_every_registered_nomenclature_reaches_the_catalogue_variables():
     }
     assert len(registered) > 900
     assert {key: shown[key] for key in registered} == registered
-    assert shown[("IR_BEN_R", "BEN_SEX_COD")] == "IR_SEX_V" and shown[("ER_ETE_F", "ETE_IND_TAA")] == "IR_TAA_V"
+    assert shown[("IR_BEN_R", "BEN_SEX_COD")] == "IR_SEX_V"
+    assert shown[("ER_ETE_F", "ETE_IND_TAA")] == "IR_TAA_V"
 
 
 def test_dagster_asset_materialises_with_its_metadata(inputs, open_data_dir, tmp_path):
