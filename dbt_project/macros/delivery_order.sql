@@ -8,13 +8,20 @@
 {%- endmacro %}
 
 
-{#- The columns every typed staging relation carries along from raw_rows():
-    the row's delivery (for latest_delivery_first) and its place in the file. -#}
-{% macro delivery_lineage() -%}
+{#- The delivery columns every typed staging relation carries along from
+    raw_rows(): which delivery a row came from (for latest_delivery_first). -#}
+{% macro delivery_columns() -%}
         hdh_provider,
         hdh_delivery_id,
         hdh_dataset,
-        hdh_loaded_at,
+        hdh_loaded_at
+{%- endmacro %}
+
+
+{#- delivery_columns() and the row's place in its file, for the staging
+    models that keep one row per key within a delivery (within_delivery). -#}
+{% macro delivery_lineage() -%}
+        {{ delivery_columns() }},
         hdh_source_file,
         file_row_number
 {%- endmacro %}

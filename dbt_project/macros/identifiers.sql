@@ -45,3 +45,28 @@ qualify {{ 'row_number' if one_row_per_claim else 'rank' }}() over (
     order by {{ latest_delivery_first(within_delivery=one_row_per_claim) }}
 ) = 1
 {%- endmacro %}
+
+
+{#- The PMSI stay key typed from the raw text: the PMSI year (from the
+    table's name), ETA_NUM as text (a FINESS number, 2A/2B in Corsica) and
+    RSA_NUM, a zero-padded 10-digit index, as an integer: one typing in every
+    PMSI table, so that the stay key is the same everywhere. -#}
+{% macro pmsi_stay_key() -%}
+        {{ pmsi_year() }} as pmsi_year,
+        {{ as_string('ETA_NUM') }} as eta_num,
+        {{ as_integer('RSA_NUM') }} as rsa_num
+{%- endmacro %}
+
+
+{#- The latest delivered version of each PMSI stay, as the qualify clause of a
+    PMSI staging model (macros/delivery_order.sql says which delivery wins).
+    one_row_per_stay: T_MCOaaB and T_MCOaaC hold one row per stay, the last
+    one in file order within the winning delivery; otherwise (a detail table
+    of several rows per stay: acts, diagnoses, units) every row of the latest
+    delivery that holds rows for the stay, replaced as a set. -#}
+{% macro latest_pmsi_stay_delivery(one_row_per_stay) -%}
+qualify {{ 'row_number' if one_row_per_stay else 'rank' }}() over (
+    partition by pmsi_year, eta_num, rsa_num
+    order by {{ latest_delivery_first(within_delivery=one_row_per_stay) }}
+) = 1
+{%- endmacro %}

@@ -44,10 +44,7 @@ typed as (
         {{ as_number('CAM_MI2_MNT') }} as cam_mi2_mnt,
         {{ as_number('CAM_MI3_MNT') }} as cam_mi3_mnt,
         {{ as_number('CAM_MI4_MNT') }} as cam_mi4_mnt,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at
+        {{ delivery_columns() }}
     from delivered
 )
 

@@ -22,10 +22,7 @@ typed as (
         {{ as_integer('PHA_ORD_NUM') }} as pha_ord_num,
         {{ as_integer('PHA_SEQ_RNV') }} as pha_seq_rnv,
         {{ as_integer('PHA_SUB_MTF') }} as pha_sub_mtf,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at
+        {{ delivery_columns() }}
     from delivered
 )
 

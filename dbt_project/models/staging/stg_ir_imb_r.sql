@@ -19,10 +19,7 @@ typed as (
         {{ as_string('MED_NCL_IDT') }} as med_ncl_idt,
         {{ as_date('INS_DTE') }} as ins_dte,
         {{ as_date('UPD_DTE') }} as upd_dte,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at
+        {{ delivery_columns() }}
     from delivered
 )
 

@@ -12,9 +12,7 @@ with delivered as (
 
 typed as (
     select
-        {{ pmsi_year() }} as pmsi_year,
-        {{ as_string('ETA_NUM') }} as eta_num,
-        {{ as_integer('RSA_NUM') }} as rsa_num,
+        {{ pmsi_stay_key() }},
         {{ as_string('RSS_NUM') }} as rss_num,
         {{ as_string('RUM_SEQ') }} as rum_seq,
         {{ as_string('CDC_ACT') }} as cdc_act,
@@ -28,16 +26,10 @@ typed as (
         {{ as_string('CMP_DAT') }} as cmp_dat,
         {{ as_integer('ENT_DAT_DEL') }} as ent_dat_del,
         {{ as_integer('NBR_EXE_ACT') }} as nbr_exe_act,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at
+        {{ delivery_columns() }}
     from delivered
 )
 
 select *
 from typed
-qualify rank() over (
-    partition by pmsi_year, eta_num, rsa_num
-    order by {{ latest_delivery_first(within_delivery=false) }}
-) = 1
+{{ latest_pmsi_stay_delivery(one_row_per_stay=false) }}

@@ -7,9 +7,7 @@ with delivered as (
 
 typed as (
     select
-        {{ pmsi_year() }} as pmsi_year,
-        {{ as_string('ETA_NUM') }} as eta_num,
-        {{ as_integer('RSA_NUM') }} as rsa_num,
+        {{ pmsi_stay_key() }},
         {{ as_string('COD_SEX') }} as cod_sex,
         {{ as_integer('AGE_ANN') }} as age_ann,
         {{ as_integer('AGE_JOU') }} as age_jou,
@@ -37,7 +35,4 @@ typed as (
 
 select {{ columns_except(['hdh_source_file', 'file_row_number']) }}
 from typed
-qualify row_number() over (
-    partition by pmsi_year, eta_num, rsa_num
-    order by {{ latest_delivery_first() }}
-) = 1
+{{ latest_pmsi_stay_delivery(one_row_per_stay=true) }}

@@ -8,9 +8,7 @@ with delivered as (
 
 typed as (
     select
-        {{ pmsi_year() }} as pmsi_year,
-        {{ as_string('ETA_NUM') }} as eta_num,
-        {{ as_integer('RSA_NUM') }} as rsa_num,
+        {{ pmsi_stay_key() }},
         {{ as_string('NIR_ANO_17') }} as nir_ano_17,
         {{ as_datetime('EXE_SOI_DTD', '%d%b%Y:%H:%M:%S') }} as exe_soi_dtd,
         {{ as_datetime('EXE_SOI_DTF', '%d%b%Y:%H:%M:%S') }} as exe_soi_dtf,
@@ -33,7 +31,4 @@ typed as (
 
 select {{ columns_except(['hdh_source_file', 'file_row_number']) }}
 from typed
-qualify row_number() over (
-    partition by pmsi_year, eta_num, rsa_num
-    order by {{ latest_delivery_first() }}
-) = 1
+{{ latest_pmsi_stay_delivery(one_row_per_stay=true) }}

@@ -11,22 +11,14 @@ with delivered as (
 
 typed as (
     select
-        {{ pmsi_year() }} as pmsi_year,
-        {{ as_string('ETA_NUM') }} as eta_num,
-        {{ as_integer('RSA_NUM') }} as rsa_num,
+        {{ pmsi_stay_key() }},
         {{ as_string('RSS_NUM') }} as rss_num,
         {{ as_string('ASS_DGN') }} as ass_dgn,
         {{ as_integer('DGN_ASS_NUM') }} as dgn_ass_num,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at
+        {{ delivery_columns() }}
     from delivered
 )
 
 select *
 from typed
-qualify rank() over (
-    partition by pmsi_year, eta_num, rsa_num
-    order by {{ latest_delivery_first(within_delivery=false) }}
-) = 1
+{{ latest_pmsi_stay_delivery(one_row_per_stay=false) }}

@@ -14,23 +14,15 @@ with delivered as (
 
 typed as (
     select
-        {{ pmsi_year() }} as pmsi_year,
-        {{ as_string('ETA_NUM') }} as eta_num,
-        {{ as_integer('RSA_NUM') }} as rsa_num,
+        {{ pmsi_stay_key() }},
         {{ as_string('RSS_NUM') }} as rss_num,
         {{ as_integer('UM_ORD_NUM') }} as um_ord_num,
         {{ as_string('DGN_PAL') }} as dgn_pal,
         {{ as_string('DGN_REL') }} as dgn_rel,
-        hdh_provider,
-        hdh_delivery_id,
-        hdh_dataset,
-        hdh_loaded_at
+        {{ delivery_columns() }}
     from delivered
 )
 
 select *
 from typed
-qualify rank() over (
-    partition by pmsi_year, eta_num, rsa_num
-    order by {{ latest_delivery_first(within_delivery=false) }}
-) = 1
+{{ latest_pmsi_stay_delivery(one_row_per_stay=false) }}
