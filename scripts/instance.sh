@@ -80,6 +80,11 @@ start() {
     echo "instance: 'dagster instance migrate' failed; see $state/migrate.log" >&2
     exit 1
   }
+  # The concurrency pools' limits, set once here rather than by the first runs (hdh_pipelines/core/pools.py).
+  python -m hdh_pipelines.core.pools >>"$state/migrate.log" 2>&1 || {
+    echo "instance: setting the concurrency pools failed; see $state/migrate.log" >&2
+    exit 1
+  }
 
   # Job control: each service gets its own process group, which stop() ends as a whole.
   set -m

@@ -30,6 +30,8 @@ from hdh_deliver.provider import SourceFile
 from hdh_devtools.demo.daemonless import tick
 from hdh_devtools.postgres_server import PG_SETTINGS, PostgresServer, start_postgres_server
 from hdh_devtools.readiness import wait_for_exit
+from hdh_pipelines.core.constants import WAREHOUSE_POOL
+from hdh_pipelines.core.pools import set_pool_limits
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.normalisation.assets import normalisation_monthly, normalisation_upstream
 
@@ -72,6 +74,8 @@ def pg_home(tmp_path, postgres, monkeypatch) -> Path:
     home.mkdir()
     shutil.copy(POSTGRES_PROFILE, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        set_pool_limits(instance)  # as scripts/instance.sh start does, before any run
     return home
 
 
@@ -254,6 +258,8 @@ def test_instance_script_starts_and_stops_the_stack():
         )
         assert heartbeats.returncode == 0, heartbeats.stdout + heartbeats.stderr
         assert "QUEUED_RUN_COORDINATOR" in heartbeats.stdout and "SENSOR" in heartbeats.stdout
+        # The script set the warehouse pool's limit itself, before any run could create it.
+        assert f"{WAREHOUSE_POOL} slots 1 set" in heartbeats.stdout
     finally:
         stopped = subprocess.run(
             [*script, "stop"], env=environment, capture_output=True, text=True, timeout=300, check=False
@@ -276,4 +282,6 @@ with dg.DagsterInstance.get() as instance:
     while not instance.get_daemon_heartbeats() and time.monotonic() < deadline:
         time.sleep(1)
     print(sorted(instance.get_daemon_heartbeats()))
+    info = instance.event_log_storage.get_concurrency_info("duckdb_warehouse")
+    print("duckdb_warehouse slots", info.slot_count, "default" if info.using_default_limit else "set")
 """
