@@ -813,6 +813,27 @@ def test_backfill_equals_the_months_run_one_by_one(golden, tmp_path):
     assert query(backfill, "select max(flx_dis_dtd) from marts.claims") == [(at("2025-03-01").date(),)]
 
 
+def test_a_whole_build_keeps_rows_of_any_partition_date(tmp_path):
+    """SNDS rows can be of any year, and a stay may come without any start date: a whole build keeps
+    them all, whatever month a partitioned run would put them in (what dbt's microbatch loses,
+    docs/normalisation.md "Why not dbt's microbatch")."""
+    raw, warehouse = tmp_path / "raw", tmp_path / "any_date.duckdb"
+    write_raw(raw, "IR_BEN_R", [ben("A", "1")])
+    flows = ["2006-01-01", "2025-03-01", "2099-12-01"]
+    write_raw(
+        raw, "ER_PRS_F", [claim(number, flow, "A", "1", flow) for number, flow in enumerate(flows, start=1)]
+    )
+    stay = stay_c(1000000001, "A", at("2025-03-01"), at("2025-03-04"))
+    undated = {**stay, "EXE_SOI_DTD": None, "ENT_DAT": None}
+    write_raw(raw, "T_MCO25B", [stay_b(1000000001, "I219")])
+    write_raw(raw, "T_MCO25C", [undated])
+    models = ["--select", "+marts.claims", "+marts.hospital_stays"]
+    run_dbt("run", *models, warehouse=warehouse, raw_root=raw, target=tmp_path)
+    claimed = query(warehouse, "select cast(flx_dis_dtd as varchar) from marts.claims order by 1")
+    assert claimed == [(flow,) for flow in flows]
+    assert query(warehouse, "select stay_start_date from marts.hospital_stays") == [(None,)]
+
+
 def test_partition_vars_are_checked(golden, tmp_path):
     command = [
         str(DBT),
