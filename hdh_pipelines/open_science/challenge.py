@@ -212,9 +212,22 @@ def export_challenge(
                     f"copy (select * exclude (is_test) from export where {condition} order by person_id) "
                     f"to '{path}' (format parquet)"
                 )
-            train, test = connection.execute(
-                "select count(*) filter (where not is_test), count(*) filter (where is_test) from export"
+            train, test, train_persons, test_persons = connection.execute(
+                "select count(*) filter (where not is_test), count(*) filter (where is_test), "
+                "count(distinct person_id) filter (where not is_test), "
+                "count(distinct person_id) filter (where is_test) from export"
             ).fetchone()
+            # The side a person falls on is a draw: with few persons one side can come out empty, and a
+            # challenge without a training or a test set is no challenge.
+            for side, persons in (("train", train_persons), ("test", test_persons)):
+                if not persons:
+                    raise OpenDataRefused(
+                        "empty_split",
+                        f"The split by person left the {side} set empty ({train_persons + test_persons} "
+                        f"persons, test fraction {test_fraction}): export a mart with more persons, "
+                        "or another test fraction.",
+                        field="test_fraction",
+                    )
             version = opt_out_version(connection)
         manifest.update(
             {
