@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from dbt_inputs import DBT
 
 from hdh_deliver.keys import (
     GeneratedKey,
@@ -44,9 +46,29 @@ LONGEST_FIRST = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, the controller loads the code location before the workers start: its first
-    load writes the dbt manifest, and two workers doing that at once would parse into one target."""
-    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+    """Before any test, the code location's dbt manifest exists, parsed as deployed: with the generated
+    staging, whatever the tests' own dbt commands leave out (scripts/setup.sh parses it the same way; this
+    serves a bare `pytest` on a fresh checkout). Under pytest-xdist the controller then loads the code
+    location before the workers start: two workers preparing it at once would parse into one target."""
+    if hasattr(config, "workerinput"):
+        return
+    from hdh_pipelines.normalisation.manifest import dbt_project
+
+    if not dbt_project.manifest_path.exists():
+        subprocess.run(
+            [
+                str(DBT),
+                "parse",
+                "--quiet",
+                "--project-dir",
+                str(dbt_project.project_dir),
+                "--profiles-dir",
+                str(dbt_project.profiles_dir),
+            ],
+            env={**os.environ, "HDH_DBT_GENERATED_STAGING": "on", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+            check=True,
+        )
+    if getattr(config.option, "numprocesses", None):
         import hdh_pipelines.definitions  # noqa: F401
 
 
