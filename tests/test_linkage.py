@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -18,23 +19,14 @@ from hdh_pipelines.core.storage_location import UnsupportedLocation
 from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, PERSON_COLUMNS
 from hdh_pipelines.linkage.engine import LinkageSettings
 from hdh_pipelines.linkage.pipeline import LinkageRun, run_linkage
-from hdh_pipelines.linkage.resources import spark_config
 from hdh_pipelines.linkage.storage import LinkageRoot, LinkageStorageError
 from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse, SparkParquetWarehouse, open_warehouse
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+def spark(linkage_spark_config: dict[str, Any]) -> Iterator[SparkSession]:
     """One small local session for the module, configured as the asset's resource configures it."""
-    session = spark_session_from_config(
-        spark_config(
-            master="local[2]",
-            driver_memory="2g",
-            shuffle_partitions=2,
-            local_dir=str(tmp_path_factory.mktemp("spark-local")),
-            extra={"spark.ui.enabled": "false"},
-        )
-    )
+    session = spark_session_from_config(linkage_spark_config)
     session.sparkContext.setLogLevel("ERROR")
     yield session
 

@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -28,23 +29,15 @@ from hdh_pipelines.linkage.assets import (
 )
 from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
 from hdh_pipelines.linkage.pipeline import link_staged, stage
-from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
+from hdh_pipelines.linkage.resources import LinkageStorageResource
 from hdh_pipelines.linkage.storage import INPUT_QUERIES, LinkageRoot, LinkageStorageError
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse, SparkParquetWarehouse, Warehouse
 
 
 @pytest.fixture(scope="module")
-def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PySparkResource]:
-    resource = PySparkResource(
-        spark_config=spark_config(
-            master="local[2]",
-            driver_memory="2g",
-            shuffle_partitions=2,
-            local_dir=str(tmp_path_factory.mktemp("spark-local")),
-            extra={"spark.ui.enabled": "false"},
-        )
-    )
+def spark_resource(linkage_spark_config: dict[str, Any]) -> Iterator[PySparkResource]:
+    resource = PySparkResource(spark_config=linkage_spark_config)
     # The session starts once here, quiet; the resource's getOrCreate() reuses it in every run.
     spark_session_from_config(resource.spark_config).sparkContext.setLogLevel("ERROR")
     yield resource
