@@ -151,7 +151,8 @@ def linkage_spark_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     """The linkage tests' local Spark session: the asset's resource configuration (``spark_config``) on two
     cores, plus settings for their data, a few thousand rows per run, where a run's CPU goes to fixed
     costs (about 180 Spark jobs, 400 generated classes, the JVM's JIT), not to rows. Production keeps
-    Spark's defaults, which pay off on a cluster's data. Measured in docs/performance.md (Linkage tests).
+    Spark's defaults, which pay off on a cluster's data. Measured in docs/performance.md, "The linkage
+    tests' CPU".
     """
     return spark_config(
         master="local[2]",
