@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +26,7 @@ from hdh_deliver.transfer import SftpSettings
 from hdh_devtools.sftp_server import SftpServer, start_sftp_server
 from hdh_pipelines.ingestion.pipeline import HubContext
 from hdh_pipelines.ingestion.storage import HubStorage
+from hdh_pipelines.linkage.resources import spark_config
 from hdh_pipelines.registry import default_registry
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -164,3 +166,33 @@ def inbox(sftp_server: SftpServer, tmp_path: Path) -> str:
     folder = sftp_server.inbox / tmp_path.name
     folder.mkdir()
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def linkage_spark_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The linkage tests' local Spark session: the asset's resource configuration (``spark_config``) on two
+    cores, plus settings for their data, a few thousand rows per run, where a run's CPU goes to fixed
+    costs (about 180 Spark jobs, 400 generated classes, the JVM's JIT), not to rows. Production keeps
+    Spark's defaults, which pay off on a cluster's data. Measured in docs/performance.md, "The linkage
+    tests' CPU".
+    """
+    return spark_config(
+        master="local[2]",
+        driver_memory="2g",
+        shuffle_partitions=2,
+        local_dir=str(tmp_path_factory.mktemp("spark-local")),
+        extra={
+            "spark.ui.enabled": "false",
+            # Adaptive execution re-plans each query stage by stage: three times the jobs, for
+            # partitions already sized for the data.
+            "spark.sql.adaptive.enabled": "false",
+            # Code generation compiles Java classes (Janino) for each stage and, below it, for each
+            # projection and predicate: about 430 per run, more than interpreting them costs on these
+            # rows. Spark's own tests run both paths, which give the same results.
+            "spark.sql.codegen.wholeStage": "false",
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+            # The JVM's optimising compiler (C2) pays off only in a longer-lived JVM; the serial
+            # collector has no concurrent threads competing for the two cores.
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        },
+    )

@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -28,23 +29,15 @@ from hdh_pipelines.linkage.assets import (
 )
 from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
 from hdh_pipelines.linkage.pipeline import link_staged, stage
-from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
+from hdh_pipelines.linkage.resources import LinkageStorageResource
 from hdh_pipelines.linkage.storage import INPUT_QUERIES, LinkageRoot, LinkageStorageError
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse, SparkParquetWarehouse, Warehouse
 
 
 @pytest.fixture(scope="module")
-def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PySparkResource]:
-    resource = PySparkResource(
-        spark_config=spark_config(
-            master="local[2]",
-            driver_memory="2g",
-            shuffle_partitions=2,
-            local_dir=str(tmp_path_factory.mktemp("spark-local")),
-            extra={"spark.ui.enabled": "false"},
-        )
-    )
+def spark_resource(linkage_spark_config: dict[str, Any]) -> Iterator[PySparkResource]:
+    resource = PySparkResource(spark_config=linkage_spark_config)
     # The session starts once here, quiet; the resource's getOrCreate() reuses it in every run.
     spark_session_from_config(resource.spark_config).sparkContext.setLogLevel("ERROR")
     yield resource
@@ -94,13 +87,27 @@ def _check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
     return evaluation
 
 
-def test_materialises_the_three_tables_with_quality_metadata(
-    spark_resource: PySparkResource, tmp_path: Path
-) -> None:
-    spec = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, seed=2)
-    result = _materialize(
-        spark_resource, tmp_path, spec, LinkageConfig(truth_table=TRUTH_TABLE, u_max_pairs=2e5)
-    )
+@dataclass(frozen=True)
+class Materialised:
+    folder: Path
+    result: dg.ExecuteInProcessResult
+
+
+@pytest.fixture(scope="module")
+def materialised(spark_resource: PySparkResource, tmp_path_factory: pytest.TempPathFactory) -> Materialised:
+    """5 000 persons × 800 records at 5 % errors, plus an opted-out person's record and its look-alike
+    (``_plant_opted_out_record``), materialised once for the module: the metadata test and the opt-out
+    test assert on the same run."""
+    folder = tmp_path_factory.mktemp("materialised")
+    with duckdb.connect(str(folder / "warehouse.duckdb")) as connection:
+        write_linkage_test_data(connection, MATERIALISED_SPEC)
+        _plant_opted_out_record(connection)
+    config = LinkageConfig(truth_table=TRUTH_TABLE, u_max_pairs=2e5)
+    return Materialised(folder, _materialize(spark_resource, folder, None, config))
+
+
+def test_materialises_the_three_tables_with_quality_metadata(materialised: Materialised) -> None:
+    result, tmp_path = materialised.result, materialised.folder
     assert result.success
     materialized = {m.asset_key: m for m in result.get_asset_materialization_events()}
     assert set(materialized) == {LINKS, UNLINKED, AMBIGUOUS}
@@ -161,6 +168,7 @@ def test_missing_inputs_fail_with_a_reason(spark_resource: PySparkResource, tmp_
 OPTED_OUT = ("OPTEDOUTPSA000001", "OPTED-OUT-PERSON")
 LOOKALIKE = ("LOOKALIKEPSA00001", "LOOKALIKE-PERSON")
 OPTED_OUT_RECORD = "REC-OPTED-OUT"
+MATERIALISED_SPEC = LinkageTestSpec(persons=5_000, cohort=800, error_rate=0.05, seed=2)
 
 
 def _plant_opted_out_record(connection: duckdb.DuckDBPyConnection) -> None:
@@ -191,16 +199,11 @@ def _plant_opted_out_record(connection: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-# Two linkage runs (the near miss and the asset).
-@pytest.mark.timeout(1200)
 def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookalike(
-    spark_resource: PySparkResource, tmp_path: Path
+    spark_resource: PySparkResource, materialised: Materialised, tmp_path: Path
 ) -> None:
-    spec = LinkageTestSpec(persons=1_500, cohort=200, error_rate=0.02, opt_out_rate=0.0, seed=9)
-    warehouse = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse)) as connection:
-        write_linkage_test_data(connection, spec)
-        _plant_opted_out_record(connection)
+    warehouse = materialised.folder / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
         # Near miss: staged without the set-aside, the record would be linked to the look-alike.
         unfiltered = {}
         for name, query in INPUT_QUERIES.items():
@@ -219,9 +222,8 @@ def test_an_opted_out_persons_cohort_record_is_set_aside_not_matched_to_a_lookal
     control.release()
     assert linked == {(OPTED_OUT_RECORD, LOOKALIKE[1], "probabilistic")}
 
-    result = _materialize(spark_resource, tmp_path, None, LinkageConfig(u_max_pairs=2e5))
-    assert result.success
-    root = tmp_path / "linkage"
+    assert materialised.result.success
+    root = materialised.folder / "linkage"
     (version,) = [p.name for p in (root / "inputs").iterdir()]
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         staged = connection.execute(
