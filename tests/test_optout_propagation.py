@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -35,7 +36,7 @@ from dbt_inputs import ben, claim, opt_out, psa, run_dbt, write_raw
 
 from hdh_devtools.demo import daemonless
 from hdh_pipelines.linkage.assets import LinkageConfig, cohort_linkage
-from hdh_pipelines.linkage.resources import LinkageStorageResource, spark_config
+from hdh_pipelines.linkage.resources import LinkageStorageResource
 from hdh_pipelines.normalisation.assets import normalisation_upstream
 from hdh_pipelines.normalisation.resources import WarehouseResource, dbt_resource
 from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse
@@ -195,16 +196,8 @@ def linkage_rows(world: World) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def spark_resource(tmp_path_factory: pytest.TempPathFactory) -> PySparkResource:
-    resource = PySparkResource(
-        spark_config=spark_config(
-            master="local[2]",
-            driver_memory="1g",
-            shuffle_partitions=2,
-            local_dir=str(tmp_path_factory.mktemp("spark-local")),
-            extra={"spark.ui.enabled": "false"},
-        )
-    )
+def spark_resource(linkage_spark_config: dict[str, Any]) -> PySparkResource:
+    resource = PySparkResource(spark_config=linkage_spark_config)
     spark_session_from_config(resource.spark_config).sparkContext.setLogLevel("ERROR")
     return resource
 
