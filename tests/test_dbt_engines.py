@@ -59,7 +59,8 @@ TODAY = date(2026, 6, 1)
 MONTH = ("2025-03-01", "2025-04-01")
 THIRD = datetime(2026, 3, 5, 10, 0)
 
-# Small inputs: one shuffle partition and no whole-stage code generation make
+# Small inputs: one shuffle partition and the profile's settings for small
+# inputs (no code generation, no adaptive re-planning, a fast-starting JVM) make
 # each of Spark's queries cost milliseconds instead of seconds of compiling. The
 # monthly run needs the tables to outlive the build, so they are named in a Derby
 # metastore as in production: its creation (up to a minute on a loaded machine)
@@ -69,7 +70,7 @@ SPARK_TEST_ENV = {
     "HDH_SPARK_CATALOG": "hive",
     "HDH_SPARK_MASTER": "local[2]",
     "HDH_SPARK_SHUFFLE_PARTITIONS": "1",
-    "HDH_SPARK_WHOLE_STAGE_CODEGEN": "false",
+    "HDH_SPARK_SMALL_INPUTS": "true",
     "HDH_DBT_THREADS": "4",
 }
 
