@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from dbt_inputs import DBT
 
 from hdh_deliver.keys import (
     GeneratedKey,
@@ -54,22 +52,16 @@ def pytest_configure(config: pytest.Config) -> None:
     location before the workers start: two workers preparing it at once would parse into one target."""
     if hasattr(config, "workerinput"):
         return
-    from hdh_pipelines.normalisation.manifest import dbt_project
+    from hdh_pipelines.normalisation.manifest import dbt_project, prepared_manifest_path
 
     if not dbt_project.manifest_path.exists():
-        subprocess.run(
-            [
-                str(DBT),
-                "parse",
-                "--quiet",
-                "--project-dir",
-                str(dbt_project.project_dir),
-                "--profiles-dir",
-                str(dbt_project.profiles_dir),
-            ],
-            env={**os.environ, "HDH_DBT_GENERATED_STAGING": "on", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
-            check=True,
-        )
+        # The project's own preparer parses with this process's environment: set to the deployed one.
+        tests_setting = os.environ["HDH_DBT_GENERATED_STAGING"]
+        os.environ["HDH_DBT_GENERATED_STAGING"] = "on"
+        try:
+            prepared_manifest_path()
+        finally:
+            os.environ["HDH_DBT_GENERATED_STAGING"] = tests_setting
     if getattr(config.option, "numprocesses", None):
         import hdh_pipelines.definitions  # noqa: F401
 
