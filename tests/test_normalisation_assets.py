@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from dbt_inputs import write_synthetic_raw
 from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.normalisation.assets import MANIFEST_PATH, normalisation_monthly, normalisation_upstream
+from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.schedules import night_of, nightly_range
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,6 +157,58 @@ def test_two_warehouse_runs_launched_together_both_succeed(warehouse_env, tmp_pa
     with duckdb.connect(str(warehouse_env), read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_ir_ben_r").fetchone()[0] > 0
         assert connection.execute("select count(*) from staging.stg_t_mco_b").fetchone()[0] > 0
+
+
+_HOLD_THEN_WRITE = """
+import logging
+import sys
+import duckdb
+from hdh_pipelines.normalisation.resources import WarehouseResource
+# Outside a run, Dagster's logger reaches the root one: its lines on stdout, as the run's log would show them.
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+warehouse = WarehouseResource(path=sys.argv[1])
+print("asking", flush=True)
+with warehouse.exclusive(), duckdb.connect(sys.argv[1]) as connection:
+    connection.execute("create or replace table second_writer as select 1 as done")
+print("written", flush=True)
+"""
+
+
+def _next_line(process: subprocess.Popen) -> str:
+    """The process's next line of output, read byte by byte from the unbuffered pipe (a buffered read
+    could take the following line too); fails, rather than hangs, if it does not come within two minutes."""
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready, f"the second process wrote no full line after {line!r}"
+        byte = process.stdout.read(1)
+        assert byte, f"the second process ended after {line!r}"
+        line += byte
+    return line.decode().strip()
+
+
+def test_a_step_waits_for_the_warehouse_another_process_holds(tmp_path):
+    """What keeps two steps apart when Dagster's pool lets both through: the second waits, then writes."""
+    path = tmp_path / "private" / "warehouse.duckdb"
+    holder = WarehouseResource(path=str(path))
+    with holder.exclusive():
+        # As a step of another run would: DuckDB's own lock is held by this process meanwhile.
+        connection = duckdb.connect(str(path))
+        second = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_THEN_WRITE, str(path)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+        )
+        assert _next_line(second) == "asking"
+        # The logged sentence is how the second one says it waits; it cannot go past exclusive() meanwhile.
+        assert _next_line(second).startswith("Another step holds the warehouse")
+        assert second.poll() is None
+        connection.close()
+    output = second.communicate(timeout=120)[0].decode()
+    assert second.returncode == 0, output
+    assert output.strip().endswith("written")
+    with duckdb.connect(str(path), read_only=True) as reader:
+        assert reader.execute("select done from second_writer").fetchone() == (1,)
+    assert (path.parent / "warehouse.duckdb.lock").stat().st_mode & 0o777 == 0o600
 
 
 def test_the_night_rebuilds_its_recent_months_once():

@@ -60,7 +60,8 @@ def healthdcat_catalogue(
         open_data_dir=Path(catalogue.open_data_dir) if catalogue.open_data_dir else None,
     )
     try:
-        build = build_catalogue(inputs, output, today=date.today())
+        with warehouse.exclusive():
+            build = build_catalogue(inputs, output, today=date.today())
     except (CatalogueInvalid, ValidatorNotFound, SndsReferenceMissing, GraphvizMissing) as error:
         raise dg.Failure(
             description=str(error),

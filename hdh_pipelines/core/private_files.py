@@ -7,8 +7,11 @@ are defined once.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
@@ -55,3 +58,25 @@ def make_tree_owner_only(folder: Path) -> None:
         os.chmod(directory, PRIVATE_DIR_MODE)
         for name in files:
             os.chmod(os.path.join(directory, name), PRIVATE_FILE_MODE)
+
+
+@contextmanager
+def held_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``path``, an owner-only file created if missing.
+
+    A holder in another process makes this wait until it is done; ``on_wait`` is
+    called once first, to say so. The lock goes with the process, so a crashed
+    holder never leaves it taken. ``flock`` locks one open file, not the
+    process: never nest two of these on the same path.
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)

@@ -8,10 +8,8 @@ private staging, loaded into Parquet, and only then published by renames.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from datetime import UTC, datetime
 from hdh_deliver.errors import DeliveryRejected, Reason
 from hdh_deliver.keys import HubKeyRing, ProviderRegistry
 from hdh_deliver.names import MANIFEST_NAME, check_delivery_names
-from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE, make_private_dir, write_private_file
+from hdh_pipelines.core.private_files import held_lock, make_private_dir, write_private_file
 from hdh_pipelines.ingestion.raw_store import LoadSettings, load_file
 from hdh_pipelines.ingestion.receive import DeliverySource, plaintext_name, read_manifest, receive_file
 from hdh_pipelines.ingestion.storage import DELIVERY_SUMMARY, QUALITY_SUMMARY, HubStorage
@@ -91,7 +89,6 @@ class QualityGate:
     settings: DuckDBSettings = field(default_factory=DuckDBSettings)
 
 
-
 @dataclass(frozen=True)
 class HubContext:
     """Everything the hub needs to judge a delivery, loaded once per run."""
@@ -107,13 +104,8 @@ class HubContext:
 @contextmanager
 def _delivery_lock(storage: HubStorage, provider: str, delivery_id: str) -> Iterator[None]:
     """Serialise work on one delivery (a retry launched while a run is still going)."""
-    descriptor = os.open(storage.lock_file(provider, delivery_id), os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-    with os.fdopen(descriptor, "r+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with held_lock(storage.lock_file(provider, delivery_id)):
+        yield
 
 
 def ingest_delivery(

@@ -136,11 +136,12 @@ def _failure(error: LinkageStorageError) -> dg.Failure:
 def stage_linkage_inputs(config: StageConfig, linkage_storage: LinkageStorageResource) -> StagedInputs:
     """A new version's inputs: copied out of a DuckDB warehouse (opt-outs set aside), pinned on Spark's."""
     try:
-        return stage(
-            LinkageRoot.from_uri(linkage_storage.linkage_root),
-            linkage_storage.warehouse.warehouse(),
-            truth_table=config.truth_table,
-        )
+        with linkage_storage.warehouse.exclusive():
+            return stage(
+                LinkageRoot.from_uri(linkage_storage.linkage_root),
+                linkage_storage.warehouse.warehouse(),
+                truth_table=config.truth_table,
+            )
     except LinkageStorageError as error:
         raise _failure(error) from error
 
@@ -185,9 +186,12 @@ def publish_linkage(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Switch the warehouse views to the run's version; report its figures and the quality check."""
     try:
-        run = publish(
-            LinkageRoot.from_uri(linkage_storage.linkage_root), linkage_storage.warehouse.warehouse(), linked
-        )
+        with linkage_storage.warehouse.exclusive():
+            run = publish(
+                LinkageRoot.from_uri(linkage_storage.linkage_root),
+                linkage_storage.warehouse.warehouse(),
+                linked,
+            )
     except LinkageStorageError as error:
         raise _failure(error) from error
     stats = run.stats

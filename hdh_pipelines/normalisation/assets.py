@@ -18,7 +18,8 @@ dbt sources map to the raw assets (``raw/<dataset>``), so the UI shows one
 graph from delivery to OMOP. Both write the one DuckDB warehouse file, which
 takes a single writer: they share the concurrency pool ``duckdb_warehouse``
 (limit 1 in ``dagster.yaml``), so runs launched together queue instead of
-failing on DuckDB's lock.
+failing on DuckDB's lock, and hold the warehouse (``WarehouseResource.exclusive``)
+while dbt runs.
 """
 
 import json
@@ -37,6 +38,7 @@ from dagster_dbt import (
 from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.normalisation.manifest import dbt_project, prepared_manifest_path
+from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.registry.dbt_staging import GENERATED_TAG
 
 PARTITIONED_TAG = "hdh_partitioned"
@@ -167,8 +169,9 @@ def _whole_models(
         pool=WAREHOUSE_POOL,
         op_tags={"hdh/kind": "normalisation"},
     )
-    def whole_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-        yield from _build(context, dbt, list(extra))
+    def whole_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+        with warehouse.exclusive():
+            yield from _build(context, dbt, list(extra))
 
     whole_models.__doc__ = description
     return whole_models
@@ -224,12 +227,15 @@ normalisation_upstream = _whole_models(
     pool=WAREHOUSE_POOL,
     op_tags={"hdh/kind": "normalisation"},
 )
-def normalisation_monthly(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def normalisation_monthly(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+):
     """Build the month range of the run (one dbt invocation, however many months)."""
     window = context.partition_time_window
     dbt_vars = partition_vars(window.start.date().isoformat(), window.end.date().isoformat())
     context.log.info(f"Building months {dbt_vars['hdh_partition_start']} to {dbt_vars['hdh_partition_end']}.")
-    yield from _build(context, dbt, ["--vars", json.dumps(dbt_vars)])
+    with warehouse.exclusive():
+        yield from _build(context, dbt, ["--vars", json.dumps(dbt_vars)])
 
 
 normalisation_downstream = _whole_models(

@@ -144,6 +144,6 @@ def cip13_mapped_to_atc(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
     window = context.partition_time_window
-    with warehouse.read_only() as connection:
+    with warehouse.exclusive(), warehouse.read_only() as connection:
         months = month_coverage(connection, window.start.date(), window.end.date())
     return coverage_result(months)

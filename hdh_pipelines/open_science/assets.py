@@ -95,7 +95,7 @@ def compute_indicator(
     """Compute, protect, publish and log one indicator."""
     spec = config.spec()
     try:
-        with warehouse.read_only() as connection:
+        with warehouse.exclusive(), warehouse.read_only() as connection:
             result = run_indicator(
                 connection,
                 warehouse.warehouse(),
@@ -152,7 +152,7 @@ def open_dispensations(
     config: OpenDataConfig, warehouse: WarehouseResource, open_science: OpenScienceResource
 ) -> dg.MaterializeResult:
     try:
-        with warehouse.read_only() as connection:
+        with warehouse.exclusive(), warehouse.read_only() as connection:
             protected, folder, metadata = publish_open_dispensations(
                 connection,
                 warehouse.warehouse(),
@@ -196,16 +196,17 @@ def data_challenge(
 ) -> dg.MaterializeResult:
     descriptions = read_manifest().column_descriptions()
     try:
-        export = export_challenge(
-            warehouse.warehouse(),
-            config.mart,
-            load_challenge_key(open_science.challenge_key),
-            Path(open_science.challenge_root),
-            config.challenge_id,
-            test_fraction=config.test_fraction,
-            now=datetime.now().astimezone(),
-            mart_descriptions=descriptions.get(config.mart, {}),
-        )
+        with warehouse.exclusive():
+            export = export_challenge(
+                warehouse.warehouse(),
+                config.mart,
+                load_challenge_key(open_science.challenge_key),
+                Path(open_science.challenge_root),
+                config.challenge_id,
+                test_fraction=config.test_fraction,
+                now=datetime.now().astimezone(),
+                mart_descriptions=descriptions.get(config.mart, {}),
+            )
     except OpenDataRefused as refusal:
         raise _refused(refusal, "Data-challenge export") from None
     return dg.MaterializeResult(

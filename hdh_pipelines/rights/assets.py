@@ -59,7 +59,8 @@ def rights_requests(
         forms=ProviderRegistry.from_file(Path(rights.forms_registry_file)),
         workspaces=workspaces.settings(),
     )
-    report = process_intake(settings, datetime.now(UTC))
+    with workspaces.warehouse.exclusive():
+        report = process_intake(settings, datetime.now(UTC))
     context.log.info(
         f"Rights requests: {sum(report.accepted.values())} accepted, {sum(report.refused.values())} refused."
     )

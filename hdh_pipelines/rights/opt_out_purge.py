@@ -89,11 +89,12 @@ def purge_workspaces(context: dg.OpExecutionContext, workspaces: WorkspaceResour
     """Remove opted-out persons from every published workspace (each swapped in whole, under its lock)."""
     settings = workspaces.settings()
     outcomes = []
-    for project_id in published_workspaces(settings.root):
-        try:
-            outcomes.append(purge_workspace(settings, project_id, run_id=context.run_id))
-        except Exception as error:
-            outcomes.append(failed_outcome(project_id, error, _REFUSALS))
+    with workspaces.warehouse.exclusive():
+        for project_id in published_workspaces(settings.root):
+            try:
+                outcomes.append(purge_workspace(settings, project_id, run_id=context.run_id))
+            except Exception as error:
+                outcomes.append(failed_outcome(project_id, error, _REFUSALS))
     _report(context, settings.audit_root, AUDIT_TRAIL_KEY, outcomes, _requester(context, PURGE_REQUESTER))
 
 
@@ -110,11 +111,12 @@ def purge_challenge_exports(
         except OpenDataRefused as refusal:
             outcomes = [failed_outcome(f"challenge/{f.name}", refusal, _REFUSALS) for f in exports]
         else:
-            for folder in exports:
-                try:
-                    outcomes.append(purge_challenge_export(workspaces.warehouse.warehouse(), key, folder))
-                except Exception as error:
-                    outcomes.append(failed_outcome(f"challenge/{folder.name}", error, _REFUSALS))
+            with workspaces.warehouse.exclusive():
+                for folder in exports:
+                    try:
+                        outcomes.append(purge_challenge_export(workspaces.warehouse.warehouse(), key, folder))
+                    except Exception as error:
+                        outcomes.append(failed_outcome(f"challenge/{folder.name}", error, _REFUSALS))
     _report(
         context,
         Path(workspaces.audit_root),
@@ -132,9 +134,10 @@ def purge_linkage_outputs(
 ) -> None:
     """Remove opted-out persons and their cohort records from linkage.links, unlinked and ambiguous."""
     try:
-        outcome = LinkageRoot.from_uri(linkage_storage.linkage_root).purge_outputs(
-            linkage_storage.warehouse.warehouse()
-        )
+        with linkage_storage.warehouse.exclusive():
+            outcome = LinkageRoot.from_uri(linkage_storage.linkage_root).purge_outputs(
+                linkage_storage.warehouse.warehouse()
+            )
     except Exception as error:
         outcome = failed_outcome("linkage", error, _REFUSALS)
     _report(context, Path(workspaces.audit_root), LINKS, [outcome], _requester(context, PURGE_REQUESTER))

@@ -16,7 +16,6 @@ dbt reads it as ``$HDH_RAW_ROOT/../rights/oppositions/*.parquet``.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -31,7 +30,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hdh_pipelines.core.private_files import PRIVATE_FILE_MODE, make_private_dir, write_private_file
+from hdh_pipelines.core.private_files import (
+    PRIVATE_FILE_MODE,
+    held_lock,
+    make_private_dir,
+    write_private_file,
+)
 
 RIGHTS_DIR = "rights"
 OPPOSITION_ACTIONS = {"opposition": "OPPOSITION", "withdrawal": "WITHDRAWAL"}
@@ -62,12 +66,8 @@ class RightsStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One processing at a time (sensor runs, nightly runs): the second waits for the first."""
-        descriptor = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        with held_lock(self.root / ".lock"):
             yield
-        finally:
-            os.close(descriptor)
 
     # -- the register ------------------------------------------------------------------------------
 

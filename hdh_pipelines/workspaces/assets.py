@@ -98,25 +98,33 @@ def project_workspace(context: dg.AssetExecutionContext, workspaces: WorkspaceRe
     # The process's OS account, which the hub can vouch for; the run tag is only a claim (docs/security.md).
     requester = process_requester(context.run.tags.get(REQUESTER_TAG))
     results = []
-    for project_id, months in months_by_project(list(context.partition_keys)).items():
-        try:
-            result = materialise_workspace(
-                settings, project_id, months, run_id=context.run_id, requester=requester, today=date.today()
+    with workspaces.warehouse.exclusive():
+        for project_id, months in months_by_project(list(context.partition_keys)).items():
+            try:
+                result = materialise_workspace(
+                    settings,
+                    project_id,
+                    months,
+                    run_id=context.run_id,
+                    requester=requester,
+                    today=date.today(),
+                )
+            except WorkspaceRefused as refusal:
+                details = refusal.as_dict()
+                # Yielded, not logged: a failing step never flushes logged events.
+                yield dg.AssetObservation(
+                    asset_key=AUDIT_TRAIL_KEY, metadata={"outcome": "refused", **details}
+                )
+                raise dg.Failure(
+                    description=f"Workspace of {project_id} refused ({refusal.reason}): {refusal.message}",
+                    metadata=details,
+                    allow_retries=False,
+                ) from None
+            yield dg.AssetObservation(
+                asset_key=AUDIT_TRAIL_KEY,
+                metadata={"outcome": "materialised", "project": project_id, "requester": requester},
             )
-        except WorkspaceRefused as refusal:
-            details = refusal.as_dict()
-            # Yielded, not logged: a failing step never flushes logged events.
-            yield dg.AssetObservation(asset_key=AUDIT_TRAIL_KEY, metadata={"outcome": "refused", **details})
-            raise dg.Failure(
-                description=f"Workspace of {project_id} refused ({refusal.reason}): {refusal.message}",
-                metadata=details,
-                allow_retries=False,
-            ) from None
-        yield dg.AssetObservation(
-            asset_key=AUDIT_TRAIL_KEY,
-            metadata={"outcome": "materialised", "project": project_id, "requester": requester},
-        )
-        results.append(result)
+            results.append(result)
     yield dg.MaterializeResult(metadata=_results_metadata(results))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import os
 import shutil
 import uuid
@@ -34,7 +33,7 @@ from pathlib import Path
 import duckdb
 
 from hdh_pipelines.core.private_files import (
-    PRIVATE_FILE_MODE,
+    held_lock,
     make_private_dir,
     make_tree_owner_only,
     write_private_file,
@@ -194,12 +193,8 @@ def materialise_workspace(
 def project_lock(root: Path, project_id: str) -> Iterator[None]:
     """One build per project at a time: a second run waits, then builds on the first one's workspace."""
     locks = make_private_dir(make_private_dir(root) / ".locks")
-    descriptor = os.open(locks / f"{project_id}.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    with held_lock(locks / f"{project_id}.lock"):
         yield
-    finally:
-        os.close(descriptor)
 
 
 def _audit_unbuilt(
