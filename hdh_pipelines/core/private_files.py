@@ -69,7 +69,8 @@ def held_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator
     holder never leaves it taken. ``flock`` locks one open file, not the
     process: never nest two of these on the same path.
     """
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    # Read-only: flock needs no write access, so a reader with a read-only view of the folder can wait too.
+    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
