@@ -9,8 +9,12 @@ from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.jobs import nightly_job
 
 WINDOW_HOURS = 3
-_UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED]
+_UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def nightly_hour(hour: str | None = None) -> int:

@@ -13,6 +13,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 . scripts/env.sh
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 # Two workers (HDH_TEST_WORKERS to change), each given whole test files so that a file's module-scoped
 # fixtures (a dbt-built warehouse, a Spark session, a PostgreSQL server) are built once.
 exec .venv/bin/python -m pytest -n "${HDH_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -31,6 +31,7 @@ def test_the_demo_runs_the_whole_lifecycle_from_delivered_data(tmp_path):
 
     private = work / "private"
     with duckdb.connect(str(private / "warehouse.duckdb"), read_only=True) as connection:
+
         def count(table: str) -> int:
             return connection.execute(f"select count(*) from {table}").fetchone()[0]
 

@@ -111,7 +111,9 @@ def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(
     with dg.instance_for_test() as instance:
         for month in ("2025-01-01", "2025-02-01", "2025-03-01"):
             assert dg.materialize(
-                [normalisation_monthly], instance=instance, partition_key=month,
+                [normalisation_monthly],
+                instance=instance,
+                partition_key=month,
                 resources=RESOURCES,
             ).success
     with duckdb.connect(str(warehouse_env), read_only=True) as connection:
@@ -147,8 +149,14 @@ def test_two_warehouse_runs_launched_together_both_succeed(warehouse_env, tmp_pa
         ["staging/stg_t_mco_b", "staging/stg_t_mco_c", "staging/stg_t_mco_d", "staging/stg_cohort_ext"],
     ]
     processes = [
-        subprocess.Popen([sys.executable, "-c", _RUN_BUILD, *keys], env=environment, cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _RUN_BUILD, *keys],
+            env=environment,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for keys in selections
     ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
@@ -196,7 +204,10 @@ def test_a_step_waits_for_the_warehouse_another_process_holds(tmp_path):
         connection = duckdb.connect(str(path))
         second = subprocess.Popen(
             [sys.executable, "-c", _HOLD_THEN_WRITE, str(path)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=0,
         )
         assert _next_line(second) == "asking"
         # The logged sentence is how the second one says it waits; it cannot go past exclusive() meanwhile.
@@ -234,5 +245,8 @@ def test_every_exposure_lists_what_its_dagster_asset_reads():
         assert {model_keys[u] for u in exposure["depends_on"]["nodes"]} == read, exposure["name"]
         checked.append(exposure["name"])
     assert sorted(checked) == [
-        "data_challenge", "healthdcat_catalogue", "open_dispensations", "project_workspaces"
+        "data_challenge",
+        "healthdcat_catalogue",
+        "open_dispensations",
+        "project_workspaces",
     ]

@@ -22,8 +22,22 @@ def test_dbt_usage_stats_off_and_project_parses(tmp_path):
     env = {**os.environ, "HDH_WAREHOUSE_PATH": str(tmp_path / "w.duckdb")}
     dbt = Path(sys.executable).with_name("dbt")
     result = subprocess.run(
-        [str(dbt), "parse", "--project-dir", "dbt_project", "--profiles-dir", "dbt_project",
-         "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(dbt),
+            "parse",
+            "--project-dir",
+            "dbt_project",
+            "--profiles-dir",
+            "dbt_project",
+            "--target-path",
+            str(tmp_path / "target"),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -128,7 +128,13 @@ def _join_positions(dataset):
 
 
 def test_the_asset_check_explains_a_held_delivery(
-    tmp_path, keys, sftp_settings, inbox, hub_env, instance, monkeypatch  # noqa: F811
+    tmp_path,
+    keys,
+    sftp_settings,
+    inbox,
+    hub_env,  # noqa: F811 (a fixture of test_dagster_ingestion)
+    instance,  # noqa: F811
+    monkeypatch,
 ):
     rows = valid_rows("IR_BEN_R", 30)
     deliver(tmp_path, keys, sftp_settings, inbox, "good", {"IR_BEN_R": rows})

@@ -218,7 +218,12 @@ def test_a_final_newline_does_not_pass_an_identifier_pattern(field):
 
 
 def test_a_run_refuses_another_manifest_than_its_tag_names(
-    tmp_path, keys, sftp_settings, inbox, hub_env, instance  # noqa: F811
+    tmp_path,
+    keys,
+    sftp_settings,
+    inbox,
+    hub_env,  # noqa: F811 (a fixture of test_dagster_ingestion)
+    instance,  # noqa: F811
 ):
     from hdh_pipelines.definitions import defs
 

@@ -38,7 +38,11 @@ LIFECYCLE_GROUPS = {"raw", "ingestion", "normalisation", "marts", "omop", "catal
 
 # The dbt models diabetes-drug-use's workspace reads, with everything upstream of them.
 WORKSPACE_INPUTS = (
-    "+persons", "+claims", "+drug_dispensations", "+alg_treated_diabetes", "+int_opt_out_exclusions"
+    "+persons",
+    "+claims",
+    "+drug_dispensations",
+    "+alg_treated_diabetes",
+    "+int_opt_out_exclusions",
 )
 # The module fixture (a dbt build and a whole `dagster dev`) counts in the first test's time: minutes on a
 # loaded two-core machine.

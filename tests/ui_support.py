@@ -195,8 +195,10 @@ class DevToolsPage:
 
         The browser re-checks on every animation frame, so this returns as soon as the page shows them.
         """
-        check = f"(expected) => {{ const found = new Set(({expression}) || []); " \
+        check = (
+            f"(expected) => {{ const found = new Set(({expression}) || []); "
             "return expected.every((name) => found.has(name)); }"
+        )
         with contextlib.suppress(PlaywrightTimeoutError):
             self.page.wait_for_function(check, arg=sorted(expected), timeout=timeout_seconds * 1000)
         return set(self.evaluate(expression) or [])

@@ -130,7 +130,10 @@ def warehouse_descriptions(manifest: DbtManifest | None = None) -> list[DatasetD
                 event_date=_event_date(columns),
                 derived_from=tuple(sorted(_upstream(model, manifest, identifiers) - {identifier})),
                 keywords=(
-                    layer.value, model.name, "pseudonymised", *(("OMOP",) if layer is Layer.OMOP else ())
+                    layer.value,
+                    model.name,
+                    "pseudonymised",
+                    *(("OMOP",) if layer is Layer.OMOP else ()),
                 ),
                 relation=model.relation,
             )

@@ -162,9 +162,7 @@ def verify_request(
             "a retired or forged key.",
         )
     try:
-        verify_signature(
-            document, signature, Provider(form.provider_id, form.name, {named_key: public_key})
-        )
+        verify_signature(document, signature, Provider(form.provider_id, form.name, {named_key: public_key}))
     except DeliveryRejected:
         raise RequestRefused(
             Reason.BAD_SIGNATURE,

@@ -304,8 +304,7 @@ def sftp_session(settings: SftpSettings) -> Iterator[SftpSession]:
         transport.close()
         raise SftpUnavailable(
             "ssh_failed",
-            f"SSH session with {settings.host}:{settings.port} failed "
-            f"({error.__class__.__name__}: {error})",
+            f"SSH session with {settings.host}:{settings.port} failed ({error.__class__.__name__}: {error})",
         ) from error
     session = SftpSession(transport, client)
     try:
