@@ -49,13 +49,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """Before any test, the code location's dbt manifest exists, parsed as deployed: with the generated
     staging, whatever the tests' own dbt commands leave out (scripts/setup.sh parses it the same way; this
     serves a bare `pytest` on a fresh checkout). Under pytest-xdist the controller then loads the code
-    location before the workers start: two workers preparing it at once would parse into one target."""
+    location before the workers start, rather than both workers parsing it at once."""
     if hasattr(config, "workerinput"):
         return
     from hdh_pipelines.normalisation.manifest import dbt_project, prepared_manifest_path
 
     if not dbt_project.manifest_path.exists():
-        # The project's own preparer parses with this process's environment: set to the deployed one.
+        # The parse runs with this process's environment: set to the deployed one.
         tests_setting = os.environ["HDH_DBT_GENERATED_STAGING"]
         os.environ["HDH_DBT_GENERATED_STAGING"] = "on"
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -335,8 +336,19 @@ def run_dbt(*args: str, warehouse: Path, raw_root: Path, target: Path, partition
         **(env or {}),
     }
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
+    assert result.returncode == 0, _dbt_failure(result)
     return result
+
+
+def _dbt_failure(result: subprocess.CompletedProcess) -> str:
+    """dbt's summary, and the first error lines of its stderr: on Spark, the JVM's log, whose first error
+    (a signal, an OutOfMemoryError) is the cause of the rest and would fall outside a plain tail."""
+    cause = re.compile(r"ERROR|SIGNAL|Error:|Exception:")
+    errors = [line for line in result.stderr.splitlines() if cause.search(line)]
+    stdout, stderr = result.stdout[-6000:], result.stderr[-3000:]
+    return "\n".join(
+        [stdout, "--- first errors on stderr ---", *errors[:15], "--- stderr's tail ---", stderr]
+    )
 
 
 def query(warehouse: Path, sql: str, parameters=None) -> list[tuple]:

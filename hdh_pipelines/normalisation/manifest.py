@@ -7,19 +7,31 @@ from the models' SQL or YAML: dbt has already resolved ``ref``, ``source``,
 folder configuration, aliases and Jinja. The manifest is the one ``dbt parse``
 writes (``dagster dev``, ``scripts/setup.sh`` or a deployment prepares it;
 a checkout that never parsed is prepared on first use).
+
+Under ``dagster dev`` every process that loads the code location parses the
+project again while others (runs, other code servers, scripts) read its
+manifest. dbt writes ``manifest.json`` in place, and dagster-dbt's own preparer
+keeps writers apart, not readers: a reader could load half a manifest. Here a
+parse writes into a folder of its own and each artefact is then renamed over
+the old one, so a reader opens the old file or the new one, whole.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt.dbt_project import using_dagster_dev
 
 from hdh_pipelines.core.paths import DBT_PROJECT_DIR
+from hdh_pipelines.core.private_files import held_lock
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -30,12 +42,45 @@ class DbtManifestError(ValueError):
     reason = "dbt_manifest_unreadable"
 
 
+# What a parse leaves that other processes read: dagster-dbt copies partial_parse.msgpack into each dbt
+# command's own target folder. Renamed last, the manifest is never older than the partial-parse state.
+PARSE_ARTEFACTS = ("partial_parse.msgpack", "manifest.json")
+
+
 def prepared_manifest_path(project: DbtProject = dbt_project) -> Path:
-    """The project's manifest, parsed first under ``dagster dev`` or when it does not exist yet."""
-    project.prepare_if_dev()
-    if not project.manifest_path.exists() and project.preparer is not None:
-        project.preparer.prepare(project)
+    """The project's manifest, parsed first under ``dagster dev`` (to show edited models) or when missing."""
+    if using_dagster_dev() or not project.manifest_path.exists():
+        parse_project(project)
     return project.manifest_path
+
+
+def _modified_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def parse_project(project: DbtProject) -> None:
+    """``dbt parse`` the project, replacing its manifest whole (never rewriting it in place).
+
+    One parse at a time: a process that waited for another's parse takes its manifest
+    rather than parsing the same files again.
+    """
+    target = project.project_dir / project.target_path
+    target.mkdir(parents=True, exist_ok=True)
+    seen = _modified_ns(project.manifest_path)
+    with held_lock(target / ".parse.lock"):
+        current = _modified_ns(project.manifest_path)
+        if current is not None and current != seen:
+            return
+        scratch = Path(tempfile.mkdtemp(prefix=".parse-", dir=target))
+        try:
+            DbtCliResource(project_dir=project).cli(["parse", "--quiet"], target_path=scratch).wait()
+            for name in PARSE_ARTEFACTS:
+                os.replace(scratch / name, target / name)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass(frozen=True)
