@@ -12,7 +12,12 @@ import pytest
 from dagster_dbt import DbtProject
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from hdh_pipelines.normalisation.manifest import parse_manifest, parse_project, prepared_manifest_path
+from hdh_pipelines.normalisation.manifest import (
+    SCRATCH_PREFIX,
+    parse_manifest,
+    parse_project,
+    prepared_manifest_path,
+)
 
 
 @pytest.fixture
@@ -43,7 +48,7 @@ def description_in(text: str) -> str:
 
 def scratch_folders(project: DbtProject) -> list[str]:
     target = project.project_dir / project.target_path
-    return [path.name for path in target.iterdir() if path.name.startswith(".parse-")]
+    return [path.name for path in target.iterdir() if path.name.startswith(SCRATCH_PREFIX)]
 
 
 def test_a_parse_replaces_the_manifest_so_a_reader_keeps_the_whole_one_it_opened(small_project, monkeypatch):
@@ -70,6 +75,10 @@ def test_a_parse_replaces_the_manifest_so_a_reader_keeps_the_whole_one_it_opened
 def test_a_failed_parse_leaves_the_last_manifest_in_place(small_project):
     parse_project(small_project)
     before = small_project.manifest_path.read_bytes()
+    # What a parse killed before its clean-up (dagster dev stopped) leaves; the next parse removes it.
+    killed = small_project.project_dir / small_project.target_path / f"{SCRATCH_PREFIX}killed"
+    killed.mkdir()
+    (killed / "partial_parse.msgpack").write_bytes(b"half")
 
     (small_project.project_dir / "models" / "broken.sql").write_text("select {{ unclosed(\n")
     with pytest.raises(DagsterDbtCliRuntimeError):

@@ -45,6 +45,7 @@ class DbtManifestError(ValueError):
 # What a parse leaves that other processes read: dagster-dbt copies partial_parse.msgpack into each dbt
 # command's own target folder. Renamed last, the manifest is never older than the partial-parse state.
 PARSE_ARTEFACTS = ("partial_parse.msgpack", "manifest.json")
+SCRATCH_PREFIX = ".parse-"
 
 
 def prepared_manifest_path(project: DbtProject = dbt_project) -> Path:
@@ -74,7 +75,10 @@ def parse_project(project: DbtProject) -> None:
         current = _modified_ns(project.manifest_path)
         if current is not None and current != seen:
             return
-        scratch = Path(tempfile.mkdtemp(prefix=".parse-", dir=target))
+        # Under the lock no other parse runs: a scratch folder left is a killed parse's (dagster dev stopped).
+        for leftover in target.glob(f"{SCRATCH_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=target))
         try:
             DbtCliResource(project_dir=project).cli(["parse", "--quiet"], target_path=scratch).wait()
             for name in PARSE_ARTEFACTS:
