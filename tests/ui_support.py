@@ -150,10 +150,7 @@ def dagster_dev(environment: Mapping[str, str], log_file: Path) -> Iterator[Dags
         process = subprocess.Popen(
             [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO,
-            # `dagster dev` parses the repository's dbt project again, into its one target folder, which
-            # every other test and process reads: parsed as deployed (scripts/setup.sh, the conftest),
-            # not with the tests' lighter setting, or the files after this one lose the generated staging.
-            env={**environment, "HDH_DBT_GENERATED_STAGING": "on"},
+            env=dict(environment),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
