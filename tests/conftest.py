@@ -184,7 +184,11 @@ def linkage_spark_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
             "spark.sql.codegen.wholeStage": "false",
             "spark.sql.codegen.factoryMode": "NO_CODEGEN",
             # The JVM's optimising compiler (C2) pays off only in a longer-lived JVM; the serial
-            # collector has no concurrent threads competing for the two cores.
-            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            # collector has no concurrent threads competing for the two cores. C1 alone shrinks the code
+            # cache's default to 48 MB, which a session's worth of Spark fills ("Out of space in
+            # CodeCache", and the SparkContext stops): the tiered default of 240 MB, set back.
+            "spark.driver.extraJavaOptions": (
+                "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC"
+            ),
         },
     )
