@@ -6,6 +6,8 @@ other tests read, is not touched.
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,19 @@ def test_a_failed_parse_leaves_the_last_manifest_in_place(small_project):
     os.remove(small_project.project_dir / "models" / "broken.sql")
     parse_project(small_project)  # and the next parse, once the model is fixed, succeeds
     assert description_in(small_project.manifest_path.read_text()) == "first description"
+
+
+def test_dbt_target_path_moves_the_code_locations_manifest(tmp_path):
+    """dbt's own DBT_TARGET_PATH, honoured by the code location as by dbt and dagster-dbt."""
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from hdh_pipelines.normalisation.manifest import dbt_project as p; print(p.manifest_path)",
+        ],
+        env={**os.environ, "DBT_TARGET_PATH": str(tmp_path / "own")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == str(tmp_path / "own" / "manifest.json")

@@ -9,6 +9,7 @@ two delivered datasets to the workspace) is checked on the definitions. Nothing 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import deque
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from ui_support import DagsterDev, chromium_page, dagster_dev
 
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.ingestion.assets import INBOX_KEY, QUARANTINE_KEY
+from hdh_pipelines.normalisation.manifest import dbt_project
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE_KEY = dg.AssetKey(["workspaces", "project_workspace"])
@@ -30,7 +32,12 @@ LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } 
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+def repository_manifest_before() -> os.stat_result:
+    return dbt_project.manifest_path.stat()
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory, repository_manifest_before) -> Iterator[DagsterDev]:
     folder = tmp_path_factory.mktemp("ui-lineage")
     environment = _hub_environment(folder)
     home = Path(environment["DAGSTER_HOME"])
@@ -69,6 +76,16 @@ def story_keys() -> list[dg.AssetKey]:
         assert INBOX_KEY in graph.get(raw).parent_keys
         keys += [k for k in shortest_path(graph, raw, WORKSPACE_KEY) if k not in keys]
     return keys
+
+
+def test_dagster_dev_parses_dbt_into_a_folder_of_its_own(ui: DagsterDev, repository_manifest_before):
+    """The manifest every other test and process reads is not rewritten under them (ui_support)."""
+    assert (ui.log_file.parent / "dbt-target" / "manifest.json").is_file()
+    after = dbt_project.manifest_path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (
+        repository_manifest_before.st_ino,
+        repository_manifest_before.st_mtime_ns,
+    )
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium")

@@ -150,7 +150,10 @@ def dagster_dev(environment: Mapping[str, str], log_file: Path) -> Iterator[Dags
         process = subprocess.Popen(
             [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO,
-            env=dict(environment),
+            # `dagster dev` parses the dbt project at each load, and so does each of its runs: into a
+            # target folder of its own, with the tests' setting, not the repository's, which every other
+            # test and process reads (parsed as deployed, with the generated staging).
+            env={**environment, "DBT_TARGET_PATH": str(log_file.parent / "dbt-target")},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -33,7 +33,14 @@ from dagster_dbt.dbt_project import using_dagster_dev
 from hdh_pipelines.core.paths import DBT_PROJECT_DIR
 from hdh_pipelines.core.private_files import held_lock
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+# DBT_TARGET_PATH is dbt's own setting for where its artefacts go (target/ in the project by default), and
+# dagster-dbt's for where each command's folder goes: a process tree given a folder of its own (a test's
+# `dagster dev`) parses into it and leaves the project's manifest, which every other process reads, alone.
+dbt_project = DbtProject(
+    project_dir=DBT_PROJECT_DIR,
+    profiles_dir=DBT_PROJECT_DIR,
+    target_path=os.environ.get("DBT_TARGET_PATH", "target"),
+)
 
 
 class DbtManifestError(ValueError):
