@@ -37,7 +37,7 @@ from dagster_dbt import (
 
 from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.core.partitions import MONTHS
-from hdh_pipelines.normalisation.manifest import dbt_project, prepared_manifest_path
+from hdh_pipelines.normalisation.manifest import code_location_manifest_path, dbt_project
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.registry.dbt_staging import GENERATED_TAG
 
@@ -68,7 +68,7 @@ _GROUPS = {
 
 # `dagster dev` re-parses the project at every load, so an edited model shows at once; a deployment
 # (and scripts/setup.sh) makes the manifest beforehand with `dbt parse`.
-MANIFEST_PATH = prepared_manifest_path()
+MANIFEST_PATH = code_location_manifest_path()
 # Parsed once: each @dbt_assets below takes this document rather than the path, which dagster-dbt would
 # parse into a second copy (holding both costs memory and garbage-collector time at every load).
 _MANIFEST = json.loads(MANIFEST_PATH.read_text())

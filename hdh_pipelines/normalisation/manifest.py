@@ -18,6 +18,7 @@ the old one, so a reader opens the old file or the new one, whole.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -60,6 +61,13 @@ def prepared_manifest_path(project: DbtProject = dbt_project) -> Path:
     if using_dagster_dev() or not project.manifest_path.exists():
         parse_project(project)
     return project.manifest_path
+
+
+@functools.cache
+def code_location_manifest_path() -> Path:
+    """The repository project's manifest, prepared once per process: under ``dagster dev`` each process
+    (a code server's load, a run's worker) parses once, not at each reader of the manifest."""
+    return prepared_manifest_path()
 
 
 def _modified_ns(path: Path) -> int | None:
@@ -189,7 +197,7 @@ def parse_manifest(document: Mapping[str, Any]) -> DbtManifest:
 
 def read_manifest(path: Path | None = None) -> DbtManifest:
     """The models of the manifest at ``path`` (the repository project's, prepared if need be, by default)."""
-    path = path or prepared_manifest_path()
+    path = path or code_location_manifest_path()
     try:
         return parse_manifest(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError) as error:
