@@ -112,6 +112,7 @@ defs = dg.Definitions(
                 master=os.environ.get("HDH_SPARK_MASTER", "local[*]"),
                 driver_memory=os.environ.get("HDH_SPARK_DRIVER_MEMORY", "4g"),
                 shuffle_partitions=int(os.environ.get("HDH_SPARK_SHUFFLE_PARTITIONS", "8")),
+                small_inputs=os.environ.get("HDH_SPARK_SMALL_INPUTS", "false") == "true",
             )
         ),
         "linkage_storage": LinkageStorageResource(

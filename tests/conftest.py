@@ -163,32 +163,12 @@ def inbox(sftp_server: SftpServer, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def linkage_spark_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The linkage tests' local Spark session: the asset's resource configuration (``spark_config``) on two
-    cores, plus settings for their data, a few thousand rows per run, where a run's CPU goes to fixed
-    costs (about 180 Spark jobs, 400 generated classes, the JVM's JIT), not to rows. Production keeps
-    Spark's defaults, which pay off on a cluster's data. Measured in docs/performance.md, "The linkage
-    tests' CPU".
-    """
+    cores, with the settings for small inputs (a few thousand rows per run) and no web UI."""
     return spark_config(
         master="local[2]",
         driver_memory="2g",
         shuffle_partitions=2,
         local_dir=str(tmp_path_factory.mktemp("spark-local")),
-        extra={
-            "spark.ui.enabled": "false",
-            # Adaptive execution re-plans each query stage by stage: three times the jobs, for
-            # partitions already sized for the data.
-            "spark.sql.adaptive.enabled": "false",
-            # Code generation compiles Java classes (Janino) for each stage and, below it, for each
-            # projection and predicate: about 430 per run, more than interpreting them costs on these
-            # rows. Spark's own tests run both paths, which give the same results.
-            "spark.sql.codegen.wholeStage": "false",
-            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-            # The JVM's optimising compiler (C2) pays off only in a longer-lived JVM; the serial
-            # collector has no concurrent threads competing for the two cores. C1 alone shrinks the code
-            # cache's default to 48 MB, which a session's worth of Spark fills ("Out of space in
-            # CodeCache", and the SparkContext stops): the tiered default of 240 MB, set back.
-            "spark.driver.extraJavaOptions": (
-                "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC"
-            ),
-        },
+        small_inputs=True,
+        extra={"spark.ui.enabled": "false"},
     )

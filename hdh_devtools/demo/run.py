@@ -173,6 +173,8 @@ def _hub_environment(work: Path, server: SftpServer, keys: Path, year: int) -> d
         "HDH_WORKSPACE_AUDIT_ROOT": str(work / "private" / "audit"),
         "HDH_PROJECTS_DIR": str(REPO / "projects"),
         "HDH_LINKAGE_ROOT": str(work / "private" / "linkage"),
+        # A few thousand persons: Spark's settings for small inputs (its defaults are for real volumes).
+        "HDH_SPARK_SMALL_INPUTS": "true",
         "HDH_INDICATOR_ROOT": str(work / "public" / "indicators"),
         "HDH_INDICATOR_LOG": str(work / "private" / "indicator-requests.jsonl"),
         "HDH_OPEN_DATA_DIR": str(work / "public" / "open-data"),
