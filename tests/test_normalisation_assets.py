@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dbt_inputs import write_synthetic_raw
+from dbt_inputs import DBT, PROJECT, write_synthetic_raw
 
 from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.definitions import defs
@@ -78,6 +78,28 @@ def upstream_warehouse(tmp_path_factory, raw_root) -> Path:
         environment.setenv("HDH_RAW_ROOT", str(raw_root))
         assert dg.materialize([normalisation_upstream], instance=instance, resources=RESOURCES).success
     return warehouse
+
+
+def _parses_whole(partial_parse_file: Path, warehouse: Path, raw_root: Path, target: Path) -> bool:
+    """Whether ``dbt parse``, given ``partial_parse_file`` and this warehouse's environment, parses whole."""
+    environment = {**os.environ, "HDH_WAREHOUSE_PATH": str(warehouse), "HDH_RAW_ROOT": str(raw_root)}
+    command = [str(DBT), "parse", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT)]
+    command += ["--target-path", str(target), "--partial-parse-file-path", str(partial_parse_file)]
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    return "Unable to do partial parsing" in completed.stdout
+
+
+def test_the_next_dbt_step_on_a_warehouse_reuses_its_last_parse(upstream_warehouse, raw_root, tmp_path):
+    # The upstream step kept its parse beside the warehouse, owner-only (dbt writes the values of the
+    # environment variables it reads into it).
+    kept = upstream_warehouse.parent / "dbt-partial-parse" / "plain.msgpack"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert kept.parent.stat().st_mode & 0o777 == 0o700
+    assert not _parses_whole(kept, upstream_warehouse, raw_root, tmp_path / "kept")
+    # The near miss: the code location's parse, made with another profile, makes dbt parse whole.
+    code_location_parse = MANIFEST_PATH.with_name("partial_parse.msgpack")
+    assert _parses_whole(code_location_parse, upstream_warehouse, raw_root, tmp_path / "code-location")
 
 
 # Five dbt steps, the upstream fixture's included: many minutes on a loaded two-core machine.

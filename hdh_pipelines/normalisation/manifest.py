@@ -50,9 +50,11 @@ class DbtManifestError(ValueError):
     reason = "dbt_manifest_unreadable"
 
 
+# dbt's name for the parsed project it reuses when nothing it depends on has changed.
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # What a parse leaves that other processes read: dagster-dbt copies partial_parse.msgpack into each dbt
 # command's own target folder. Renamed last, the manifest is never older than the partial-parse state.
-PARSE_ARTEFACTS = ("partial_parse.msgpack", "manifest.json")
+PARSE_ARTEFACTS = (PARTIAL_PARSE_FILE, "manifest.json")
 SCRATCH_PREFIX = ".parse-"
 
 
