@@ -15,11 +15,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dbt_inputs import DBT, PROJECT, write_synthetic_raw
+from dbt_inputs import run_dbt, write_synthetic_raw
 
 from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.normalisation.assets import MANIFEST_PATH, normalisation_monthly, normalisation_upstream
+from hdh_pipelines.normalisation.manifest import PARTIAL_PARSE_FILE
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.schedules import night_of, nightly_range
 
@@ -82,12 +83,15 @@ def upstream_warehouse(tmp_path_factory, raw_root) -> Path:
 
 def _parses_whole(partial_parse_file: Path, warehouse: Path, raw_root: Path, target: Path) -> bool:
     """Whether ``dbt parse``, given ``partial_parse_file`` and this warehouse's environment, parses whole."""
-    environment = {**os.environ, "HDH_WAREHOUSE_PATH": str(warehouse), "HDH_RAW_ROOT": str(raw_root)}
-    command = [str(DBT), "parse", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT)]
-    command += ["--target-path", str(target), "--partial-parse-file-path", str(partial_parse_file)]
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:]
-    return "Unable to do partial parsing" in completed.stdout
+    parsed = run_dbt(
+        "parse",
+        "--partial-parse-file-path",
+        str(partial_parse_file),
+        warehouse=warehouse,
+        raw_root=raw_root,
+        target=target,
+    )
+    return "Unable to do partial parsing" in parsed.stdout
 
 
 def test_the_next_dbt_step_on_a_warehouse_reuses_its_last_parse(upstream_warehouse, raw_root, tmp_path):
@@ -98,7 +102,7 @@ def test_the_next_dbt_step_on_a_warehouse_reuses_its_last_parse(upstream_warehou
     assert kept.parent.stat().st_mode & 0o777 == 0o700
     assert not _parses_whole(kept, upstream_warehouse, raw_root, tmp_path / "kept")
     # The near miss: the code location's parse, made with another profile, makes dbt parse whole.
-    code_location_parse = MANIFEST_PATH.with_name("partial_parse.msgpack")
+    code_location_parse = MANIFEST_PATH.with_name(PARTIAL_PARSE_FILE)
     assert _parses_whole(code_location_parse, upstream_warehouse, raw_root, tmp_path / "code-location")
 
 
@@ -193,6 +197,7 @@ _HOLD_THEN_WRITE = """
 import logging
 import sys
 import duckdb
+from hdh_pipelines.normalisation.manifest import PARTIAL_PARSE_FILE
 from hdh_pipelines.normalisation.resources import WarehouseResource
 # Outside a run, Dagster's logger reaches the root one: its lines on stdout, as the run's log would show them.
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")

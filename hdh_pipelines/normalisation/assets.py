@@ -129,8 +129,8 @@ def _partial_parse_cache(warehouse: WarehouseResource, extra: Sequence[str]) -> 
     dbt parses the project again, whole, when the profile (the warehouse's path), the environment
     variables of dbt_project.yml or the ``--vars`` differ from the parse it is given; dagster-dbt gives
     each command the code location's parse, made in another environment. Kept here instead, the next
-    command against the same warehouse with the same kind of vars parses only what changed (about 3 of
-    6 CPU seconds a command with the generated staging off, 9 of 12 with it on). dbt checks the file
+    command against the same warehouse with the same kind of vars parses only what changed (``dbt parse``:
+    2.7 s instead of 6.0 s with the generated staging off; docs/normalisation.md). dbt checks the file
     itself: a stale or foreign one only costs a whole parse. It lies in private storage because dbt
     records there the values of the environment variables the project reads.
     """
