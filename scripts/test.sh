@@ -15,5 +15,6 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # Two workers (HDH_TEST_WORKERS to change), each given whole test files so that a file's module-scoped
-# fixtures (a dbt-built warehouse, a Spark session, a PostgreSQL server) are built once.
-exec .venv/bin/python -m pytest -n "${HDH_TEST_WORKERS:-2}" --dist loadfile "$@"
+# fixtures (a dbt-built warehouse, a Spark session, a PostgreSQL server) are built once; the files in
+# the order tests/conftest.py gives (the longest first), not re-sorted by their number of tests.
+exec .venv/bin/python -m pytest -n "${HDH_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -33,16 +33,42 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # costs each command about 30 s of CPU; tests/test_snds_generated_staging.py builds them.
 os.environ.setdefault("HDH_DBT_GENERATED_STAGING", "off")
 
-# The longest files (minutes each: dbt runs, whole Dagster stacks), started first so that neither of
-# scripts/test.sh's two workers is left with one of them at the end while the other idles.
+# The longest work units first, longest of all first (measured with --durations=0), so that neither of
+# scripts/test.sh's two workers is left with one of them at the end while the other idles. xdist would
+# otherwise order the units by their number of tests: scripts/test.sh turns that off.
 LONGEST_FIRST = (
+    "test_linkage_asset.py",
+    "test_linkage.py",
+    "test_optout_propagation.py",
+    "test_demo.py",
     "test_normalisation_assets.py",
     "test_postgres_instance.py",
-    "test_demo.py",
-    "test_dbt_models.py",
+    "test_dbt_engines.py",
+    "test_catalogue.py",
     "test_ui.py",
-    "test_workspaces.py",
+    "test_dbt_models.py",
+    "test_snds_generated_staging.py",
 )
+
+# The files whose tests start Spark in the test process: one work unit, so that one JVM warms up (about
+# 25 s of JIT on its first linkage run) and serves the three files' sessions, instead of one JVM per file.
+IN_PROCESS_SPARK = ("test_linkage_asset.py", "test_linkage.py", "test_optout_propagation.py")
+IN_PROCESS_SPARK_UNIT = "tests: in-process Spark"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's ``--dist loadfile``, with the in-process Spark files as one unit of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SparkFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return IN_PROCESS_SPARK_UNIT if Path(path).name in IN_PROCESS_SPARK else path
+
+    return SparkFilesTogether(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,61 +206,6 @@ def test_pinning_a_spark_warehouse_without_the_inputs_fails_with_a_reason(tmp_pa
 # --- the linkage on Spark ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PublishedRun:
-    """A linkage run, where it published, and the rows it published (read right after the run)."""
-
-    run: LinkageRun
-    warehouse: DuckDBWarehouse
-    root: LinkageRoot
-    rows: dict[str, list[tuple]]
-
-
-@pytest.fixture(scope="module")
-def five_percent(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> PublishedRun:
-    """10 000 persons × 1 000 records at 5 % errors, linked once for the module: the targets test asserts
-    on the run, the re-run test links the same warehouse again."""
-    run, warehouse, root = _link(
-        spark,
-        tmp_path_factory.mktemp("five-percent"),
-        LinkageTestSpec(persons=10_000, cohort=1_000, error_rate=0.05),
-    )
-    return PublishedRun(run, warehouse, root, _published_rows(warehouse))
-
-
-def test_five_percent_errors_meet_the_targets(five_percent: PublishedRun) -> None:
-    run, warehouse, root = five_percent.run, five_percent.warehouse, five_percent.root
-    assert run.quality is not None
-    assert run.quality["precision"] >= 0.995
-    assert run.stats["linkage_rate"] >= 0.90
-    assert run.quality["persons_linked_twice"] == 0 and run.quality["records_linked_twice"] == 0
-    assert run.stats["probabilistic_links"] > 0 and run.stats["id_rejected_records"] > 0
-
-    with warehouse.read_only() as connection:
-        methods = dict(connection.execute("SELECT method, count(*) FROM linkage.links GROUP BY 1").fetchall())
-        assert set(methods) == {"deterministic", "probabilistic"}
-        rejected_ids_linked_as_given = connection.execute(
-            "SELECT count(*) FROM linkage.links "
-            "WHERE method = 'deterministic' AND list_contains(flags, 'id_rejected')"
-        ).fetchall()[0][0]
-        assert rejected_ids_linked_as_given == 0
-        outputs = sum(
-            connection.execute(f"SELECT count(*) FROM linkage.{t}").fetchall()[0][0]
-            for t in ("links", "unlinked", "ambiguous")
-        )
-        # Records under an opted-out person's pseudonym are set aside before linkage.
-        set_aside = connection.execute(
-            "SELECT count(*) FROM staging.stg_cohort_ext WHERE upper(trim(ben_nir_psa)) IN "
-            "(SELECT upper(trim(ben_nir_psa)) FROM intermediate.int_opt_out_exclusions)"
-        ).fetchall()[0][0]
-        assert outputs + set_aside == 1_000  # every other record in exactly one of the three tables
-    assert root.local is not None
-    # The published version (the re-run test, if it ran first, published the same rows under another).
-    version_dir = root.local / "outputs" / str(root.current_version())
-    assert stat.S_IMODE(version_dir.stat().st_mode) == 0o700
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in version_dir.rglob("*") if p.is_file())
-
-
 def test_zero_errors_link_every_record_correctly(spark: SparkSession, tmp_path: Path) -> None:
     spec = LinkageTestSpec(
         persons=5_000,
@@ -327,24 +270,6 @@ def _published_rows(warehouse: DuckDBWarehouse) -> dict[str, list[tuple]]:
             table: connection.execute(f"SELECT * FROM linkage.{table} ORDER BY ALL").fetchall()
             for table in ("links", "unlinked", "ambiguous")
         }
-
-
-def test_a_rerun_replaces_the_outputs_with_the_same_rows(
-    spark: SparkSession, five_percent: PublishedRun
-) -> None:
-    """Rows are identified by their keys, not by generated numbers: two runs publish the same rows."""
-    first, warehouse, root = five_percent.run, five_percent.warehouse, five_percent.root
-    second = run_linkage(spark, root, warehouse, SETTINGS, truth_table=TRUTH_TABLE)
-    assert second.stats == first.stats
-    assert root.local is not None
-    assert [p.name for p in (root.local / "outputs").iterdir()] == [second.version]
-    assert _published_rows(warehouse) == five_percent.rows
-    assert (
-        len(five_percent.rows["links"])
-        == first.stats["deterministic_links"] + first.stats["probabilistic_links"]
-    )
-    # Every table has rows to compare.
-    assert all(five_percent.rows.values())
 
 
 def _empty_like(warehouse: DuckDBWarehouse, table: str, where: str) -> None:
