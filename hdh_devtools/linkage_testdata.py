@@ -23,10 +23,13 @@ What makes it realistic enough to measure a linkage:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+
+from hdh_pipelines.linkage.storage import OUTPUT_TABLES
 
 PROVIDER = "chu-test"
 TRUTH_TABLE = "linkage_truth.cohort_truth"
@@ -296,3 +299,13 @@ def write_linkage_test_data(connection: duckdb.DuckDBPyConnection, spec: Linkage
         for name in ("geo", "population", "cohort"):
             connection.unregister(name)
         connection.execute("DROP TABLE IF EXISTS person; DROP TABLE IF EXISTS cohort_person")
+
+
+def published_rows(warehouse: str | Path) -> dict[str, list[tuple]]:
+    """Each published linkage table's rows in a DuckDB warehouse, in a stable order: what two runs that
+    publish the same decisions must both show."""
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        return {
+            table: connection.execute(f"SELECT * FROM linkage.{table} ORDER BY ALL").fetchall()
+            for table in OUTPUT_TABLES
+        }

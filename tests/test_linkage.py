@@ -13,7 +13,12 @@ import pytest
 from dagster_pyspark.resources import spark_session_from_config
 from pyspark.sql import SparkSession
 
-from hdh_devtools.linkage_testdata import TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_devtools.linkage_testdata import (
+    TRUTH_TABLE,
+    LinkageTestSpec,
+    published_rows,
+    write_linkage_test_data,
+)
 from hdh_pipelines.core.storage_location import UnsupportedLocation
 from hdh_pipelines.linkage.comparison import COHORT_COLUMNS, PERSON_COLUMNS
 from hdh_pipelines.linkage.engine import LinkageSettings
@@ -264,14 +269,6 @@ def test_missing_inputs_fail_clearly_and_publish_nothing(tmp_path: Path) -> None
     assert root.local is not None and not (root.local / "inputs" / "v1").exists()
 
 
-def _published_rows(warehouse: DuckDBWarehouse) -> dict[str, list[tuple]]:
-    with warehouse.read_only() as connection:
-        return {
-            table: connection.execute(f"SELECT * FROM linkage.{table} ORDER BY ALL").fetchall()
-            for table in ("links", "unlinked", "ambiguous")
-        }
-
-
 def _empty_like(warehouse: DuckDBWarehouse, table: str, where: str) -> None:
     with duckdb.connect(str(warehouse.path)) as connection:
         connection.execute(f"DELETE FROM {table} WHERE {where}")
@@ -308,7 +305,7 @@ def test_empty_inputs_publish_empty_outputs(
     run = run_linkage(spark, root, warehouse, SETTINGS)
     assert run.stats["deterministic_links"] == run.stats["probabilistic_links"] == 0
     assert run.stats["unlinked_records"] == expected_unlinked
-    rows = _published_rows(warehouse)
+    rows = published_rows(warehouse.path)
     assert rows["links"] == rows["ambiguous"] == []
     assert len(rows["unlinked"]) == expected_unlinked
     assert {row[2] for row in rows["unlinked"]} <= {"no_candidate"}

@@ -18,7 +18,13 @@ import pytest
 from dagster_pyspark import PySparkResource
 from dagster_pyspark.resources import spark_session_from_config
 
-from hdh_devtools.linkage_testdata import PROVIDER, TRUTH_TABLE, LinkageTestSpec, write_linkage_test_data
+from hdh_devtools.linkage_testdata import (
+    PROVIDER,
+    TRUTH_TABLE,
+    LinkageTestSpec,
+    published_rows,
+    write_linkage_test_data,
+)
 from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.linkage.assets import (
     AMBIGUOUS,
@@ -31,7 +37,7 @@ from hdh_pipelines.linkage.assets import (
 from hdh_pipelines.linkage.engine import LinkageInputs, LinkageSettings, link
 from hdh_pipelines.linkage.pipeline import link_staged, stage
 from hdh_pipelines.linkage.resources import LinkageStorageResource
-from hdh_pipelines.linkage.storage import INPUT_QUERIES, LinkageRoot, LinkageStorageError
+from hdh_pipelines.linkage.storage import INPUT_QUERIES, OUTPUT_TABLES, LinkageRoot, LinkageStorageError
 from hdh_pipelines.normalisation.resources import WarehouseResource
 from hdh_pipelines.normalisation.warehouse import DuckDBWarehouse, SparkParquetWarehouse, Warehouse
 
@@ -149,14 +155,6 @@ def _summary(folder: Path) -> dict[str, Any]:
     return root.read_summary(version) | {"version": version}
 
 
-def _published_rows(warehouse: Path) -> dict[str, list[tuple]]:
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
-        return {
-            table: connection.execute(f"SELECT * FROM linkage.{table} ORDER BY ALL").fetchall()
-            for table in ("links", "unlinked", "ambiguous")
-        }
-
-
 def test_five_percent_errors_meet_the_targets(materialised: Materialised) -> None:
     """The accuracy targets on the 5 % population: precision ≥ 0.995 allows at most 3 false links among
     about 760; every record in exactly one output, each person and record linked once at most."""
@@ -177,8 +175,7 @@ def test_five_percent_errors_meet_the_targets(materialised: Materialised) -> Non
         ).fetchall()[0][0]
         assert rejected_ids_linked_as_given == 0
         outputs = sum(
-            connection.execute(f"SELECT count(*) FROM linkage.{t}").fetchall()[0][0]
-            for t in ("links", "unlinked", "ambiguous")
+            connection.execute(f"SELECT count(*) FROM linkage.{t}").fetchall()[0][0] for t in OUTPUT_TABLES
         )
         # Records under an opted-out person's pseudonym (the planted one among them) are set aside
         # before linkage; every other record is in exactly one of the three tables.
@@ -209,8 +206,8 @@ def test_a_rerun_replaces_the_outputs_with_the_same_rows(
     second = _summary(tmp_path)
     assert second["version"] != first["version"] and second["stats"] == first["stats"]
     assert [p.name for p in (tmp_path / "linkage" / "outputs").iterdir()] == [second["version"]]
-    rows = _published_rows(tmp_path / "warehouse.duckdb")
-    assert rows == _published_rows(materialised.folder / "warehouse.duckdb")
+    rows = published_rows(tmp_path / "warehouse.duckdb")
+    assert rows == published_rows(materialised.folder / "warehouse.duckdb")
     assert len(rows["links"]) == first["stats"]["deterministic_links"] + first["stats"]["probabilistic_links"]
     assert all(rows.values())  # every table has rows to compare
 
