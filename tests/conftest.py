@@ -186,6 +186,39 @@ def inbox(sftp_server: SftpServer, tmp_path: Path) -> str:
     return str(folder)
 
 
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Any]:
+    """A real Dagster instance (SQLite storage) of the test's own, in a fresh DAGSTER_HOME."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def hub_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, keys: Keys, sftp_server: SftpServer, inbox: str
+) -> dict[str, str]:
+    """The environment the Definitions' EnvVar resources read, as an operator would set it. Files that run
+    further stages (dbt, workspaces, the PostgreSQL instance) define their own, on top of these settings."""
+    settings = {
+        "HDH_SFTP_HOST": sftp_server.host,
+        "HDH_SFTP_PORT": str(sftp_server.port),
+        "HDH_SFTP_USER": sftp_server.user,
+        "HDH_SFTP_KEY_FILE": str(sftp_server.client_key),
+        "HDH_SFTP_KNOWN_HOSTS": str(sftp_server.known_hosts),
+        "HDH_SFTP_INBOX": inbox,
+        "HDH_PRIVATE_ROOT": str(tmp_path / "private"),
+        "HDH_HUB_KEYRING": str(keys.keyring_file),
+        "HDH_PROVIDER_REGISTRY": str(keys.providers_file),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def linkage_spark_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The linkage tests' local Spark session: the asset's resource configuration (``spark_config``) on two

@@ -117,6 +117,16 @@ def upload(
                 session.upload(handle, f"{remote}/{name}")
 
 
+def deliver(
+    folder: Path, keys, settings: SftpSettings, inbox: str, delivery_id: str, rows: int = 20, **upload_args
+) -> PreparedDelivery:
+    """A valid IR_BEN_R delivery of ``rows`` rows by cnam, prepared in ``folder``, uploaded to ``inbox``."""
+    path = write_csv(folder / f"{delivery_id}.csv", "IR_BEN_R", valid_rows("IR_BEN_R", rows))
+    prepared = build(folder, keys, "cnam", delivery_id, [SourceFile(path, "IR_BEN_R")])
+    upload(settings, prepared, inbox, **upload_args)
+    return prepared
+
+
 def raw_rows(storage: HubStorage, dataset: str, *, with_lineage: bool = False) -> list[tuple]:
     columns = columns_of(dataset)
     if with_lineage:

@@ -6,49 +6,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from deliveries import build, edit_manifest, raw_rows, upload, valid_rows, write_csv
+from deliveries import deliver, edit_manifest, raw_rows, upload
 
-from hdh_deliver.provider import SourceFile
 from hdh_devtools.demo.daemonless import tick
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.ingestion.partitions import DELIVERIES
 from hdh_pipelines.ingestion.storage import HubStorage
 
 SENSOR = "sftp_inbox_sensor"
-
-
-@pytest.fixture
-def instance(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
-
-
-@pytest.fixture
-def hub_env(monkeypatch, tmp_path, keys, sftp_server, inbox):
-    """The environment the Definitions' EnvVar resources read, as an operator would set it."""
-    settings = {
-        "HDH_SFTP_HOST": sftp_server.host,
-        "HDH_SFTP_PORT": str(sftp_server.port),
-        "HDH_SFTP_USER": sftp_server.user,
-        "HDH_SFTP_KEY_FILE": str(sftp_server.client_key),
-        "HDH_SFTP_KNOWN_HOSTS": str(sftp_server.known_hosts),
-        "HDH_SFTP_INBOX": inbox,
-        "HDH_PRIVATE_ROOT": str(tmp_path / "private"),
-        "HDH_HUB_KEYRING": str(keys.keyring_file),
-        "HDH_PROVIDER_REGISTRY": str(keys.providers_file),
-    }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    return settings
-
-
-def deliver(tmp_path, keys, sftp_settings, inbox, delivery_id, rows=20, **upload_args):
-    path = write_csv(tmp_path / f"{delivery_id}.csv", "IR_BEN_R", valid_rows("IR_BEN_R", rows))
-    prepared = build(tmp_path, keys, "cnam", delivery_id, [SourceFile(path, "IR_BEN_R")])
-    upload(sftp_settings, prepared, inbox, **upload_args)
-    return prepared
 
 
 def test_definitions_load():

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-from deliveries import build, upload, valid_rows, write_csv
-from test_dagster_ingestion import deliver, hub_env, instance  # noqa: F401  (fixtures)
+from deliveries import build, deliver, upload, valid_rows, write_csv
 from test_quality_gate import with_duplicate_key
 
 from hdh_deliver.provider import SourceFile
@@ -48,7 +47,7 @@ def refused(tmp_path, keys, sftp_settings, inbox, delivery_id):
     upload(sftp_settings, bad, inbox)
 
 
-def test_checks_and_run_tags_follow_each_delivery(tmp_path, keys, sftp_settings, inbox, hub_env, instance):  # noqa: F811
+def test_checks_and_run_tags_follow_each_delivery(tmp_path, keys, sftp_settings, inbox, hub_env, instance):
     beneficiaries = valid_rows("IR_BEN_R", 30)
     two = {"IR_BEN_R": beneficiaries, "IR_PHA_R": valid_rows("IR_PHA_R", 9)}
     deliver_tables(tmp_path, keys, sftp_settings, inbox, "two", two)
@@ -92,8 +91,8 @@ def test_inbox_observation_versions_the_complete_deliveries(
     keys,
     sftp_settings,
     inbox,
-    hub_env,  # noqa: F811
-    instance,  # noqa: F811
+    hub_env,
+    instance,
 ):
     def latest_observation() -> dg.AssetObservation | None:
         records = instance.fetch_observations(INBOX_KEY, limit=1).records

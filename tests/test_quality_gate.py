@@ -9,7 +9,6 @@ import dagster as dg
 import duckdb
 import pytest
 from deliveries import build, columns_of, raw_rows, upload, valid_rows, write_csv
-from test_dagster_ingestion import hub_env, instance  # noqa: F401  (fixtures)
 from test_ingestion import ingest
 
 from hdh_deliver.provider import SourceFile
@@ -132,8 +131,8 @@ def test_the_asset_check_explains_a_held_delivery(
     keys,
     sftp_settings,
     inbox,
-    hub_env,  # noqa: F811 (a fixture of test_dagster_ingestion)
-    instance,  # noqa: F811
+    hub_env,
+    instance,
     monkeypatch,
 ):
     rows = valid_rows("IR_BEN_R", 30)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from deliveries import build, edit_manifest, raw_rows, sample_rows, upload, write_csv
-from test_dagster_ingestion import hub_env, instance  # noqa: F401  (fixtures)
 from test_inbox import populate
 from test_ingestion import ingest, rejected
 
@@ -222,8 +221,8 @@ def test_a_run_refuses_another_manifest_than_its_tag_names(
     keys,
     sftp_settings,
     inbox,
-    hub_env,  # noqa: F811 (a fixture of test_dagster_ingestion)
-    instance,  # noqa: F811
+    hub_env,
+    instance,
 ):
     from hdh_pipelines.definitions import defs
 

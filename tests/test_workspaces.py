@@ -591,14 +591,6 @@ def test_key_from_a_group_readable_secrets_file_is_refused(hub):
 # ---------------------------------------------------------------- Dagster
 
 
-@pytest.fixture
-def instance(tmp_path: Path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
-
-
 def resource_for(settings: WorkspaceSettings) -> WorkspaceResource:
     return WorkspaceResource(
         root=str(settings.root),
