@@ -301,7 +301,22 @@ def _running_pid_and_port(data: Path) -> tuple[int, int] | None:
         os.kill(pid, 0)
     except ProcessLookupError:
         return None
+    if not _serves(pid, data):
+        return None
     return pid, port
+
+
+def _serves(pid: int, data: Path) -> bool:
+    """Whether ``pid`` is a postgres serving ``data``: after a crash, the PID in a stale ``postmaster.pid``
+    may belong to another process by now, which a stop must not signal. The postmaster keeps the command
+    line it was started with (``_launch``: ``postgres -D <data>``)."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False  # exited since
+    except OSError:
+        return True  # no /proc here (or not readable): the PID check alone, as pg_ctl does
+    return Path(os.fsdecode(arguments[0])).name == "postgres" and os.fsencode(str(data)) in arguments
 
 
 def _launch_on_free_port(

@@ -22,13 +22,15 @@ state=${HDH_INSTANCE_DIR:-$repo/var/instance}
 web_port=${HDH_WEBSERVER_PORT:-3000}
 services=(webserver daemon)
 
-alive() { # PID file -> true while that process runs
-  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+alive() { # service -> true while the process in its PID file runs and is that service: after a crash or
+  # a reboot, the recorded PID may belong to another process by now, which stop must not signal.
+  local pid_file="$state/$1.pid"
+  [ -f "$pid_file" ] && tr '\0' ' ' <"/proc/$(cat "$pid_file")/cmdline" 2>/dev/null | grep -q "dagster-$1 "
 }
 
 stop_group() { # name: SIGTERM its process group (code servers, run workers too), SIGKILL what is left
   local pid_file="$state/$1.pid" pid
-  alive "$pid_file" || { rm -f "$pid_file"; return 0; }
+  alive "$1" || { rm -f "$pid_file"; return 0; }
   pid=$(cat "$pid_file")
   kill -TERM -- "-$pid" 2>/dev/null || true
   for _ in $(seq 300); do
@@ -49,14 +51,14 @@ stop() {
 
 status() {
   for name in "${services[@]}"; do
-    if alive "$state/$name.pid"; then echo "$name: running (pid $(cat "$state/$name.pid"))"
+    if alive "$name"; then echo "$name: running (pid $(cat "$state/$name.pid"))"
     else echo "$name: stopped"; fi
   done
 }
 
 start() {
   for name in "${services[@]}"; do
-    if alive "$state/$name.pid"; then
+    if alive "$name"; then
       echo "instance: already running ($name pid $(cat "$state/$name.pid")); 'scripts/instance.sh stop' first" >&2
       exit 1
     fi

@@ -28,7 +28,12 @@ from ui_support import free_port
 
 from hdh_deliver.provider import SourceFile
 from hdh_devtools.demo.daemonless import tick
-from hdh_devtools.postgres_server import PG_SETTINGS, PostgresServer, start_postgres_server
+from hdh_devtools.postgres_server import (
+    PG_SETTINGS,
+    PostgresServer,
+    start_postgres_server,
+    stop_postgres_server,
+)
 from hdh_devtools.readiness import wait_for_exit
 from hdh_pipelines.core.constants import WAREHOUSE_POOL
 from hdh_pipelines.core.pools import set_pool_limits
@@ -118,25 +123,44 @@ def test_the_instance_keeps_everything_in_postgres(pg_home):
         assert instance.run_monitoring_enabled
 
 
+def test_stale_pid_files_naming_other_processes_stop_nothing():
+    """After a crash or a reboot, a PID file may name a PID the system has since given to another process:
+    `scripts/instance.sh stop` must signal neither it nor its process group (daemon and webserver files),
+    nor take it for the cluster's postgres (postmaster.pid)."""
+    state = _below_tmp()
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)  # a group of its own, as the services
+    try:
+        for service in ("daemon", "webserver"):
+            (state / f"{service}.pid").write_text(f"{other.pid}\n")
+        data = state / "postgres" / "data"
+        data.mkdir(parents=True)
+        # postmaster.pid's first lines: PID, data folder, start time, port.
+        (data / "postmaster.pid").write_text(f"{other.pid}\n{data}\n1764000000\n5432\n")
+        assert stop_postgres_server(state / "postgres") is False
+        environment = {**os.environ, "HDH_INSTANCE_DIR": str(state)}
+        status = subprocess.run(
+            [str(REPO / "scripts/instance.sh"), "status"], env=environment, capture_output=True, text=True
+        )
+        assert sorted(status.stdout.splitlines()) == ["daemon: stopped", "webserver: stopped"], status.stdout
+        stopped = subprocess.run(
+            [str(REPO / "scripts/instance.sh"), "stop"], env=environment, capture_output=True, text=True
+        )
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "stopped" not in stopped.stdout, stopped.stdout
+        assert other.poll() is None, "a stop signalled a process that is not the instance's"
+    finally:
+        other.kill()
+        other.wait()
+        shutil.rmtree(state)
+
+
 @pytest.fixture
-def hub_env(monkeypatch, tmp_path, keys, sftp_server, inbox) -> Path:
-    """The code location's settings, as an operator sets them; returns the private root."""
-    private = tmp_path / "private"
-    settings = {
-        "HDH_SFTP_HOST": sftp_server.host,
-        "HDH_SFTP_PORT": str(sftp_server.port),
-        "HDH_SFTP_USER": sftp_server.user,
-        "HDH_SFTP_KEY_FILE": str(sftp_server.client_key),
-        "HDH_SFTP_KNOWN_HOSTS": str(sftp_server.known_hosts),
-        "HDH_SFTP_INBOX": inbox,
-        "HDH_PRIVATE_ROOT": str(private),
-        "HDH_HUB_KEYRING": str(keys.keyring_file),
-        "HDH_PROVIDER_REGISTRY": str(keys.providers_file),
-        "HDH_RAW_ROOT": str(private / "raw"),
-        "HDH_WAREHOUSE_PATH": str(private / "warehouse.duckdb"),
-    }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
+def hub_env(hub_env, monkeypatch) -> Path:
+    """The ingestion's settings (tests/conftest.py) and the warehouse's, as an operator sets them; returns
+    the private root."""
+    private = Path(hub_env["HDH_PRIVATE_ROOT"])
+    monkeypatch.setenv("HDH_RAW_ROOT", str(private / "raw"))
+    monkeypatch.setenv("HDH_WAREHOUSE_PATH", str(private / "warehouse.duckdb"))
     return private
 
 
