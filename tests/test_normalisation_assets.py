@@ -21,7 +21,7 @@ from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.normalisation.assets import MANIFEST_PATH, normalisation_monthly, normalisation_upstream
 from hdh_pipelines.normalisation.manifest import PARTIAL_PARSE_FILE
-from hdh_pipelines.normalisation.resources import WarehouseResource
+from hdh_pipelines.normalisation.resources import WAREHOUSE_WAIT_MESSAGE, WarehouseResource
 from hdh_pipelines.schedules import night_of, nightly_range
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_a_step_waits_for_the_warehouse_another_process_holds(tmp_path):
         )
         assert _next_line(second) == "asking"
         # The logged sentence is how the second one says it waits; it cannot go past exclusive() meanwhile.
-        assert _next_line(second).startswith("Another step holds the warehouse")
+        assert _next_line(second) == WAREHOUSE_WAIT_MESSAGE
         assert second.poll() is None
         connection.close()
     output = second.communicate(timeout=120)[0].decode()

@@ -15,6 +15,9 @@ from hdh_pipelines.core.private_files import held_lock, make_private_dir
 from hdh_pipelines.normalisation.manifest import dbt_project
 from hdh_pipelines.normalisation.warehouse import Warehouse, open_warehouse
 
+# What a step logs when another holds the warehouse (its run's log shows why it has not started dbt).
+WAREHOUSE_WAIT_MESSAGE = "Another step holds the warehouse: this one starts when it is done."
+
 
 def dbt_resource() -> DbtCliResource:
     return DbtCliResource(project_dir=dbt_project)
@@ -39,9 +42,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
         The pool shows the steps queued in the UI, but it is not a mutex: two
         steps claiming its one free slot at the same moment can both get it
-        (Dagster reads a free slot, then writes its claim, and SQLite has no row
-        lock in between; measured with the local instance: both got the slot in
-        26 of 100 simultaneous claims under load). DuckDB would then fail the
+        (Dagster reads a free slot, then writes its claim; SQLite has no row lock
+        in between, and on PostgreSQL the read's ``FOR UPDATE`` ends with its
+        statement, the connection being in autocommit. Measured with the local
+        instance: both got the slot in 26 of 100 simultaneous claims under load;
+        seen once on PostgreSQL in a test suite). DuckDB would then fail the
         second on its file lock. This lock, on a file beside the warehouse, is
         the one that cannot be shared: the second step waits here instead. The
         Spark engine writes no DuckDB file, so it holds nothing.
@@ -54,9 +59,7 @@ class WarehouseResource(dg.ConfigurableResource):
             make_private_dir(path.parent)
         with held_lock(
             path.with_name(f"{path.name}.lock"),
-            on_wait=lambda: dg.get_dagster_logger().info(
-                "Another step holds the warehouse: this one starts when it is done."
-            ),
+            on_wait=lambda: dg.get_dagster_logger().info(WAREHOUSE_WAIT_MESSAGE),
         ):
             yield
 
