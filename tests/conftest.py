@@ -33,21 +33,39 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # costs each command about 30 s of CPU; tests/test_snds_generated_staging.py builds them.
 os.environ.setdefault("HDH_DBT_GENERATED_STAGING", "off")
 
-# The longest work units first, longest of all first (measured with --durations=0), so that neither of
-# scripts/test.sh's two workers is left with one of them at the end while the other idles. xdist would
-# otherwise order the units by their number of tests: scripts/test.sh turns that off.
+# The work units longest first (per-file sums of --durations=0, 2026-12-06), so that the last units to
+# start are the short ones and neither of scripts/test.sh's two workers idles long while the other ends a
+# long file; the files not named here (under 10 s each) come last. xdist would otherwise order the units
+# by their number of tests: scripts/test.sh turns that off.
 LONGEST_FIRST = (
-    "test_linkage_asset.py",
+    "test_linkage_asset.py",  # with the next two: one unit, IN_PROCESS_SPARK below
     "test_linkage.py",
     "test_optout_propagation.py",
     "test_demo.py",
-    "test_normalisation_assets.py",
     "test_postgres_instance.py",
-    "test_dbt_engines.py",
+    "test_normalisation_assets.py",
     "test_catalogue.py",
-    "test_ui.py",
+    "test_dbt_engines.py",
     "test_dbt_models.py",
+    "test_ui.py",
     "test_snds_generated_staging.py",
+    "test_ui_lineage.py",
+    "test_rights.py",
+    "test_quality.py",
+    "test_dbt_manifest.py",
+    "test_algorithms.py",
+    "test_dictionary.py",
+    "test_dagster_ingestion.py",
+    "test_quality_gate.py",
+    "test_directory.py",
+    "test_ingestion.py",
+    "test_referentials.py",
+    "test_disclosure_attacks.py",
+    "test_snds_synthetic_samples.py",
+    "test_workspaces_dbt.py",
+    "test_security_providers.py",
+    "test_security_inbox.py",
+    "test_crash_safety.py",
 )
 
 # The files whose tests start Spark in the test process: one work unit, so that one JVM warms up (about
