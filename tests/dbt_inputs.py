@@ -10,7 +10,6 @@ pseudonyms are made from short tags (``psa``).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -24,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hdh_pipelines.normalisation.assets import partition_environment
 from hdh_pipelines.open_science.synthetic import generate_snds
 from hdh_pipelines.registry import default_registry
 
@@ -325,16 +325,16 @@ def run_dbt(*args: str, warehouse: Path, raw_root: Path, target: Path, partition
         "--log-path",
         str(target / "logs"),
     ]
-    if partition is not None:
-        start, end = partition
-        command += ["--vars", json.dumps({"hdh_partition_start": start, "hdh_partition_end": end})]
     environment = {
         **os.environ,
         "HDH_WAREHOUSE_PATH": str(warehouse),
         "HDH_RAW_ROOT": str(raw_root),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # The month range (start, end), or none: a whole build, the variables unset.
+        **partition_environment(*(partition or (None, None))),
         **(env or {}),
     }
+    environment = {name: value for name, value in environment.items() if value is not None}
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, _dbt_failure(result)
     return result

@@ -54,6 +54,7 @@ from dbt_inputs import (
     write_synthetic_raw,
 )
 
+from hdh_pipelines.normalisation.assets import partition_environment
 from hdh_pipelines.open_science.synthetic import SYNTHETIC_DRUGS
 from hdh_pipelines.registry import default_registry
 
@@ -834,7 +835,7 @@ def test_a_whole_build_keeps_rows_of_any_partition_date(tmp_path):
     assert query(warehouse, "select stay_start_date from marts.hospital_stays") == [(None,)]
 
 
-def test_partition_vars_are_checked(golden, tmp_path):
+def test_partition_variables_are_checked(golden, tmp_path):
     command = [
         str(DBT),
         "parse",
@@ -844,17 +845,16 @@ def test_partition_vars_are_checked(golden, tmp_path):
         str(PROJECT),
         "--target-path",
         str(tmp_path),
-        "--vars",
-        '{"hdh_partition_start": "2025-01-01"}',
     ]
     environment = {
         **os.environ,
         "HDH_WAREHOUSE_PATH": str(tmp_path / "w.duckdb"),
         "HDH_RAW_ROOT": str(tmp_path),
+        **partition_environment("2025-01-01", ""),
     }
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "hdh_partition_start and hdh_partition_end go together" in result.stdout
+    assert "HDH_PARTITION_START and HDH_PARTITION_END go together" in result.stdout
 
 
 # --- no delivery at all ----------------------------------------------------------------------------

@@ -81,7 +81,9 @@ def upstream_warehouse(tmp_path_factory, raw_root) -> Path:
     return warehouse
 
 
-def _parses_whole(partial_parse_file: Path, warehouse: Path, raw_root: Path, target: Path) -> bool:
+def _parses_whole(
+    partial_parse_file: Path, warehouse: Path, raw_root: Path, target: Path, partition=None
+) -> bool:
     """Whether ``dbt parse``, given ``partial_parse_file`` and this warehouse's environment, parses whole."""
     parsed = run_dbt(
         "parse",
@@ -90,6 +92,7 @@ def _parses_whole(partial_parse_file: Path, warehouse: Path, raw_root: Path, tar
         warehouse=warehouse,
         raw_root=raw_root,
         target=target,
+        partition=partition,
     )
     return "Unable to do partial parsing" in parsed.stdout
 
@@ -97,7 +100,7 @@ def _parses_whole(partial_parse_file: Path, warehouse: Path, raw_root: Path, tar
 def test_the_next_dbt_step_on_a_warehouse_reuses_its_last_parse(upstream_warehouse, raw_root, tmp_path):
     # The upstream step kept its parse beside the warehouse, owner-only (dbt writes the values of the
     # environment variables it reads into it).
-    kept = upstream_warehouse.parent / "dbt-partial-parse" / "plain.msgpack"
+    kept = upstream_warehouse.parent / "dbt-partial-parse" / "whole.msgpack"
     assert kept.stat().st_mode & 0o777 == 0o600
     assert kept.parent.stat().st_mode & 0o777 == 0o700
     assert not _parses_whole(kept, upstream_warehouse, raw_root, tmp_path / "kept")
@@ -109,7 +112,7 @@ def test_the_next_dbt_step_on_a_warehouse_reuses_its_last_parse(upstream_warehou
 # Five dbt steps, the upstream fixture's included: many minutes on a loaded two-core machine.
 @pytest.mark.timeout(1500)
 def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(
-    warehouse_env, upstream_warehouse
+    warehouse_env, upstream_warehouse, raw_root, tmp_path
 ):
     shutil.copyfile(upstream_warehouse, warehouse_env)
     with dg.instance_for_test() as instance:
@@ -147,6 +150,11 @@ def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(
             "select * from marts.claims where flx_dis_dtd < date '2025-04-01' order by all"
         ).fetchall()
     assert ranged and ranged == single
+    # The months are environment variables, not dbt vars: the monthly steps' last parse, given another
+    # month, is reparsed in part, not thrown away.
+    monthly_parse = warehouse_env.parent / "dbt-partial-parse" / "monthly.msgpack"
+    next_month = ("2025-04-01", "2025-05-01")
+    assert not _parses_whole(monthly_parse, warehouse_env, raw_root, tmp_path / "next", partition=next_month)
 
 
 _RUN_BUILD = """

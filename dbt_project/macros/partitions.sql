@@ -1,25 +1,28 @@
 {#- Monthly partitions of the large tables, driven by Dagster.
 
-    Contract: the vars hdh_partition_start and hdh_partition_end are ISO dates
-    (YYYY-MM-DD), end exclusive, given both or neither. With them, the models
+    Contract: the environment variables HDH_PARTITION_START and
+    HDH_PARTITION_END are ISO dates (YYYY-MM-DD), end exclusive, set both or
+    neither (empty is unset). With them, the models
     tagged hdh_partitioned replace the rows whose partition date column falls
     in [start, end) and leave every other row alone (incremental strategy
     replace_range); the other models are rebuilt whole as always. Without them,
     every model is rebuilt whole. A range of several months gives the same rows
     as the months run one by one. dbt's own microbatch strategy was measured and
     not adopted (it loses rows a whole build must keep, and costs more):
-    docs/normalisation.md, "Why not dbt's microbatch". -#}
+    docs/normalisation.md, "Why not dbt's microbatch". Environment variables
+    rather than vars: a new --vars makes dbt parse the whole project again, a
+    changed environment variable only the files that read it. -#}
 
 {#- (start, end) as ISO strings, or none for a whole build. -#}
 {% macro partition_range() %}
-    {%- set start = var('hdh_partition_start') -%}
-    {%- set end = var('hdh_partition_end') -%}
+    {%- set start = env_var('HDH_PARTITION_START', '') or none -%}
+    {%- set end = env_var('HDH_PARTITION_END', '') or none -%}
     {%- if start is none and end is none -%}
         {{ return(none) }}
     {%- endif -%}
     {%- if start is none or end is none -%}
         {{ exceptions.raise_compiler_error(
-            "hdh_partition_start and hdh_partition_end go together: got start=" ~ start ~ ", end=" ~ end ~ ".") }}
+            "HDH_PARTITION_START and HDH_PARTITION_END go together: got start=" ~ start ~ ", end=" ~ end ~ ".") }}
     {%- endif -%}
     {%- set bounds = [] -%}
     {%- for value in [start, end] -%}
@@ -59,7 +62,7 @@
     partition always leaves exactly what a whole build would hold for it. -#}
 {% macro get_incremental_replace_range_sql(arg_dict) %}
     {%- if not is_partitioned_run() -%}
-        {{ exceptions.raise_compiler_error("replace_range runs only with hdh_partition_start and hdh_partition_end.") }}
+        {{ exceptions.raise_compiler_error("replace_range runs only with HDH_PARTITION_START and HDH_PARTITION_END set.") }}
     {%- endif -%}
     {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     delete from {{ arg_dict['target_relation'] }}

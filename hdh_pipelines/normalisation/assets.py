@@ -5,8 +5,8 @@ Two ``@dbt_assets`` share one cached ``DbtProject`` and one translator:
 - ``normalisation_monthly``: the large event tables (dbt tag ``hdh_partitioned``:
   claims, pharmacy lines, hospital stays and their marts), partitioned by month
   of their event date. A run over any range of months is one dbt invocation
-  (``BackfillPolicy.single_run()``) with ``hdh_partition_start``/``_end`` set to
-  the range; the models replace exactly those months.
+  (``BackfillPolicy.single_run()``) with ``HDH_PARTITION_START``/``_END`` set to
+  the range in dbt's environment; the models replace exactly those months.
 - ``normalisation``: everything else (staging, persons, OMOP…), rebuilt whole.
 - ``snds_staging``: the staging views generated from the registry (dbt tag
   ``hdh_generated``), one per dataset without hand-written staging, in their own
@@ -22,10 +22,12 @@ failing on DuckDB's lock, and hold the warehouse (``WarehouseResource.exclusive`
 while dbt runs.
 """
 
+import contextlib
 import json
+import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,28 +120,67 @@ class HubDbtTranslator(DagsterDbtTranslator):
 translator = HubDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
 
 
-def partition_vars(start: str, end: str) -> dict[str, str]:
-    """The dbt vars of a month range (ISO dates, end exclusive)."""
-    return {"hdh_partition_start": start, "hdh_partition_end": end}
+# The month range of a partitioned dbt command (macros/partitions.sql): ISO dates, end exclusive. Environment
+# variables rather than dbt vars: dbt parses the whole project again whenever its --vars change, but only
+# the files that read a changed environment variable (the partitioned models, through the macro).
+PARTITION_START_VARIABLE = "HDH_PARTITION_START"
+PARTITION_END_VARIABLE = "HDH_PARTITION_END"
 
 
-def _partial_parse_cache(warehouse: WarehouseResource, extra: Sequence[str]) -> Path:
-    """Where the last parse of this warehouse's dbt commands is kept, with or without ``--vars``.
+def partition_environment(start: str | None, end: str | None) -> dict[str, str | None]:
+    """The dbt environment of a month range, or of a whole build (``None``: the variables unset)."""
+    return {PARTITION_START_VARIABLE: start, PARTITION_END_VARIABLE: end}
+
+
+WHOLE_BUILD = partition_environment(None, None)
+
+
+@contextlib.contextmanager
+def _process_environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """This process's environment with ``values`` set (``None``: removed), then as it was.
+
+    dagster-dbt starts dbt with a copy of ``os.environ`` and takes no environment of its own
+    (``DbtCliResource.cli``); the step sets it only while dbt's process starts. Dagster's executors run
+    one step at a time in a process, so no other step's dbt starts meanwhile.
+    """
+    before = {name: os.environ.get(name) for name in values}
+    try:
+        _set_environment(values)
+        yield
+    finally:
+        _set_environment(before)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _partial_parse_cache(warehouse: WarehouseResource, monthly: bool) -> Path:
+    """Where the last parse of this warehouse's whole or monthly dbt commands is kept.
 
     dbt parses the project again, whole, when the profile (the warehouse's path), the environment
     variables of dbt_project.yml or the ``--vars`` differ from the parse it is given; dagster-dbt gives
     each command the code location's parse, made in another environment. Kept here instead, the next
-    command against the same warehouse with the same kind of vars parses only what changed (``dbt parse``:
-    2.7 s instead of 6.0 s with the generated staging off; docs/normalisation.md). dbt checks the file
-    itself: a stale or foreign one only costs a whole parse. It lies in private storage because dbt
-    records there the values of the environment variables the project reads.
+    command against the same warehouse parses only what changed (``dbt parse``: 2.7 s instead of 6.0 s
+    with the generated staging off; a new month range, 3.6 s: docs/normalisation.md). Whole and monthly
+    commands keep one each, so that a whole step finds its partition variables as it left them. dbt checks
+    the file itself: a stale or foreign one only costs a whole parse. It lies in private storage because
+    dbt records there the values of the environment variables the project reads.
     """
-    kind = "with-vars" if "--vars" in extra else "plain"
+    kind = "monthly" if monthly else "whole"
     return Path(warehouse.path).parent / "dbt-partial-parse" / f"{kind}.msgpack"
 
 
 def _build(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, extra: list[str]
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+    extra: list[str],
+    partition: Mapping[str, str | None] = WHOLE_BUILD,
 ) -> Iterator[Any]:
     """Run ``dbt build``, yielding each model's materialization and each test's result as dbt finishes it.
 
@@ -152,11 +193,13 @@ def _build(
     # The folder dagster-dbt would choose, made here to seed it with this warehouse's last parse.
     run_folder = f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
     target_path = dbt_project.project_dir / dbt_project.target_path / run_folder
-    cache = _partial_parse_cache(warehouse, extra)
+    cache = _partial_parse_cache(warehouse, monthly=partition != WHOLE_BUILD)
     if cache.exists():
         target_path.mkdir(parents=True)
         shutil.copyfile(cache, target_path / PARTIAL_PARSE_FILE)
-    invocation = dbt.cli(["build", *extra], context=context, target_path=target_path)
+    # A whole step unsets the month range too, whatever the process was started with.
+    with _process_environment(partition):
+        invocation = dbt.cli(["build", *extra], context=context, target_path=target_path)
     row_counts: dict[str, int] = {}
     for raw_event in invocation.stream_raw_events():
         unique_id = raw_event.raw_event["data"].get("node_info", {}).get("unique_id")
@@ -263,10 +306,10 @@ def normalisation_monthly(
 ):
     """Build the month range of the run (one dbt invocation, however many months)."""
     window = context.partition_time_window
-    dbt_vars = partition_vars(window.start.date().isoformat(), window.end.date().isoformat())
-    context.log.info(f"Building months {dbt_vars['hdh_partition_start']} to {dbt_vars['hdh_partition_end']}.")
+    start, end = window.start.date().isoformat(), window.end.date().isoformat()
+    context.log.info(f"Building months {start} to {end} (end exclusive).")
     with warehouse.exclusive():
-        yield from _build(context, dbt, warehouse, ["--vars", json.dumps(dbt_vars)])
+        yield from _build(context, dbt, warehouse, [], partition_environment(start, end))
 
 
 normalisation_downstream = _whole_models(
