@@ -33,14 +33,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # costs each command about 30 s of CPU; tests/test_snds_generated_staging.py builds them.
 os.environ.setdefault("HDH_DBT_GENERATED_STAGING", "off")
 
+# The files whose tests start Spark in the test process: one work unit, so that one JVM warms up (about
+# 25 s of JIT on its first linkage run) and serves the three files' sessions, instead of one JVM per file.
+IN_PROCESS_SPARK = ("test_linkage_asset.py", "test_linkage.py", "test_optout_propagation.py")
+IN_PROCESS_SPARK_UNIT = "tests: in-process Spark"
+
 # The work units longest first (per-file sums of --durations=0, 2026-12-06), so that the last units to
 # start are the short ones and neither of scripts/test.sh's two workers idles long while the other ends a
 # long file; the files not named here (under 10 s each) come last. xdist would otherwise order the units
 # by their number of tests: scripts/test.sh turns that off.
 LONGEST_FIRST = (
-    "test_linkage_asset.py",  # with the next two: one unit, IN_PROCESS_SPARK below
-    "test_linkage.py",
-    "test_optout_propagation.py",
+    *IN_PROCESS_SPARK,  # one unit, the longest
     "test_demo.py",
     "test_postgres_instance.py",
     "test_normalisation_assets.py",
@@ -67,11 +70,6 @@ LONGEST_FIRST = (
     "test_security_inbox.py",
     "test_crash_safety.py",
 )
-
-# The files whose tests start Spark in the test process: one work unit, so that one JVM warms up (about
-# 25 s of JIT on its first linkage run) and serves the three files' sessions, instead of one JVM per file.
-IN_PROCESS_SPARK = ("test_linkage_asset.py", "test_linkage.py", "test_optout_propagation.py")
-IN_PROCESS_SPARK_UNIT = "tests: in-process Spark"
 
 
 @pytest.hookimpl(optionalhook=True)
