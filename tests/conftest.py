@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from hdh_deliver.keys import (
 )
 from hdh_deliver.transfer import SftpSettings
 from hdh_devtools.sftp_server import SftpServer, start_sftp_server
-from hdh_pipelines.ingestion.pipeline import HubContext
+from hdh_pipelines.ingestion.pipeline import HubContext, QualityGate
 from hdh_pipelines.ingestion.storage import HubStorage
 from hdh_pipelines.linkage.resources import spark_config
 from hdh_pipelines.registry import default_registry
@@ -180,6 +180,12 @@ def hub(tmp_path: Path, keys: Keys) -> HubContext:
         registry=default_registry(),
         storage=HubStorage(tmp_path / "private"),
     )
+
+
+@pytest.fixture
+def gated(hub: HubContext) -> HubContext:
+    """The hub with its quality gate: Great Expectations suites hold a delivery that fails a blocking one."""
+    return replace(hub, quality_gate=QualityGate())
 
 
 @pytest.fixture

@@ -10,11 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+import pytest
 
+from hdh_deliver.errors import DeliveryRejected
 from hdh_deliver.manifest import sign
 from hdh_deliver.names import MANIFEST_NAME, SIGNATURE_NAME
 from hdh_deliver.provider import PreparedDelivery, SourceFile, prepare_delivery, upload_delivery
 from hdh_deliver.transfer import SftpSettings, sftp_session
+from hdh_pipelines.ingestion.partitions import delivery_partition_key
+from hdh_pipelines.ingestion.pipeline import ingest_delivery
+from hdh_pipelines.ingestion.receive import SftpDeliverySource
 from hdh_pipelines.ingestion.storage import HubStorage
 from hdh_pipelines.open_science.synthetic import generate_snds
 from hdh_pipelines.registry import default_registry
@@ -127,6 +132,15 @@ def deliver(
     return prepared
 
 
+def deliver_tables(folder: Path, keys, settings: SftpSettings, inbox: str, delivery_id: str, tables) -> None:
+    """A cnam delivery of ``tables`` (dataset: rows, written as CSV in ``folder``), uploaded to ``inbox``."""
+    sources = [
+        SourceFile(write_csv(folder / f"{delivery_id}-{dataset}.csv", dataset, rows), dataset)
+        for dataset, rows in tables.items()
+    ]
+    upload(settings, build(folder, keys, "cnam", delivery_id, sources), inbox)
+
+
 def raw_rows(storage: HubStorage, dataset: str, *, with_lineage: bool = False) -> list[tuple]:
     columns = columns_of(dataset)
     if with_lineage:
@@ -145,3 +159,42 @@ def raw_rows(storage: HubStorage, dataset: str, *, with_lineage: bool = False) -
 def as_db_rows(rows: Sequence[Sequence[str]]) -> list[tuple]:
     """CSV text as DuckDB reads it back: empty fields are NULL."""
     return [tuple(value if value != "" else None for value in row) for row in rows]
+
+
+# The hub's side: what ingestion makes of a delivery, and inboxes to scan.
+
+
+def ingest(settings, inbox, hub, provider, delivery_id):
+    """Ingest one delivery of the SFTP inbox, as the ingestion step does."""
+    with sftp_session(settings) as session:
+        return ingest_delivery(
+            SftpDeliverySource(session, f"{inbox}/{provider}/{delivery_id}"), provider, delivery_id, hub
+        )
+
+
+def rejected(settings, inbox, hub, provider, delivery_id) -> DeliveryRejected:
+    """The refusal of a delivery, which must leave its quarantine record and nothing else."""
+    with pytest.raises(DeliveryRejected) as caught:
+        ingest(settings, inbox, hub, provider, delivery_id)
+    record = json.loads(hub.storage.quarantine_file(provider, delivery_id).read_text())
+    assert record["reason"] == caught.value.reason and record["message"]
+    assert not hub.storage.raw_dir(provider, delivery_id).exists()
+    assert not hub.storage.received_dir(provider, delivery_id).exists()
+    return caught.value
+
+
+def populate(inbox: Path, provider: str, count: int, *, signed: bool = True) -> list[str]:
+    """``count`` delivery folders in a local inbox, signed or still uploading; their partition keys."""
+    ids = []
+    for index in range(count):
+        folder = inbox / provider / f"d{index:05d}"
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text("{}")
+        (folder / ("manifest.json.sig" if signed else "manifest.json.sig.part")).write_text("x")
+        ids.append(delivery_partition_key(provider, folder.name))
+    return ids
+
+
+def with_duplicate_key(rows):
+    """The rows with the first one again: a duplicate primary key."""
+    return [*rows, list(rows[0])]

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-from deliveries import build, deliver, upload, valid_rows, write_csv
-from test_quality_gate import with_duplicate_key
+from deliveries import deliver, deliver_tables, upload, valid_rows, with_duplicate_key
 
-from hdh_deliver.provider import SourceFile
 from hdh_devtools.demo.daemonless import tick
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.ingestion.assets import INBOX_KEY
@@ -30,14 +28,6 @@ def check_statuses(dagster: dg.DagsterInstance, dataset: str) -> dict[str, str]:
     key = dg.AssetCheckKey(raw_key(dataset), CHECK)
     records = dagster.event_log_storage.get_asset_check_execution_history(key, limit=10)
     return {record.run_id: record.status.value for record in records}
-
-
-def deliver_tables(tmp_path, keys, sftp_settings, inbox, delivery_id, tables):
-    sources = [
-        SourceFile(write_csv(tmp_path / f"{delivery_id}-{dataset}.csv", dataset, rows), dataset)
-        for dataset, rows in tables.items()
-    ]
-    upload(sftp_settings, build(tmp_path, keys, "cnam", delivery_id, sources), inbox)
 
 
 def refused(tmp_path, keys, sftp_settings, inbox, delivery_id):

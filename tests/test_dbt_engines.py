@@ -36,8 +36,17 @@ import duckdb
 import pyarrow as pa
 import pytest
 import yaml
-from dbt_inputs import claim, opt_out, psa, run_dbt, write_raw
-from test_dbt_models import NIR_P1, PARTITIONED, in_parallel, write_golden_inputs
+from dbt_inputs import (
+    NIR_P1,
+    PARTITIONED,
+    claim,
+    in_parallel,
+    opt_out,
+    psa,
+    run_dbt,
+    write_golden_inputs,
+    write_raw,
+)
 
 from hdh_pipelines.catalogue.sources import warehouse_descriptions
 from hdh_pipelines.catalogue.statistics import warehouse_statistics

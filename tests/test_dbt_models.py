@@ -21,10 +21,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -32,38 +29,32 @@ import pytest
 import yaml
 from dbt_inputs import (
     DBT,
+    METFORMIN,
+    NIR_P1,
+    NIR_P5,
+    PARACETAMOL,
+    PARTITIONED,
     PROJECT,
     REPO,
     at,
     ben,
-    ccam_line,
     claim,
-    establishment,
-    opt_out,
-    pharmacy,
-    presentation,
+    in_parallel,
     psa,
     query,
     run_dbt,
-    stay_a,
     stay_b,
     stay_c,
-    stay_d,
-    stay_um,
+    write_golden_inputs,
     write_raw,
     write_synthetic_raw,
 )
 
 from hdh_pipelines.normalisation.assets import partition_environment
-from hdh_pipelines.open_science.synthetic import SYNTHETIC_DRUGS
 from hdh_pipelines.registry import default_registry
 
-FIRST = datetime(2026, 1, 5, 10, 0)
-SECOND = datetime(2026, 2, 5, 10, 0)
 # Enough for twins, opt-outs, several pseudonyms per person and coronary stays to occur.
 SYNTHETIC_PERSONS = 1500
-PARACETAMOL = SYNTHETIC_DRUGS[0]
-METFORMIN = SYNTHETIC_DRUGS[3]
 
 # The tables a person who opted out must not reach, with how their rows name a person.
 MARTS = ("persons", "claims", "drug_dispensations", "hospital_stays", "hospital_stay_diagnoses")
@@ -75,211 +66,6 @@ OMOP = (
     "drug_exposure",
     "procedure_occurrence",
 )
-PARTITIONED = {
-    "staging.stg_er_prs_f": "flx_dis_dtd",
-    "staging.stg_er_pha_f": "flx_dis_dtd",
-    "intermediate.int_claims": "flx_dis_dtd",
-    "intermediate.int_claim_pharmacy_lines": "flx_dis_dtd",
-    "staging.stg_er_cam_f": "flx_dis_dtd",
-    "staging.stg_er_ete_f": "flx_dis_dtd",
-    "intermediate.int_claim_ccam_lines": "flx_dis_dtd",
-    "intermediate.int_hospital_stays": "stay_start_date",
-    "intermediate.int_hospital_stay_diagnoses": "stay_start_date",
-    "marts.claims": "flx_dis_dtd",
-    "marts.drug_dispensations": "flx_dis_dtd",
-    "marts.hospital_stays": "stay_start_date",
-    "marts.hospital_stay_diagnoses": "stay_start_date",
-}
-
-
-NIR_P1, NIR_P5 = "NIRANO" + "1" * 11, "NIRANO" + "5" * 11
-
-
-def write_golden_inputs(raw: Path) -> None:
-    first = {"delivery_id": "d1", "loaded_at": FIRST}
-    second = {"delivery_id": "d2", "loaded_at": SECOND}
-    write_raw(
-        raw,
-        "IR_BEN_R",
-        [
-            ben("A", "1", nir=NIR_P1, top="1", sex="2", year="1971"),  # corrected by the second delivery
-            ben("B", "1", nir=NIR_P1, top="1", updated="2025-01-01"),
-            ben("T", "1", sex="2", year="2010", month="07"),
-            ben("T", "2", sex="2", year="2010", month="07"),
-            ben("U", "1", year="2012"),
-            ben("U", "2", year="2012"),
-            ben("C", "1", year="1980"),
-            ben("D", "1", nir=NIR_P5, top="1", year="1960"),
-            ben("E", "1", nir=NIR_P5, top="1", year="1960"),
-            ben("F", "1", top="1", sex="2", year="1990", death="2025-11-30"),
-            ben("G", "1", year="1955"),
-        ],
-        **first,
-    )
-    write_raw(raw, "IR_BEN_R", [ben("A", "1", nir=NIR_P1, top="1", sex=" 1 ", year="1970")], **second)
-    write_raw(
-        raw,
-        "ER_PRS_F",
-        [
-            claim(1, "2025-02-01", "A", "1", "2025-01-15", paid="25.00"),  # corrected by the second delivery
-            claim(2, "2025-03-01", "B", "1", "2025-02-10", nature="3313", end="1600-01-01"),
-            claim(3, "2025-03-01", "T", "2", "2025-02-12", nature="3311", end="1600-01-01"),
-            claim(4, "2025-02-01", "C", "1", "2025-01-20", nature="3313", end="1600-01-01"),
-            claim(5, "2025-04-01", "D", "1", "2025-03-03"),
-            claim(6, "2025-04-01", "Z", "1", "2025-03-04"),
-            claim(7, "2025-04-01", "A", "1", "2025-03-05", qualifier="71"),
-            claim(8, "2025-03-01", "U", "1", "2025-02-20"),
-            claim(9, "2025-03-01", "U", "2", "2025-02-21"),
-            claim(10, "2025-02-01", "A", "1", "2025-01-25", paid="10.00"),
-        ],
-        **first,
-    )
-    write_raw(raw, "ER_PRS_F", [claim(1, "2025-02-01", "A", "1", "2025-01-15", paid="30.00")], **second)
-    # Claim 10 again in two deliveries loaded at the same time: the greater delivery id wins.
-    write_raw(
-        raw,
-        "ER_PRS_F",
-        [claim(10, "2025-02-01", "A", "1", "2025-01-25", paid="11.00")],
-        delivery_id="d3a",
-        loaded_at=SECOND,
-    )
-    write_raw(
-        raw,
-        "ER_PRS_F",
-        [claim(10, "2025-02-01", "A", "1", "2025-01-25", paid="12.00")],
-        delivery_id="d3b",
-        loaded_at=SECOND,
-    )
-    write_raw(
-        raw,
-        "ER_PHA_F",
-        [
-            pharmacy(2, "2025-03-01", 1, PARACETAMOL, boxes="3"),
-            pharmacy(2, "2025-03-01", 2, METFORMIN),  # dropped by the second delivery of claim 2's lines
-            pharmacy(3, "2025-03-01", 1, METFORMIN),
-            pharmacy(4, "2025-02-01", 1, PARACETAMOL),
-            pharmacy(99, "2025-03-01", 1, PARACETAMOL),  # its claim was never delivered
-        ],
-        **first,
-    )
-    write_raw(raw, "ER_PHA_F", [pharmacy(2, "2025-03-01", 1, PARACETAMOL, boxes="2")], **second)
-    # CCAM acts: of a countable claim, of a line for information only, and of a claim never delivered.
-    write_raw(
-        raw,
-        "ER_CAM_F",
-        [
-            ccam_line(8, "2025-03-01", "DEQP003"),
-            ccam_line(7, "2025-04-01", "DEQP003"),
-            ccam_line(99, "2025-03-01", "DEQP003"),
-        ],
-        **first,
-    )
-    # Establishment lines: claim 10 of a public hospital billing directly (ETE_IND_TAA 1); claim 9 so first,
-    # then corrected to 0 by the second delivery; claim 1 without the indicator. Other claims have none.
-    write_raw(
-        raw,
-        "ER_ETE_F",
-        [
-            establishment(10, "2025-02-01", "1"),
-            establishment(9, "2025-03-01", "1"),
-            establishment(1, "2025-02-01", None),
-        ],
-        **first,
-    )
-    write_raw(raw, "ER_ETE_F", [establishment(9, "2025-03-01", "0")], **second)
-    write_raw(
-        raw,
-        "IR_PHA_R",
-        [
-            presentation(PARACETAMOL.cip13, PARACETAMOL.atc, PARACETAMOL.label, units="8 CPR"),
-            presentation(METFORMIN.cip13, METFORMIN.atc, METFORMIN.label, units="30"),
-        ],
-        **first,
-    )
-    write_raw(
-        raw,
-        "T_MCO25B",
-        [
-            stay_b(1000000001, "I219"),  # principal diagnosis corrected by the second delivery
-            stay_b(1000000002, "J189"),
-            stay_b(1000000003, "S720"),
-            stay_b(1000000004, "Z511", dr="C341", ghm="28Z07Z", days="0"),
-            stay_b(1000000005, "K358", ghm="90Z00Z"),
-            stay_b(1000000006, "N390"),
-        ],
-        **first,
-    )
-    write_raw(raw, "T_MCO25B", [stay_b(1000000001, "I214")], **second)
-    write_raw(
-        raw,
-        "T_MCO25C",
-        [
-            stay_c(1000000001, "A", at("2025-01-10", 8), at("2025-01-15", 14)),
-            stay_c(1000000002, "T", at("2025-02-03"), at("2025-02-06")),
-            stay_c(1000000003, "C", at("2025-03-01"), at("2025-03-04")),
-            stay_c(1000000004, "B", at("2025-03-12", 9), None),
-            stay_c(1000000005, "F", at("2025-01-20"), at("2025-01-22")),
-            stay_c(1000000006, "U", at("2025-02-14"), at("2025-02-18")),
-        ],
-        **first,
-    )
-    write_raw(
-        raw,
-        "T_MCO25D",
-        [
-            stay_d(1000000001, 1, "E119"),
-            stay_d(1000000001, 2, "I10"),
-            stay_d(1000000001, 3, "N183"),
-            stay_d(1000000003, 1, "I10"),
-        ],
-        **first,
-    )
-    write_raw(raw, "T_MCO25D", [stay_d(1000000001, 1, "E119"), stay_d(1000000001, 2, "I10")], **second)
-    # Medical units: the second delivery replaces stay 1's set (K590 goes); its first unit repeats the stay's
-    # DP, its third the DAS E119, and I500 is the DP of one unit and the DR of another. The error stay's unit
-    # reaches nothing.
-    write_raw(
-        raw,
-        "T_MCO25UM",
-        [stay_um(1000000001, 1, "I214"), stay_um(1000000001, 2, "K590"), stay_um(1000000005, 1, "I219")],
-        **first,
-    )
-    write_raw(
-        raw,
-        "T_MCO25UM",
-        [
-            stay_um(1000000001, 1, "I214"),
-            stay_um(1000000001, 2, "I500", "E109"),
-            stay_um(1000000001, 3, "E119", "I500"),
-        ],
-        **second,
-    )
-    # Stay acts: the second delivery replaces stay 1's set; the error stay's act reaches no visit.
-    write_raw(
-        raw,
-        "T_MCO25A",
-        [
-            stay_a(1000000001, "DEQP003", "0"),
-            stay_a(1000000001, "YYYY600", "1"),
-            stay_a(1000000005, "HHFA016", "0"),
-        ],
-        **first,
-    )
-    write_raw(raw, "T_MCO25A", [stay_a(1000000001, "DZQM006", "2", times="2", modifier="J")], **second)
-    write_raw(
-        raw,
-        "OPT_OUT",
-        [
-            opt_out("C", "1", "2024-05-01"),
-            opt_out("E", "1", "2024-06-01", scope="RESEARCH"),
-            opt_out("U", "2", "2024-07-01", scope="LINKAGE"),
-            opt_out("G", "1", "2023-01-01"),  # withdrawn in the second delivery
-        ],
-        **first,
-    )
-    write_raw(
-        raw, "OPT_OUT", [opt_out("G", "1", "2023-01-01", status="WITHDRAWN", until="2023-06-01")], **second
-    )
 
 
 @dataclass(frozen=True)
@@ -290,13 +76,6 @@ class Build:
 
     def rows(self, sql: str, parameters=None) -> list[tuple]:
         return query(self.warehouse, sql, parameters)
-
-
-def in_parallel(*tracks: Callable[[], None]) -> None:
-    """Run independent sequences of dbt invocations side by side: each keeps about one core busy."""
-    with ThreadPoolExecutor(max_workers=len(tracks)) as pool:
-        for future in [pool.submit(track) for track in tracks]:
-            future.result()
 
 
 @pytest.fixture(scope="module")

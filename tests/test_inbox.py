@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deliveries import populate
+
 from hdh_deliver.transfer import sftp_session
 from hdh_pipelines.ingestion.inbox import ScanBudget, scan_inbox
 from hdh_pipelines.ingestion.partitions import delivery_partition_key, parse_delivery_partition_key
-
-
-def populate(inbox: Path, provider: str, count: int, *, signed: bool = True) -> list[str]:
-    ids = []
-    for index in range(count):
-        folder = inbox / provider / f"d{index:05d}"
-        folder.mkdir(parents=True)
-        (folder / "manifest.json").write_text("{}")
-        (folder / ("manifest.json.sig" if signed else "manifest.json.sig.part")).write_text("x")
-        ids.append(delivery_partition_key(provider, folder.name))
-    return ids
 
 
 def test_thousands_of_deliveries_are_covered_in_bounded_ticks(sftp_settings, inbox):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -16,34 +15,16 @@ from deliveries import (
     build,
     columns_of,
     edit_manifest,
+    ingest,
     raw_rows,
+    rejected,
     sample_rows,
     upload,
     write_csv,
 )
 
-from hdh_deliver.errors import DeliveryRejected, Reason
+from hdh_deliver.errors import Reason
 from hdh_deliver.provider import SourceFile
-from hdh_deliver.transfer import sftp_session
-from hdh_pipelines.ingestion.pipeline import ingest_delivery
-from hdh_pipelines.ingestion.receive import SftpDeliverySource
-
-
-def ingest(settings, inbox, hub, provider, delivery_id):
-    with sftp_session(settings) as session:
-        return ingest_delivery(
-            SftpDeliverySource(session, f"{inbox}/{provider}/{delivery_id}"), provider, delivery_id, hub
-        )
-
-
-def rejected(settings, inbox, hub, provider, delivery_id) -> DeliveryRejected:
-    with pytest.raises(DeliveryRejected) as caught:
-        ingest(settings, inbox, hub, provider, delivery_id)
-    record = json.loads(hub.storage.quarantine_file(provider, delivery_id).read_text())
-    assert record["reason"] == caught.value.reason and record["message"]
-    assert not hub.storage.raw_dir(provider, delivery_id).exists()
-    assert not hub.storage.received_dir(provider, delivery_id).exists()
-    return caught.value
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from dbt_inputs import run_dbt, write_synthetic_raw
+from dbt_inputs import RUN_ASSETS, run_dbt, write_synthetic_raw
 
 from hdh_pipelines.core.partitions import MONTHS
 from hdh_pipelines.definitions import defs
@@ -157,18 +157,6 @@ def test_a_three_month_backfill_is_one_dbt_run_equal_to_three_single_months(
     assert not _parses_whole(monthly_parse, warehouse_env, raw_root, tmp_path / "next", partition=next_month)
 
 
-_RUN_BUILD = """
-import sys
-import dagster as dg
-from hdh_pipelines.definitions import defs
-job = defs.resolve_implicit_global_asset_job_def().get_subset(
-    asset_selection={dg.AssetKey.from_user_string(k) for k in sys.argv[1:]}
-)
-result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
-sys.exit(0 if result.success else 1)
-"""
-
-
 def test_two_warehouse_runs_launched_together_both_succeed(warehouse_env, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -184,7 +172,7 @@ def test_two_warehouse_runs_launched_together_both_succeed(warehouse_env, tmp_pa
     ]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _RUN_BUILD, *keys],
+            [sys.executable, "-c", RUN_ASSETS, *keys],
             env=environment,
             cwd=REPO,
             stdout=subprocess.PIPE,

@@ -18,7 +18,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from test_disclosure_attacks import plain_attack
+from disclosure_attacker import plain_attack
 
 from hdh_pipelines.core.disclosure import DISCLOSURE_THRESHOLD
 from hdh_pipelines.normalisation.resources import WarehouseResource

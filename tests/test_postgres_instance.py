@@ -22,8 +22,8 @@ import duckdb
 import psycopg2
 import pytest
 import yaml
+from dbt_inputs import RUN_ASSETS
 from deliveries import build, columns_of, upload, valid_rows, write_csv
-from test_normalisation_assets import _RUN_BUILD
 from ui_support import free_port
 
 from hdh_deliver.provider import SourceFile
@@ -233,7 +233,7 @@ def test_deliveries_to_dbt_with_two_runs_at_once(tmp_path, keys, sftp_settings, 
     selections = [["staging/stg_ir_ben_r"], ["staging/stg_opt_out"]]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _RUN_BUILD, *selection],
+            [sys.executable, "-c", RUN_ASSETS, *selection],
             env=dict(os.environ),
             cwd=REPO,
             stdout=subprocess.PIPE,

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import dagster as dg
 import duckdb
-import pytest
-from deliveries import build, columns_of, raw_rows, upload, valid_rows, write_csv
-from test_ingestion import ingest
+from deliveries import columns_of, deliver_tables, ingest, raw_rows, valid_rows, with_duplicate_key
 
-from hdh_deliver.provider import SourceFile
 from hdh_devtools.demo.daemonless import tick
 from hdh_pipelines.definitions import defs
-from hdh_pipelines.ingestion.pipeline import QualityGate
 from hdh_pipelines.ingestion.storage import QUALITY_SUMMARY, HubStorage
 from hdh_pipelines.normalisation.assets import normalisation_upstream
 from hdh_pipelines.normalisation.resources import WarehouseResource
@@ -23,25 +18,8 @@ SENSOR = "sftp_inbox_sensor"
 CHECK = dg.AssetCheckKey(dg.AssetKey(["raw", "ir_ben_r"]), "great_expectations_suite")
 
 
-@pytest.fixture
-def gated(hub):
-    return dataclasses.replace(hub, quality_gate=QualityGate())
-
-
-def deliver(tmp_path, keys, settings, inbox, delivery_id, tables):
-    sources = []
-    for dataset, rows in tables.items():
-        path = write_csv(tmp_path / f"{delivery_id}-{dataset}.csv", dataset, rows)
-        sources.append(SourceFile(path, dataset))
-    upload(settings, build(tmp_path, keys, "cnam", delivery_id, sources), inbox)
-
-
-def with_duplicate_key(rows):
-    return [*rows, list(rows[0])]
-
-
 def test_clean_delivery_is_published_with_its_reports(tmp_path, keys, gated, sftp_settings, inbox):
-    deliver(tmp_path, keys, sftp_settings, inbox, "ok", {"IR_BEN_R": valid_rows("IR_BEN_R", 50)})
+    deliver_tables(tmp_path, keys, sftp_settings, inbox, "ok", {"IR_BEN_R": valid_rows("IR_BEN_R", 50)})
     report = ingest(sftp_settings, inbox, gated, "cnam", "ok")
     assert report.quality_passed == {"IR_BEN_R": True} and not report.held
     reports = json.loads((gated.storage.raw_dir("cnam", "ok") / QUALITY_SUMMARY).read_text())
@@ -53,7 +31,7 @@ def test_blocking_failure_holds_the_delivery_and_a_corrected_one_replaces_it(
     tmp_path, keys, gated, sftp_settings, inbox
 ):
     good = valid_rows("IR_BEN_R", 40)
-    deliver(tmp_path, keys, sftp_settings, inbox, "dup", {"IR_BEN_R": with_duplicate_key(good)})
+    deliver_tables(tmp_path, keys, sftp_settings, inbox, "dup", {"IR_BEN_R": with_duplicate_key(good)})
     report = ingest(sftp_settings, inbox, gated, "cnam", "dup")
     assert report.held
     storage = gated.storage
@@ -68,7 +46,7 @@ def test_blocking_failure_holds_the_delivery_and_a_corrected_one_replaces_it(
     again = ingest(sftp_settings, inbox, gated, "cnam", "dup")
     assert again.already_loaded and again.held
 
-    deliver(tmp_path, keys, sftp_settings, inbox, "dup-fixed", {"IR_BEN_R": good})
+    deliver_tables(tmp_path, keys, sftp_settings, inbox, "dup-fixed", {"IR_BEN_R": good})
     fixed = ingest(sftp_settings, inbox, gated, "cnam", "dup-fixed")
     assert not fixed.held and len(raw_rows(storage, "IR_BEN_R")) == 40
     assert storage.held_dir("cnam", "dup").exists(), "the failed delivery stays visible with its reasons"
@@ -78,7 +56,7 @@ def test_detail_rows_are_matched_against_claims_already_published(
     tmp_path, keys, gated, sftp_settings, inbox
 ):
     claims = valid_rows("ER_PRS_F", 60)
-    deliver(
+    deliver_tables(
         tmp_path,
         keys,
         sftp_settings,
@@ -92,12 +70,12 @@ def test_detail_rows_are_matched_against_claims_already_published(
     positions = _join_positions("ER_PHA_F")
     pharmacy = [row for row in valid_rows("ER_PHA_F", 150) if tuple(row[i] for i in positions) in claim_keys]
     assert pharmacy, "the synthetic pharmacy rows of the first claims"
-    deliver(tmp_path, keys, sftp_settings, inbox, "pharmacy", {"ER_PHA_F": pharmacy})
+    deliver_tables(tmp_path, keys, sftp_settings, inbox, "pharmacy", {"ER_PHA_F": pharmacy})
     assert not ingest(sftp_settings, inbox, gated, "cnam", "pharmacy").held
 
     orphan = list(pharmacy[0])
     orphan[columns_of("ER_PHA_F").index("PRS_ORD_NUM")] = "999999"
-    deliver(tmp_path, keys, sftp_settings, inbox, "orphan", {"ER_PHA_F": [*pharmacy, orphan]})
+    deliver_tables(tmp_path, keys, sftp_settings, inbox, "orphan", {"ER_PHA_F": [*pharmacy, orphan]})
     held = ingest(sftp_settings, inbox, gated, "cnam", "orphan")
     assert held.held
     outcome = next(
@@ -136,8 +114,8 @@ def test_the_asset_check_explains_a_held_delivery(
     monkeypatch,
 ):
     rows = valid_rows("IR_BEN_R", 30)
-    deliver(tmp_path, keys, sftp_settings, inbox, "good", {"IR_BEN_R": rows})
-    deliver(tmp_path, keys, sftp_settings, inbox, "bad", {"IR_BEN_R": with_duplicate_key(rows)})
+    deliver_tables(tmp_path, keys, sftp_settings, inbox, "good", {"IR_BEN_R": rows})
+    deliver_tables(tmp_path, keys, sftp_settings, inbox, "bad", {"IR_BEN_R": with_duplicate_key(rows)})
     outcome = tick(defs, instance, SENSOR)
     runs = {r.dagster_run.tags["dagster/partition"]: r for r in outcome.launched}
     assert runs["cnam/good"].success and not runs["cnam/bad"].success

@@ -13,9 +13,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from deliveries import build, edit_manifest, raw_rows, sample_rows, upload, write_csv
-from test_inbox import populate
-from test_ingestion import ingest, rejected
+from deliveries import (
+    build,
+    edit_manifest,
+    ingest,
+    populate,
+    raw_rows,
+    rejected,
+    sample_rows,
+    upload,
+    write_csv,
+)
 
 from hdh_deliver.errors import DeliveryRejected, Reason
 from hdh_deliver.keys import HubKeyRing, KeyConfigError

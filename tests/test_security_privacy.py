@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 from dbt_inputs import ben, write_raw
-from deliveries import build, columns_of, upload, valid_rows, write_csv
-from test_ingestion import ingest, rejected
+from deliveries import build, columns_of, ingest, rejected, upload, valid_rows, write_csv
 
 from hdh_deliver.errors import Reason
 from hdh_deliver.provider import SourceFile

@@ -14,8 +14,7 @@ import json
 
 import pytest
 from dbt_inputs import ben, opt_out, query, run_dbt, write_raw
-from deliveries import build, columns_of, upload, write_csv
-from test_ingestion import ingest, rejected
+from deliveries import build, columns_of, ingest, rejected, upload, write_csv
 
 from hdh_deliver.errors import Reason
 from hdh_deliver.provider import SourceFile

@@ -18,7 +18,6 @@ one blocking failure per planted value and nothing else.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
@@ -28,11 +27,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from deliveries import columns_of, raw_rows, write_csv
-from test_ingestion import ingest
+from deliveries import columns_of, ingest, raw_rows, write_csv
 
 from hdh_pipelines.core.sql import quote_identifier
-from hdh_pipelines.ingestion.pipeline import QualityGate
 from hdh_pipelines.quality.suites import (
     INVALID_SUFFIX,
     SEVERITIES,
@@ -345,11 +342,6 @@ NEAR_MISS_WARNINGS = {
     "T_MCOaaB": set(),
     "T_MCOaaC": set(),
 }
-
-
-@pytest.fixture
-def gated(hub):
-    return dataclasses.replace(hub, quality_gate=QualityGate())
 
 
 def hdh_deliver(tmp_path: Path, keys, sftp_server, inbox: str, delivery_id: str, tables: dict) -> None:

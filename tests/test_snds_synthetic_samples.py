@@ -27,12 +27,10 @@ from typing import Any
 
 import duckdb
 import pytest
-from deliveries import build, raw_rows, upload
-from test_ingestion import ingest, rejected
+from deliveries import build, ingest, raw_rows, rejected, upload
 
 from hdh_deliver.errors import Reason
 from hdh_deliver.provider import SourceFile
-from hdh_pipelines.ingestion.pipeline import QualityGate
 from hdh_pipelines.registry import REFERENCE_COLUMN_KEY, default_registry
 from hdh_pipelines.registry.generate import GENERATED_KEY
 
@@ -141,11 +139,6 @@ def expected_failures(sample: Sample, rows: Sequence[Mapping[str, str]]) -> set[
 def _read(sample: Sample) -> list[dict[str, str]]:
     with sample.csv.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle, delimiter=sample.delimiter))
-
-
-@pytest.fixture
-def gated(hub):
-    return dataclasses.replace(hub, quality_gate=QualityGate())
 
 
 def _deliver(tmp_path, keys, settings, inbox, delivery_id: str, samples: Sequence[Sample]) -> None:

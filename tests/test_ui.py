@@ -9,27 +9,30 @@ at a closed loopback port (the inbox sensor's ticks skip).
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from dbt_inputs import run_dbt, write_synthetic_raw
-from ui_support import DagsterDev, chromium_page, dagster_dev, free_port
+from ui_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    COMMUNITY_PROMPT_SEEN,
+    GRAPH_NODE_NAMES,
+    PROJECT,
+    DagsterDev,
+    chromium_page,
+    dagster_dev,
+    hub_environment,
+)
 
 from hdh_pipelines.workspaces import read_audit_trail
 from hdh_pipelines.workspaces.audit import process_requester
-from hdh_pipelines.workspaces.pseudonyms import key_variable
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "var" / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PROJECT = "diabetes-drug-use"
 MONTHS = ["2025-01-01", "2025-02-01", "2025-03-01"]
 REQUESTER = "ui-test-lead"
 # The hub's lifecycle stages, as asset groups: the code location must define them and the graph show them.
@@ -56,49 +59,12 @@ class Hub:
     audit_root: Path
 
 
-def _hub_environment(folder: Path) -> dict[str, str]:
-    private = folder / "private"
-    nightly_hour = (datetime.now(UTC).hour + 12) % 24
-    return {
-        **os.environ,
-        # scripts/env.sh: no telemetry.
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "DO_NOT_TRACK": "1",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DAGSTER_HOME": str(folder / "dagster_home"),
-        # Never used: a closed loopback port and files that do not exist.
-        "HDH_SFTP_HOST": "127.0.0.1",
-        "HDH_SFTP_PORT": str(free_port()),
-        "HDH_SFTP_USER": "unused",
-        "HDH_SFTP_KEY_FILE": str(folder / "no-sftp-key"),
-        "HDH_SFTP_KNOWN_HOSTS": str(folder / "no-known-hosts"),
-        "HDH_SFTP_INBOX": "/inbox",
-        "HDH_HUB_KEYRING": str(folder / "no-keyring.yaml"),
-        "HDH_PROVIDER_REGISTRY": str(folder / "no-providers.yaml"),
-        # An intake that does not exist: the rights sensor's ticks skip instead of failing on config.
-        "HDH_RIGHTS_INTAKE": str(folder / "no-rights-intake"),
-        "HDH_RIGHTS_FORMS": str(folder / "no-rights-forms.yaml"),
-        "HDH_PRIVATE_ROOT": str(private),
-        "HDH_RAW_ROOT": str(private / "raw"),
-        "HDH_WAREHOUSE_PATH": str(private / "warehouse.duckdb"),
-        "HDH_FIRST_MONTH": "2024-12-01",
-        "HDH_CATALOGUE_DIR": str(folder / "public" / "catalogue"),
-        "HDH_PROJECTS_DIR": str(REPO / "projects"),
-        "HDH_WORKSPACE_ROOT": str(private / "workspaces"),
-        "HDH_WORKSPACE_AUDIT_ROOT": str(private / "audit"),
-        key_variable(PROJECT): secrets.token_hex(32),
-        # The nightly schedule's window is twelve hours away: it launches nothing during the test.
-        "HDH_NIGHTLY_HOUR": str(nightly_hour),
-        "HDH_TIMEZONE": "UTC",
-    }
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """`dagster dev` on a Dagster home with the project's partition, and raw data plus a dbt-built warehouse
     (prepared while the code location loads: the code location reads neither)."""
     folder = tmp_path_factory.mktemp("ui")
-    environment = _hub_environment(folder)
+    environment = hub_environment(folder)
     home = Path(environment["DAGSTER_HOME"])
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -224,12 +190,6 @@ ASSET_GROUPS = """
   assetNodes { groupName isMaterializable isObservable }
 }
 """
-# The names on the graph's nodes (group boxes at the lineage's overview), not the sidebar's list.
-GRAPH_NODE_NAMES = (
-    "[...document.querySelectorAll('svg foreignObject')].map(n => n.textContent.trim().split(/\\s+/)[0])"
-)
-# A fresh browser profile gets Dagster's "Join the community" prompt over the graph; this marks it seen.
-COMMUNITY_PROMPT_SEEN = "localStorage.setItem('communityNux', '1')"
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium")

@@ -17,8 +17,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from test_ui import ARTIFACTS, CHROMIUM, COMMUNITY_PROMPT_SEEN, GRAPH_NODE_NAMES, _hub_environment
-from ui_support import DagsterDev, chromium_page, dagster_dev
+from ui_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    COMMUNITY_PROMPT_SEEN,
+    GRAPH_NODE_NAMES,
+    DagsterDev,
+    chromium_page,
+    dagster_dev,
+    hub_environment,
+)
 
 from hdh_pipelines.definitions import defs
 from hdh_pipelines.ingestion.assets import INBOX_KEY, QUARANTINE_KEY
@@ -39,7 +47,7 @@ def repository_manifest_before() -> os.stat_result:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory, repository_manifest_before) -> Iterator[DagsterDev]:
     folder = tmp_path_factory.mktemp("ui-lineage")
-    environment = _hub_environment(folder)
+    environment = hub_environment(folder)
     home = Path(environment["DAGSTER_HOME"])
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 from playwright.sync_api import CDPSession, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from hdh_pipelines.workspaces.pseudonyms import key_variable
 
 T = TypeVar("T")
 
@@ -37,6 +42,18 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+ARTIFACTS = REPO / "var" / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The sample project (projects/) whose workspace the UI tests back-fill.
+PROJECT = "diabetes-drug-use"
+# The names on the graph's nodes (group boxes at the lineage's overview), not the sidebar's list.
+GRAPH_NODE_NAMES = (
+    "[...document.querySelectorAll('svg foreignObject')].map(n => n.textContent.trim().split(/\\s+/)[0])"
+)
+# A fresh browser profile gets Dagster's "Join the community" prompt over the graph; this marks it seen.
+COMMUNITY_PROMPT_SEEN = "localStorage.setItem('communityNux', '1')"
 
 
 def free_port() -> int:
@@ -230,3 +247,41 @@ def chromium_page(chromium: str, width: int = 1600, height: int = 1000) -> Itera
             yield DevToolsPage(page)
         finally:
             browser.close()
+
+
+def hub_environment(folder: Path) -> dict[str, str]:
+    """`dagster dev`'s environment for a hub under ``folder``: no telemetry, no SFTP, no schedule run."""
+    private = folder / "private"
+    nightly_hour = (datetime.now(UTC).hour + 12) % 24
+    return {
+        **os.environ,
+        # scripts/env.sh: no telemetry.
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DAGSTER_HOME": str(folder / "dagster_home"),
+        # Never used: a closed loopback port and files that do not exist.
+        "HDH_SFTP_HOST": "127.0.0.1",
+        "HDH_SFTP_PORT": str(free_port()),
+        "HDH_SFTP_USER": "unused",
+        "HDH_SFTP_KEY_FILE": str(folder / "no-sftp-key"),
+        "HDH_SFTP_KNOWN_HOSTS": str(folder / "no-known-hosts"),
+        "HDH_SFTP_INBOX": "/inbox",
+        "HDH_HUB_KEYRING": str(folder / "no-keyring.yaml"),
+        "HDH_PROVIDER_REGISTRY": str(folder / "no-providers.yaml"),
+        # An intake that does not exist: the rights sensor's ticks skip instead of failing on config.
+        "HDH_RIGHTS_INTAKE": str(folder / "no-rights-intake"),
+        "HDH_RIGHTS_FORMS": str(folder / "no-rights-forms.yaml"),
+        "HDH_PRIVATE_ROOT": str(private),
+        "HDH_RAW_ROOT": str(private / "raw"),
+        "HDH_WAREHOUSE_PATH": str(private / "warehouse.duckdb"),
+        "HDH_FIRST_MONTH": "2024-12-01",
+        "HDH_CATALOGUE_DIR": str(folder / "public" / "catalogue"),
+        "HDH_PROJECTS_DIR": str(REPO / "projects"),
+        "HDH_WORKSPACE_ROOT": str(private / "workspaces"),
+        "HDH_WORKSPACE_AUDIT_ROOT": str(private / "audit"),
+        key_variable(PROJECT): secrets.token_hex(32),
+        # The nightly schedule's window is twelve hours away: it launches nothing during the test.
+        "HDH_NIGHTLY_HOUR": str(nightly_hour),
+        "HDH_TIMEZONE": "UTC",
+    }
